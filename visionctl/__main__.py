@@ -1,0 +1,3 @@
+from visionctl.cli import app
+
+app(prog_name="visionctl")

@@ -1,0 +1,35 @@
+"""Names shared by the CLI, the images and the chart — defined once here.
+
+The chart's values.yaml repeats the image names/tags and ports (Helm cannot import Python);
+tests/test_chart.py asserts the two agree.
+"""
+
+from pathlib import Path
+
+from visionctl import __version__
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Models
+MODEL_NAMES = ("mnist", "fashion-mnist")
+DEFAULT_MODEL = "mnist"
+
+# Images (built locally, imported into the cluster; explicit tags, never "latest")
+IMAGE_TAG = __version__
+BACKEND_IMAGE = "vision-ai-backend"
+FRONTEND_IMAGE = "vision-ai-frontend"
+DOCKERFILE_BACKEND = "Dockerfile.backend"
+DOCKERFILE_FRONTEND = "Dockerfile.frontend"
+
+# Ports inside containers / local processes
+BACKEND_PORT = 8080
+FRONTEND_PORT = 8501
+RUN_AS_UID = 10001
+
+# Kubernetes
+CLUSTER_NAME = "vision-ai"
+RELEASE_NAME = "vision-ai"
+NAMESPACE = "vision-ai"
+CHART_DIR = "charts/vision-ai"
+MANIFESTS_DIR = "deploy/manifests"
+DEFAULT_HOST_PORT = 8080  # localhost port mapped to the k3d load balancer (Traefik :80)
