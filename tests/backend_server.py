@@ -1,0 +1,135 @@
+"""Start the real backend (``python -m backend`` on Waitress) on a free loopback port, for tests.
+
+Other test modules import this rather than starting servers their own way::
+
+    from backend_server import BackendServer, test_model_dir   # tests/ is on sys.path under pytest
+
+    with BackendServer(model_dir=test_model_dir()) as server:
+        requests.post(server.url + "/predict", json={"base64": ...})
+
+It runs as a separate process so tests exercise the same entry point, env parsing and signal
+handling as production, and so a crash in the server cannot take the test runner down with it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_DIR_ENV = "VISION_TEST_MODEL_DIR"
+
+
+def test_model_dir() -> Path:
+    """Model folder for tests: ``$VISION_TEST_MODEL_DIR`` or the repository's ``models/``.
+
+    Raises (so the calling test fails with a clear message) when the ONNX files or model cards are
+    missing: a backend test without a real model proves nothing.
+    """
+    path = Path(os.environ.get(MODEL_DIR_ENV) or ROOT / "models")
+    missing = [f.name for n in ("mnist", "fashion-mnist") for f in (path / f"{n}.onnx", path / f"{n}.json")
+               if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"test models missing in {path}: {', '.join(missing)}; run `visionctl train` or set {MODEL_DIR_ENV}")
+    return path
+
+
+test_model_dir.__test__ = False  # not a pytest test despite the name
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class BackendServer:
+    """A backend process on 127.0.0.1:<free port>; ``start()`` returns once ``/readyz`` is 200.
+
+    ``env`` adds/overrides ``VISION_*`` variables. Output goes to ``log_path`` (a temp file by
+    default) so a failing test can show it via ``logs()``.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike | None = None, env: dict[str, str] | None = None,
+                 port: int | None = None, startup_timeout: float = 60.0):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.model_dir = Path(model_dir) if model_dir else test_model_dir()
+        self.extra_env = dict(env or {})
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
+        env.update({
+            "VISION_HOST": "127.0.0.1",
+            "VISION_PORT": str(self.port),
+            "VISION_MODEL_DIR": str(self.model_dir),
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> "BackendServer":
+        import tempfile
+
+        self._log = tempfile.NamedTemporaryFile(prefix="backend-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=self.environment(),
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"backend exited with {self.proc.returncode} during start:\n{self.logs()}")
+            if self.status("/readyz") == 200:
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"backend not ready within {self.startup_timeout}s:\n{self.logs()}")
+
+    def status(self, path: str) -> int | None:
+        """HTTP status of GET ``path``, or None if nothing answers."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=2) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return None
+
+    def logs(self) -> str:
+        if not self._log:
+            return ""
+        self._log.flush()
+        return Path(self._log.name).read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        """Send ``sig`` and wait; returns the exit code (kills after ``timeout``)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self) -> "BackendServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        if self._log:
+            self._log.close()
+            os.unlink(self._log.name)
