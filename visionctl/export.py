@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,9 @@ def sha256_file(path: str | os.PathLike) -> str:
 def onnx_bytes(model: Net) -> bytes:
     """Serialise to a single ONNX file with a dynamic batch axis (legacy exporter: one file, fast)."""
     buf = io.BytesIO()
+    # The legacy exporter is deprecated in torch ≥2.9 but gives the same single-file graph in a
+    # fraction of the time of the dynamo exporter (~1 s vs ~7 s here) with ORT parity ~1e-7.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
     torch.onnx.export(
         model.eval(), (torch.zeros(1, 1, 28, 28),), buf, dynamo=False, opset_version=OPSET,
         input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -132,5 +136,14 @@ def export_weights(weights: str | os.PathLike, name: str, out_dir: str | os.Path
     test = load_split(name, "test", data_dir)
     x, y = to_tensor(test.images), torch.from_numpy(test.labels)
     metrics = evaluate(model, x, y)
-    return export_model(model, name, out_dir, metrics=metrics, data_sha256=test.sha256,
-                        training={"source": str(weights)}, parity_batch=x[:256])
+    training = {"source": str(weights)}
+    data_sha256 = test.sha256
+    previous = Path(out_dir) / f"{name}.json"
+    if previous.is_file():
+        # Re-exporting our own weights: keep the provenance the training run recorded.
+        old = json.loads(previous.read_text())
+        if old.get("artifacts", {}).get("pt", {}).get("sha256") == sha256_file(weights):
+            training, data_sha256 = old["training"], {**old["data"]["sha256"], **test.sha256}
+            metrics["history"] = old["metrics"].get("history", [])
+    return export_model(model, name, out_dir, metrics=metrics, data_sha256=data_sha256,
+                        training=training, parity_batch=x[:256])

@@ -1,0 +1,237 @@
+"""Model pipeline: IDX data, the assignment's Net, training smoke run, ONNX export, model cards."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from visionctl import data as vdata
+from visionctl import export as vexport
+from visionctl import training
+from visionctl.cli import app
+from visionctl.model import Net
+
+runner = CliRunner()
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode an unsigned-byte IDX file (the MNIST on-disk format)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path, monkeypatch):
+    """A 40-image IDX dataset registered as 'mnist' with its own checksums (gz + raw files mixed)."""
+    rng = np.random.default_rng(0)
+    files = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (40, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(40) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.arange(20) % 10,
+    }
+    sums = {}
+    for i, (stem, arr) in enumerate(files.items()):
+        raw = idx_bytes(np.asarray(arr))
+        sums[stem] = hashlib.sha256(raw).hexdigest()
+        if i % 2:
+            (tmp_path / stem).write_bytes(raw)
+        else:
+            (tmp_path / f"{stem}.gz").write_bytes(gzip.compress(raw))
+    spec = vdata.DatasetSpec("mnist", "MNIST", vdata.DATASETS["mnist"].labels, "digit", sums)
+    monkeypatch.setitem(vdata.DATASETS, "mnist", spec)
+    return tmp_path, files
+
+
+class AssignmentNet(nn.Module):
+    """The original assignment's network, written out independently to prove compatibility."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+        x = torch.flatten(self.dropout1(x), 1)
+        x = self.fc2(self.dropout2(F.relu(self.fc1(x))))
+        return F.log_softmax(x, dim=1)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def test_parse_idx_roundtrip():
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    np.testing.assert_array_equal(vdata.parse_idx(idx_bytes(arr)), arr)
+
+
+@pytest.mark.parametrize("blob", [b"", b"\x00\x00\x0d\x01" + b"\x00" * 8, idx_bytes(np.zeros((3, 2)))[:-1]])
+def test_parse_idx_rejects_bad_files(blob):
+    with pytest.raises(ValueError):
+        vdata.parse_idx(blob)
+
+
+def test_load_split_reads_gz_and_raw(tiny_dataset):
+    directory, files = tiny_dataset
+    split = vdata.load_split("mnist", "train", directory)
+    np.testing.assert_array_equal(split.images, files["train-images-idx3-ubyte"])
+    assert split.labels.dtype == np.int64 and split.labels.tolist() == list(files["train-labels-idx1-ubyte"])
+    # The parent folder works too (VISION_DATA_DIR=../shared/datasets serves both datasets).
+    (directory.parent / "mnist").symlink_to(directory)
+    assert vdata.load_split("mnist", "test", directory.parent).images.shape == (20, 28, 28)
+
+
+def test_checksum_mismatch_is_one_clear_line(tiny_dataset):
+    directory, _ = tiny_dataset
+    raw = (directory / "t10k-labels-idx1-ubyte").read_bytes()
+    (directory / "t10k-labels-idx1-ubyte").write_bytes(raw[:-1] + b"\x03")  # last label was 9
+    with pytest.raises(vdata.DatasetError) as exc:
+        vdata.load_split("mnist", "test", directory)
+    assert "checksum mismatch" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_missing_dataset_cli_error_has_the_fix(tmp_path):
+    result = runner.invoke(app, ["train", "mnist", "--data-dir", str(tmp_path), "--models-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "not found" in result.output and "--data-dir" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_shared_datasets_verify(shared_datasets):
+    for name in vdata.DATASETS:
+        split = vdata.load_split(name, "test", shared_datasets / name)
+        assert split.images.shape == (10000, 28, 28)
+        assert np.bincount(split.labels).min() >= 800
+
+
+# --- model --------------------------------------------------------------------------------------
+
+def test_state_dict_compatible_with_assignment_net():
+    torch.manual_seed(0)
+    theirs = AssignmentNet().eval()
+    ours = Net().eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    x = torch.randn(4, 1, 28, 28)
+    torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_augment_keeps_shape_and_range():
+    cfg = training.make_config("mnist")
+    x = training.to_tensor(np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8))
+    out = training.augment(x, cfg, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    lo, hi = (0 - training.MEAN) / training.STD, (1 - training.MEAN) / training.STD
+    assert out.min() >= lo - 1e-5 and out.max() <= hi + 1e-5
+    assert not torch.equal(out, x)
+
+
+@pytest.mark.parametrize("strategy,trainable", [("fc2", {"fc2"}), ("fc1+fc2", {"fc1", "fc2"}),
+                                                ("all", {"conv1", "conv2", "fc1", "fc2"})])
+def test_finetune_strategies_freeze_the_right_layers(strategy, trainable):
+    model = Net()
+    params = training.set_trainable(model, strategy)
+    learning = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert learning == trainable and len(params) == 2 * len(trainable)
+
+
+# --- export -------------------------------------------------------------------------------------
+
+def test_parity_gate_refuses_a_wrong_model():
+    torch.manual_seed(0)
+    a, b = Net(), Net()
+    with pytest.raises(vexport.ExportError):
+        vexport.check_parity(a, vexport.onnx_bytes(b), torch.randn(8, 1, 28, 28))
+
+
+def test_smoke_training_end_to_end_through_export(shared_datasets, tmp_path):
+    """Subset, one epoch: train → export → ONNX loads in ORT, matches torch, card validates."""
+    result = runner.invoke(app, ["train", "mnist", "--data-dir", str(shared_datasets / "mnist"),
+                                 "--models-dir", str(tmp_path), "--epochs", "1", "--limit", "1000"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "mnist.json").read_text())
+    validate_card(card, tmp_path)
+    assert card["training"]["epochs"] == 1 and card["training"]["limit"] == 1000
+    assert card["metrics"]["test_accuracy"] > 0.3  # 1000 images, one epoch: far above chance (0.1)
+
+    # Fine-tune fashion-mnist from those weights with a frozen backbone.
+    result = runner.invoke(app, ["train", "fashion-mnist", "--data-dir", str(shared_datasets / "fashion-mnist"),
+                                 "--models-dir", str(tmp_path), "--epochs", "1", "--limit", "500",
+                                 "--strategy", "fc2"])
+    assert result.exit_code == 0, result.output
+    fashion = json.loads((tmp_path / "fashion-mnist.json").read_text())
+    validate_card(fashion, tmp_path)
+    assert fashion["training"]["strategy"] == "fc2" and fashion["labels"][9] == "Ankle boot"
+    # fc2-only fine-tuning must leave the convolutions exactly as the MNIST model had them.
+    mnist_sd = torch.load(tmp_path / "mnist.pt", weights_only=True)
+    fashion_sd = torch.load(tmp_path / "fashion-mnist.pt", weights_only=True)
+    torch.testing.assert_close(mnist_sd["conv1.weight"], fashion_sd["conv1.weight"], rtol=0, atol=0)
+    assert not torch.equal(mnist_sd["fc2.weight"], fashion_sd["fc2.weight"])
+
+
+def test_export_converts_an_assignment_state_dict(shared_datasets, tmp_path):
+    torch.manual_seed(0)
+    torch.save(AssignmentNet().state_dict(), tmp_path / "mnist_cnn.pt")
+    out = tmp_path / "models"
+    result = runner.invoke(app, ["export", "mnist", "--weights", str(tmp_path / "mnist_cnn.pt"),
+                                 "--models-dir", str(out), "--data-dir", str(shared_datasets / "mnist")])
+    assert result.exit_code == 0, result.output
+    validate_card(json.loads((out / "mnist.json").read_text()), out)
+
+
+def test_export_rejects_foreign_weights(tmp_path):
+    torch.save({"layer.weight": torch.zeros(2)}, tmp_path / "bad.pt")
+    result = runner.invoke(app, ["export", "mnist", "--weights", str(tmp_path / "bad.pt"),
+                                 "--models-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "cannot load" in result.output
+    assert not (tmp_path / "mnist.onnx").exists()
+
+
+# --- shipped models -----------------------------------------------------------------------------
+
+def validate_card(card: dict, directory) -> None:
+    import jsonschema
+
+    from visionctl.constants import REPO_ROOT
+
+    schema = json.loads((REPO_ROOT / "docs" / "model-card.schema.json").read_text())
+    jsonschema.validate(card, schema)
+    spec = vdata.DATASETS[card["name"]]
+    assert card["labels"] == list(spec.labels) and card["input"]["preprocessing"] == spec.preprocessing
+    assert card["data"]["sha256"].items() <= spec.sha256.items()
+    for artifact in card["artifacts"].values():
+        assert vexport.sha256_file(directory / artifact["file"]) == artifact["sha256"]
+
+
+ACCURACY_BARS = {"mnist": 0.992, "fashion-mnist": 0.91}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ACCURACY_BARS))
+def test_shipped_model_accuracy_on_full_test_set(name, models_dir, shared_datasets):
+    """The committed ONNX artifacts meet the bars on all 10,000 test images, as their cards claim."""
+    import onnxruntime as ort
+
+    card = json.loads((models_dir / f"{name}.json").read_text())
+    validate_card(card, models_dir)
+    test = vdata.load_split(name, "test", shared_datasets / name)
+    x = ((test.images.astype(np.float32) / 255.0 - card["normalization"]["mean"])
+         / card["normalization"]["std"])[:, None]
+    sess = ort.InferenceSession(str(models_dir / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+    pred = np.concatenate([sess.run(None, {card["input"]["name"]: x[i:i + 1000]})[0].argmax(1)
+                           for i in range(0, len(x), 1000)])
+    accuracy = float((pred == test.labels).mean())
+    assert accuracy >= ACCURACY_BARS[name]
+    assert abs(accuracy - card["metrics"]["test_accuracy"]) < 2e-4
