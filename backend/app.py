@@ -1,0 +1,180 @@
+"""Flask application factory: wires config, model registry, auth, JSON errors, metrics and logs.
+
+The routes live in ``backend.api``; this module owns the cross-cutting request lifecycle so every
+response — including Flask's own 404/405/413 and genuine bugs — gets the same JSON error shape,
+an ``X-Request-ID``, one access-log line and its metrics.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from backend.config import Config
+from backend.errors import ApiError
+from backend.inference import Registry
+from backend.logs import REQUEST_ID_HEADER, request_id
+from backend.metrics import Metrics
+
+log = logging.getLogger("backend.app")
+access_log = logging.getLogger("backend.access")
+
+# Probes, metrics and the API description stay reachable without a key (kubelet and Prometheus
+# carry none, and the document reveals nothing a client could not learn from an error).
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+
+# Werkzeug's HTTP errors → our stable error codes.
+HTTP_ERROR_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found",
+                    405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type"}
+
+
+@dataclass
+class State:
+    """Per-app shared state (``app.extensions["vision"]``)."""
+
+    config: Config
+    registry: Registry
+    metrics: Metrics
+    draining: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def ready(self) -> bool:
+        return self.registry.ready.is_set() and not self.draining.is_set()
+
+
+def json_response(obj, status: int = 200, headers: dict | None = None) -> Response:
+    """Compact JSON without Flask's key sorting and pretty-printing (measurably cheaper per request)."""
+    return Response(json.dumps(obj, separators=(",", ":"), ensure_ascii=False), status=status,
+                    headers=headers, mimetype="application/json")
+
+
+def get_state() -> State:
+    from flask import current_app
+
+    return current_app.extensions["vision"]
+
+
+def create_app(config: Config | None = None, registry: Registry | None = None) -> Flask:
+    """Build the app. Models are *not* loaded here: call ``registry.load()`` (``backend.server`` does,
+    in the background, so ``/healthz`` answers and ``/readyz`` says 503 while they load)."""
+    config = config or Config.from_env()
+    registry = registry or Registry(config.model_dir, config.models)
+    metrics = Metrics()
+    state = State(config=config, registry=registry, metrics=metrics)
+    metrics.ready.set_function(lambda: 1.0 if state.ready else 0.0)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions["vision"] = state
+
+    from backend.api import bp
+
+    app.register_blueprint(bp)
+    _install_lifecycle(app, state)
+    _install_error_handlers(app, state)
+    return app
+
+
+def _presented_key() -> str | None:
+    key = request.headers.get("X-API-Key")
+    if key:
+        return key.strip()
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def key_is_valid(presented: str | None, keys: tuple[bytes, ...]) -> bool:
+    """Constant-time check against every configured key (no early exit that would leak which or how
+    many characters matched)."""
+    if presented is None:
+        return False
+    candidate = presented.encode("utf-8", "surrogateescape")
+    ok = False
+    for key in keys:
+        ok |= hmac.compare_digest(candidate, key)
+    return ok
+
+
+def _install_lifecycle(app: Flask, state: State) -> None:
+    metrics = state.metrics
+    keys = tuple(k.encode() for k in state.config.api_keys)
+
+    @app.before_request
+    def start_request():
+        g.start = time.perf_counter()
+        g.request_id = request_id(request.headers.get(REQUEST_ID_HEADER))
+        g.model = ""
+        metrics.in_flight.inc()
+        g.in_flight = True
+        if keys and request.path not in OPEN_PATHS and not key_is_valid(_presented_key(), keys):
+            raise ApiError("missing or invalid API key: send it as 'X-API-Key: <key>' or "
+                           "'Authorization: Bearer <key>'", status=401, code="unauthorized",
+                           headers={"WWW-Authenticate": 'Bearer realm="vision-ai"'})
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        rid = g.get("request_id") or request_id(None)
+        response.headers[REQUEST_ID_HEADER] = rid
+        start = g.get("start")
+        duration = time.perf_counter() - start if start is not None else 0.0
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        model = g.get("model", "")
+        metrics.requests.labels(request.method, route, model, str(response.status_code)).inc()
+        metrics.latency.labels(route).observe(duration)
+        if request.method == "POST":
+            metrics.request_size.labels(route).observe(request.content_length or 0)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("request", extra={"fields": {
+                "request_id": rid, "method": request.method, "path": request.path, "route": route,
+                "model": model or None, "status": response.status_code,
+                "duration_ms": round(duration * 1000, 3), "bytes_in": request.content_length or 0,
+                "bytes_out": response.calculate_content_length(), "remote_addr": request.remote_addr,
+                "user_agent": request.user_agent.string or None}})
+        return response
+
+    @app.teardown_request
+    def end_request(_exc):
+        if g.pop("in_flight", False):
+            metrics.in_flight.dec()
+
+
+def _install_error_handlers(app: Flask, state: State) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        return json_response(exc.body(), exc.status, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        status = exc.code or 500
+        code = HTTP_ERROR_CODES.get(status, (exc.name or "error").lower().replace(" ", "_"))
+        if status == 404:
+            message = f"no such endpoint: {request.method} {request.path} (the API is described at /openapi.json)"
+        elif status == 405:
+            allowed = ", ".join(m for m in getattr(exc, "valid_methods", None) or [] if m not in ("HEAD", "OPTIONS"))
+            message = f"{request.method} is not allowed on {request.path}; use {allowed}"
+        elif status == 413:
+            message = (f"request body is larger than the limit of {state.config.max_body_bytes} bytes "
+                       "(VISION_MAX_BODY_BYTES); send a smaller image")
+        else:
+            message = exc.description or exc.name
+        headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
+        return json_response({"error": {"code": code, "message": message}}, status, headers)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        # Only genuine bugs get here: every bad-input path raises ApiError. Log the traceback with
+        # the request id; tell the client nothing internal.
+        rid = g.get("request_id", "")
+        log.error("unhandled exception", exc_info=exc, extra={"fields": {"request_id": rid}})
+        return json_response({"error": {"code": "internal_error",
+                                        "message": f"internal error (request id {rid})"}}, 500)

@@ -1,0 +1,134 @@
+"""Every backend setting, read from ``VISION_*`` environment variables and validated once at start.
+
+Nothing else in the backend reads the environment: a typo'd or out-of-range value must stop the
+process before it binds a port, with one message naming the variable, not surface later as a
+confusing runtime error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from visionctl.constants import BACKEND_PORT, MODEL_NAMES
+
+MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A ``VISION_*`` variable has an invalid value; ``str()`` is the one-line message to show."""
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "0.0.0.0"
+    port: int = BACKEND_PORT
+    threads: int = 8
+    model_dir: Path = Path("models")
+    models: tuple[str, ...] = MODEL_NAMES
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 16_000_000
+    max_batch: int = 64
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # never print secrets
+    log_level: str = "INFO"
+    # Seconds to keep serving after SIGTERM while /readyz already says 503, so Kubernetes can take
+    # the pod out of its Service endpoints before the listening socket closes (0 = close at once).
+    drain_delay: float = 0.0
+    # Upper bound on waiting for in-flight requests during shutdown (below the pod's grace period).
+    shutdown_timeout: float = 20.0
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
+        """Parse and validate the environment (``os.environ`` by default); raises :class:`ConfigError`."""
+        env = os.environ if environ is None else environ
+        d = cls()
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return None if value is None or value.strip() == "" else value.strip()
+
+        def integer(name: str, default: int, lo: int, hi: int) -> int:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw, 10)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not an integer (expected {lo}..{hi})") from None
+            if not lo <= value <= hi:
+                raise ConfigError(f"{name}={value} is out of range (expected {lo}..{hi})")
+            return value
+
+        def number(name: str, default: float, lo: float, hi: float) -> float:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a number (expected {lo}..{hi})") from None
+            if not lo <= value <= hi:  # also rejects nan
+                raise ConfigError(f"{name}={value} is out of range (expected {lo}..{hi})")
+            return value
+
+        host = get("VISION_HOST") or d.host
+        if host != "localhost":
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ConfigError(f"VISION_HOST={host!r} is not an IP address (e.g. 0.0.0.0 or 127.0.0.1)") from None
+
+        model_dir = Path(get("VISION_MODEL_DIR") or d.model_dir)
+        if not model_dir.is_dir():
+            raise ConfigError(f"VISION_MODEL_DIR={str(model_dir)!r} is not a directory")
+
+        raw_models = get("VISION_MODELS")
+        models = d.models
+        if raw_models is not None:
+            models = tuple(dict.fromkeys(m.strip() for m in raw_models.split(",") if m.strip()))
+            if not models:
+                raise ConfigError("VISION_MODELS is empty (expected e.g. mnist,fashion-mnist)")
+            bad = [m for m in models if not MODEL_NAME_RE.match(m)]
+            if bad:
+                raise ConfigError(f"VISION_MODELS has invalid model name(s): {', '.join(map(repr, bad))}")
+
+        raw_keys = env.get("VISION_API_KEYS", "")
+        keys = tuple(dict.fromkeys(k.strip() for k in raw_keys.split(",") if k.strip()))
+        short = [k for k in keys if len(k) < 16]
+        if short:
+            raise ConfigError(f"VISION_API_KEYS: {len(short)} key(s) shorter than 16 characters; use long random keys")
+        if any(not k.isprintable() or " " in k for k in keys):
+            raise ConfigError("VISION_API_KEYS: keys must be printable and contain no spaces")
+
+        level = (get("VISION_LOG_LEVEL") or d.log_level).upper()
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"VISION_LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
+
+        return cls(
+            host=host,
+            port=integer("VISION_PORT", d.port, 1, 65535),
+            threads=integer("VISION_THREADS", d.threads, 1, 256),
+            model_dir=model_dir,
+            models=models,
+            max_body_bytes=integer("VISION_MAX_BODY_BYTES", d.max_body_bytes, 1024, 1024**3),
+            max_pixels=integer("VISION_MAX_PIXELS", d.max_pixels, 28 * 28, 1_000_000_000),
+            max_batch=integer("VISION_MAX_BATCH", d.max_batch, 1, 4096),
+            api_keys=keys,
+            log_level=level,
+            drain_delay=number("VISION_DRAIN_DELAY", d.drain_delay, 0.0, 300.0),
+            shutdown_timeout=number("VISION_SHUTDOWN_TIMEOUT", d.shutdown_timeout, 0.1, 3600.0),
+        )
+
+    @property
+    def log_level_number(self) -> int:
+        return logging.getLevelName(self.log_level)

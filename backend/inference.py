@@ -1,0 +1,202 @@
+"""Model registry: one ONNX Runtime session per model card, created once and warmed up.
+
+A model is the pair ``<dir>/<name>.onnx`` + ``<dir>/<name>.json`` (the model card written by
+``visionctl.export``). The card is validated against the session at load time, and the ONNX file
+against the card's sha256, so a mismatched or half-copied model fails at start instead of answering
+with wrong labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger("backend.inference")
+
+PREPROCESSING_MODES = ("digit", "frame")
+IMAGE_SIDE = 28
+
+
+class ModelLoadError(RuntimeError):
+    """A model file or card is missing, corrupt or inconsistent; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    version: str
+    labels: tuple[str, ...]
+    preprocessing: str
+    mean: float
+    std: float
+    input_name: str
+    output_name: str
+    output_kind: str
+    raw: dict  # the whole card, served by GET /v1/models/<name>
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str) -> "ModelCard":
+        try:
+            labels = tuple(str(x) for x in raw["labels"])
+            card = cls(
+                name=str(raw["name"]), version=str(raw["version"]), labels=labels,
+                preprocessing=str(raw["input"]["preprocessing"]),
+                mean=float(raw["normalization"]["mean"]), std=float(raw["normalization"]["std"]),
+                input_name=str(raw["input"]["name"]), output_name=str(raw["output"]["name"]),
+                output_kind=str(raw["output"].get("kind", "log_softmax")), raw=raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{source}: malformed model card ({type(exc).__name__}: {exc})") from None
+        if len(labels) != 10:
+            raise ModelLoadError(f"{source}: expected 10 labels, found {len(labels)}")
+        if card.preprocessing not in PREPROCESSING_MODES:
+            raise ModelLoadError(f"{source}: input.preprocessing must be one of {PREPROCESSING_MODES}")
+        if not card.std > 0:
+            raise ModelLoadError(f"{source}: normalization.std must be > 0")
+        if card.output_kind not in ("log_softmax", "softmax", "logits"):
+            raise ModelLoadError(f"{source}: unknown output.kind {card.output_kind!r}")
+        return card
+
+    def summary(self) -> dict:
+        """What GET /v1/models lists: enough for a client to label and display results."""
+        metrics = self.raw.get("metrics") or {}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.raw.get("description", ""),
+            "labels": list(self.labels),
+            "test_accuracy": metrics.get("test_accuracy"),
+            "input": self.raw.get("input"),
+        }
+
+    def detail(self) -> dict:
+        """GET /v1/models/<name>: the summary plus per-class accuracy and provenance."""
+        metrics = self.raw.get("metrics") or {}
+        return {
+            **self.summary(),
+            "per_class_accuracy": metrics.get("per_class_accuracy"),
+            "test_samples": metrics.get("test_samples"),
+            "output": self.raw.get("output"),
+            "normalization": self.raw.get("normalization"),
+            "created": self.raw.get("created"),
+            "artifacts": self.raw.get("artifacts"),
+        }
+
+
+def session_options() -> ort.SessionOptions:
+    """Options tuned for many small concurrent requests on few cores.
+
+    One intra-op thread per run: the network is tiny (~0.1 ms per image), so splitting one image
+    across cores costs more in synchronisation than it saves, and concurrency comes from Waitress's
+    worker threads each calling ``run`` (which releases the GIL) instead. No spinning: idle pool
+    threads busy-waiting would steal the CPU that request parsing needs.
+    """
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    opts.log_severity_level = 3  # errors only; ORT's warnings are not actionable here
+    return opts
+
+
+class Model:
+    """A loaded, thread-safe model: ``predict`` may be called from many threads at once."""
+
+    def __init__(self, card: ModelCard, session: ort.InferenceSession):
+        self.card = card
+        self.session = session
+        self.name = card.name
+        self._mean = np.float32(card.mean)
+        self._inv_std = np.float32(1.0 / card.std)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """``images`` float32 (N, 28, 28) in [0, 1] → probabilities float64 (N, 10), rows sum to 1."""
+        x = (images.astype(np.float32, copy=False) - self._mean) * self._inv_std
+        x = x.reshape(len(images), 1, IMAGE_SIDE, IMAGE_SIDE)
+        (out,) = self.session.run([self.card.output_name], {self.card.input_name: x})
+        out = out.astype(np.float64)
+        if self.card.output_kind == "softmax":
+            probs = out
+        else:  # log_softmax or logits: a stable softmax handles both
+            probs = np.exp(out - out.max(axis=1, keepdims=True))
+        return probs / probs.sum(axis=1, keepdims=True)
+
+    def warm_up(self, batch_sizes=(1, 8)) -> None:
+        """Run a few inferences so the first real request does not pay for lazy allocations."""
+        for n in batch_sizes:
+            for _ in range(3):
+                self.predict(np.zeros((n, IMAGE_SIDE, IMAGE_SIDE), np.float32))
+
+
+def load_model(model_dir: Path, name: str) -> Model:
+    card_path, onnx_path = model_dir / f"{name}.json", model_dir / f"{name}.onnx"
+    for path in (card_path, onnx_path):
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path} (train it with `visionctl train {name}` "
+                                 "or point VISION_MODEL_DIR at the folder that has it)")
+    try:
+        raw = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{card_path}: unreadable model card ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{card_path}: model card must be a JSON object")
+    card = ModelCard.from_dict(raw, str(card_path))
+    if card.name != name:
+        raise ModelLoadError(f"{card_path}: card is for model {card.name!r}, expected {name!r}")
+
+    blob = onnx_path.read_bytes()
+    expected = ((raw.get("artifacts") or {}).get("onnx") or {}).get("sha256")
+    if expected and hashlib.sha256(blob).hexdigest() != expected:
+        raise ModelLoadError(f"{onnx_path}: sha256 does not match the model card (stale or partial copy?)")
+    try:
+        session = ort.InferenceSession(blob, sess_options=session_options(),
+                                       providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own exception types for any malformed graph
+        raise ModelLoadError(f"{onnx_path}: ONNX Runtime cannot load it ({exc})") from None
+
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if card.input_name not in inputs or card.output_name not in outputs:
+        raise ModelLoadError(f"{onnx_path}: graph has inputs {list(inputs)} / outputs {sorted(outputs)}, "
+                             f"card says {card.input_name!r} / {card.output_name!r}")
+    shape = inputs[card.input_name].shape
+    if len(shape) != 4 or list(shape[1:]) != [1, IMAGE_SIDE, IMAGE_SIDE]:
+        raise ModelLoadError(f"{onnx_path}: input shape {shape}, expected [N, 1, 28, 28]")
+    return Model(card, session)
+
+
+class Registry:
+    """The set of served models; ``ready`` is set only once every model is loaded and warmed up."""
+
+    def __init__(self, model_dir: Path, names: tuple[str, ...]):
+        self.model_dir = Path(model_dir)
+        self.names = tuple(names)
+        self.models: dict[str, Model] = {}
+        self.ready = threading.Event()
+        self.error: str | None = None
+
+    def load(self) -> "Registry":
+        """Load and warm up every model (blocking); raises :class:`ModelLoadError`."""
+        for name in self.names:
+            start = time.perf_counter()
+            model = load_model(self.model_dir, name)
+            model.warm_up()
+            self.models[name] = model
+            log.info("model loaded", extra={"fields": {
+                "model": name, "version": model.card.version,
+                "seconds": round(time.perf_counter() - start, 3)}})
+        self.ready.set()
+        return self
+
+    def get(self, name: str) -> Model | None:
+        return self.models.get(name)

@@ -1,0 +1,224 @@
+"""The OpenAPI 3.1 description served at ``/openapi.json``.
+
+Built in code rather than kept as a static file so the documented limits (batch size, body size,
+pixels), the model-name enum and the auth requirement are the running server's real values.
+Tests validate the document and check live responses against these schemas.
+"""
+
+from __future__ import annotations
+
+from backend.config import Config
+from backend.errors import ERROR_CODES
+from visionctl import __version__
+
+REF = "#/components/schemas/"
+
+
+def _error_response(description: str, *codes: str) -> dict:
+    return {"description": f"{description} (`error.code`: {', '.join(f'`{c}`' for c in codes)})",
+            "content": {"application/json": {"schema": {"$ref": REF + "Error"}}}}
+
+
+def _json(schema_name: str, description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": REF + schema_name}}}}
+
+
+def openapi_document(config: Config) -> dict:
+    probability = {"type": "number", "minimum": 0, "maximum": 1}
+    prediction_fields = {
+        "label": {"type": "string", "description": "Class name from the model card.", "examples": ["7"]},
+        "class_index": {"type": "integer", "minimum": 0, "maximum": 9},
+        "confidence": {**probability, "description": "Probability of the predicted class."},
+        "probabilities": {"type": "array", "items": probability, "minItems": 10, "maxItems": 10,
+                          "description": "Probability per class (index = class_index); sums to 1."},
+        "input_image": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png",
+                        "description": "Only with `return_input: true`: the 28×28 grayscale PNG exactly as "
+                                       "the model sees it (after preprocessing, before normalisation)."},
+    }
+    prediction_required = ["label", "class_index", "confidence", "probabilities"]
+    image_string = {
+        "type": "string", "minLength": 1,
+        "description": "The image (PNG, JPEG, WebP, BMP, GIF or TIFF; any size up to the pixel limit), "
+                       "base64-encoded. Accepted: a `data:image/...;base64,` prefix, line breaks, the URL-safe "
+                       "alphabet and missing `=` padding. Animated images use their first frame; EXIF "
+                       "orientation is applied.",
+    }
+    return_input = {"type": "boolean", "default": False,
+                    "description": "Also return `input_image`, the preprocessed 28×28 model input."}
+    model_names = list(config.models)
+
+    schemas = {
+        "SingleRequest": {
+            "type": "object", "required": ["base64"],
+            "properties": {"base64": image_string, "return_input": return_input},
+        },
+        "BatchRequest": {
+            "type": "object", "required": ["instances"],
+            "properties": {
+                "instances": {"type": "array", "minItems": 1, "maxItems": config.max_batch,
+                              "description": f"Up to {config.max_batch} images (VISION_MAX_BATCH); more is a 413.",
+                              "items": {"type": "object", "required": ["base64"],
+                                        "properties": {"base64": image_string}}},
+                "return_input": return_input,
+            },
+        },
+        "Prediction": {"type": "object", "required": prediction_required, "properties": prediction_fields,
+                       "additionalProperties": False},
+        "SinglePrediction": {
+            "type": "object", "required": ["model", "model_version", *prediction_required],
+            "properties": {"model": {"type": "string", "enum": model_names},
+                           "model_version": {"type": "string"}, **prediction_fields},
+            "additionalProperties": False,
+        },
+        "BatchPrediction": {
+            "type": "object", "required": ["model", "model_version", "predictions"],
+            "properties": {"model": {"type": "string", "enum": model_names},
+                           "model_version": {"type": "string"},
+                           "predictions": {"type": "array", "items": {"$ref": REF + "Prediction"}}},
+            "additionalProperties": False,
+        },
+        "ModelSummary": {
+            "type": "object",
+            "required": ["name", "version", "description", "labels", "test_accuracy", "input"],
+            "properties": {
+                "name": {"type": "string", "enum": model_names},
+                "version": {"type": "string"},
+                "description": {"type": "string"},
+                "labels": {"type": "array", "items": {"type": "string"}, "minItems": 10, "maxItems": 10},
+                "test_accuracy": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                "input": {"type": "object", "required": ["shape", "preprocessing"],
+                          "description": "Input spec from the model card.",
+                          "properties": {"preprocessing": {"enum": ["digit", "frame"]},
+                                         "shape": {"type": "array"}}},
+            },
+        },
+        "ModelDetail": {
+            "allOf": [{"$ref": REF + "ModelSummary"}],
+            "type": "object",
+            "required": ["per_class_accuracy", "normalization"],
+            "properties": {
+                "per_class_accuracy": {"type": ["object", "null"],
+                                       "additionalProperties": {"type": "number"}},
+                "test_samples": {"type": ["integer", "null"]},
+                "output": {"type": ["object", "null"]},
+                "normalization": {"type": "object", "required": ["mean", "std"],
+                                  "properties": {"mean": {"type": "number"}, "std": {"type": "number"}}},
+                "created": {"type": ["string", "null"]},
+                "artifacts": {"type": ["object", "null"]},
+            },
+        },
+        "ModelList": {"type": "object", "required": ["models"],
+                      "properties": {"models": {"type": "array", "items": {"$ref": REF + "ModelSummary"}}}},
+        "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
+        "Ready": {"type": "object", "required": ["status", "models"],
+                  "properties": {"status": {"const": "ready"},
+                                 "models": {"type": "object", "additionalProperties": {"type": "string"},
+                                            "description": "Loaded model name → version."}}},
+        "Error": {
+            "type": "object", "required": ["error"], "additionalProperties": False,
+            "properties": {"error": {
+                "type": "object", "required": ["code", "message"], "additionalProperties": False,
+                "properties": {"code": {"type": "string", "enum": sorted(ERROR_CODES)},
+                               "message": {"type": "string", "description": "Human-readable; says how to fix it."}},
+            }},
+        },
+    }
+
+    request_id_header = {"X-Request-ID": {
+        "description": "Echo of the request's X-Request-ID when it is safe (≤128 chars of [A-Za-z0-9._:@/+=-]), "
+                       "else a generated id; also in the access log line.",
+        "schema": {"type": "string"}}}
+    auth = [{"ApiKey": []}, {"Bearer": []}] if config.auth_enabled else []
+    common_errors = {
+        "401": _error_response("Missing or wrong API key (only when VISION_API_KEYS is set)", "unauthorized"),
+        "503": _error_response("Models still loading or the server is shutting down", "not_ready"),
+        "500": _error_response("A bug in the server (never caused by bad input)", "internal_error"),
+    }
+    predict_errors = {
+        "400": _error_response("Invalid JSON, a missing or wrong-typed field, or undecodable base64",
+                               "invalid_json", "invalid_request", "invalid_base64"),
+        "404": _error_response("Unknown model", "model_not_found"),
+        "405": _error_response("Method other than POST", "method_not_allowed"),
+        "413": _error_response(f"Body over {config.max_body_bytes} bytes (VISION_MAX_BODY_BYTES), image over "
+                               f"{config.max_pixels} pixels (VISION_MAX_PIXELS, checked before decoding) or more "
+                               f"than {config.max_batch} instances", "body_too_large", "image_too_large",
+                               "batch_too_large"),
+        "415": _error_response("Content-Type is not application/json", "unsupported_media_type"),
+        "422": _error_response("The bytes are not a complete image in a supported format", "unsupported_image"),
+        **common_errors,
+    }
+
+    def predict_op(op_id: str, summary: str, with_name: bool) -> dict:
+        op = {
+            "operationId": op_id, "summary": summary, "tags": ["predict"],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"oneOf": [{"$ref": REF + "SingleRequest"}, {"$ref": REF + "BatchRequest"}]},
+                "examples": {"single": {"value": {"base64": "iVBORw0KGgoAAAANSUhEUg..."}},
+                             "batch": {"value": {"instances": [{"base64": "iVBORw0..."}, {"base64": "iVBORw0..."}]}}},
+            }}},
+            "responses": {
+                "200": {"description": "Prediction (single) or predictions in request order (batch)",
+                        "headers": request_id_header,
+                        "content": {"application/json": {"schema": {"oneOf": [
+                            {"$ref": REF + "SinglePrediction"}, {"$ref": REF + "BatchPrediction"}]}}}},
+                **predict_errors,
+            },
+        }
+        if with_name:
+            op["parameters"] = [{"name": "name", "in": "path", "required": True,
+                                 "schema": {"type": "string", "enum": model_names}}]
+        return op
+
+    def get_op(op_id: str, summary: str, schema: str, errors: dict, open_: bool = False, **extra) -> dict:
+        op = {"operationId": op_id, "summary": summary,
+              "responses": {"200": {**_json(schema, "OK"), "headers": request_id_header}, **errors}, **extra}
+        if open_:
+            op["security"] = []
+        return op
+
+    name_param = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    paths = {
+        "/predict": {"post": predict_op("predictMnist", "Classify a handwritten digit (the mnist model)", False)},
+        "/v1/models/{name}/predict": {"post": predict_op("predict", "Classify with the named model", True)},
+        "/v1/models": {"get": get_op("listModels", "Loaded models", "ModelList", common_errors, tags=["models"])},
+        "/v1/models/{name}": {"get": get_op(
+            "getModel", "One model's card: labels, version, accuracy, input spec", "ModelDetail",
+            {"404": _error_response("Unknown model", "model_not_found"), **common_errors},
+            tags=["models"], parameters=name_param)},
+        "/healthz": {"get": get_op("healthz", "Liveness (the process serves HTTP)", "Health", {}, open_=True,
+                                   tags=["operations"])},
+        "/readyz": {"get": get_op("readyz", "Readiness: 200 once every model is loaded and warmed up", "Ready",
+                                  {"503": common_errors["503"]}, open_=True, tags=["operations"])},
+        "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics (vision_* series)",
+                             "tags": ["operations"], "security": [],
+                             "responses": {"200": {"description": "Prometheus text exposition format",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "tags": ["operations"],
+                                  "security": [],
+                                  "responses": {"200": {"description": "OpenAPI 3.1 document",
+                                                        "content": {"application/json": {
+                                                            "schema": {"type": "object"}}}}}}},
+    }
+
+    doc = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Vision AI",
+            "version": __version__,
+            "description": "MNIST / Fashion-MNIST image classification. Every error is JSON "
+                           "`{\"error\": {\"code\", \"message\"}}`; `code` values are stable. "
+                           "Unknown routes answer 404 `not_found`.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "Bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }
+    if auth:
+        doc["security"] = auth
+    return doc

@@ -1,0 +1,218 @@
+"""Waitress entry point: validated config, background model loading, graceful SIGTERM drain.
+
+Shutdown sequence on SIGTERM/SIGINT (what a Kubernetes rolling update needs to drop nothing):
+
+1. ``/readyz`` turns 503 and every response carries ``Connection: close``, so keep-alive clients
+   reconnect — to another pod — instead of reusing this connection;
+2. after ``VISION_DRAIN_DELAY`` seconds (time for the endpoint to leave the Service), connections
+   already queued in the kernel backlog are accepted, then the listening socket is closed;
+3. requests in flight (being received, queued, processed or written) finish, bounded by
+   ``VISION_SHUTDOWN_TIMEOUT``, and after a short quiet period the remaining idle connections close;
+4. the process exits 0. A second signal exits at once with status 1.
+
+Waitress's own ``close()`` cancels queued requests, hence this module drives the drain itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+import warnings
+
+from PIL import Image
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.server import create_server
+from waitress.task import WSGITask
+
+from backend.app import create_app
+from backend.config import Config, ConfigError
+from backend.inference import ModelLoadError
+from backend.logs import configure_logging
+
+log = logging.getLogger("backend.server")
+
+QUIET_PERIOD = 0.1  # seconds without any activity before idle connections are closed
+POLL = 0.01
+
+
+class _DrainAwareTask(WSGITask):
+    """Adds ``Connection: close`` to responses while draining (a WSGI app may not set it itself)."""
+
+    def build_response_header(self):
+        if self.channel.server.draining.is_set():
+            self.set_close_on_finish()
+        return super().build_response_header()
+
+
+class _Channel(HTTPChannel):
+    task_class = _DrainAwareTask
+
+
+class Server:
+    """The app on a Waitress server bound at construction (so a busy port fails immediately)."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.app = create_app(config)
+        self.state = self.app.extensions["vision"]
+        self.map: dict = {}
+        self.failure: BaseException | None = None
+        self._shutdown_started = threading.Event()
+        self.waitress = create_server(
+            self.app, map=self.map, host=config.host, port=config.port, threads=config.threads,
+            ident="vision-ai",
+            asyncore_use_poll=True,          # select() breaks above 1024 file descriptors
+            connection_limit=512,
+            channel_timeout=60,              # idle keep-alive connections
+            # Waitress answers bodies over its limit with a plain-text 413 before reading them.
+            # Keep its limit above ours so ordinary oversize requests get the JSON 413 from the app,
+            # while a gigabyte upload is still refused without being buffered to disk.
+            max_request_body_size=max(2 * config.max_body_bytes, config.max_body_bytes + 2**20),
+        )
+        self.waitress.channel_class = _Channel
+        self.waitress.draining = self.state.draining
+
+    @property
+    def port(self) -> int:
+        return int(self.waitress.effective_port)
+
+    def run(self) -> None:
+        """Serve until shut down (blocking). Raises the model-load error if loading failed."""
+        loader = threading.Thread(target=self._load_models, name="model-loader", daemon=True)
+        loader.start()
+        log.info("listening", extra={"fields": {
+            "url": f"http://{self.config.host}:{self.port}", "threads": self.config.threads,
+            "models": list(self.config.models), "model_dir": str(self.config.model_dir),
+            "auth": self.config.auth_enabled, "max_body_bytes": self.config.max_body_bytes,
+            "max_pixels": self.config.max_pixels, "max_batch": self.config.max_batch}})
+        self.waitress.run()  # returns once every channel in the map is closed
+        self.waitress.task_dispatcher.shutdown(cancel_pending=False, timeout=self.config.shutdown_timeout)
+        if self.failure is not None:
+            raise self.failure
+        log.info("stopped")
+
+    def _load_models(self) -> None:
+        try:
+            self.state.registry.load()
+            log.info("ready", extra={"fields": {"models": {n: m.card.version for n, m in
+                                                           self.state.registry.models.items()}}})
+        except BaseException as exc:  # any failure must end the process, not leave it unready forever
+            self.failure = exc if isinstance(exc, ModelLoadError) else ModelLoadError(f"model loading failed: {exc!r}")
+            self.state.registry.error = str(self.failure)
+            log.error("model loading failed", extra={"fields": {"error": str(self.failure)}})
+            self.shutdown(reason="model loading failed", delay=0.0)
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum, _frame):
+            if self._shutdown_started.is_set():
+                log.warning("second signal: exiting immediately", extra={"fields": {"signal": signum}})
+                sys.stdout.flush()
+                import os
+
+                os._exit(1)
+            self.shutdown(reason=signal.Signals(signum).name)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def shutdown(self, reason: str = "requested", delay: float | None = None) -> None:
+        """Start the graceful drain (returns at once; ``run()`` returns when it is done)."""
+        if self._shutdown_started.is_set():
+            return
+        self._shutdown_started.set()
+        self.state.draining.set()
+        threading.Thread(target=self._drain, args=(reason, self.config.drain_delay if delay is None else delay),
+                         name="drain", daemon=True).start()
+
+    # -- drain, runs in its own thread; socket work is handed to the event-loop thread ----------
+
+    def _in_loop(self, fn) -> None:
+        done = threading.Event()
+
+        def thunk():
+            try:
+                fn()
+            finally:
+                done.set()
+
+        self.waitress.trigger.pull_trigger(thunk)
+        done.wait(5.0)
+
+    def _stop_accepting(self) -> None:
+        srv = self.waitress
+        for _ in range(10_000):  # take over connections the kernel already completed (backlog)
+            before = len(self.map)
+            srv.handle_accept()
+            if len(self.map) == before:
+                break
+        srv.accepting = False
+        wasyncore.dispatcher.close(srv)  # not srv.close(): that would also close the loop's trigger
+
+    def _busy(self) -> bool:
+        dispatcher = self.waitress.task_dispatcher
+        if dispatcher.queue or dispatcher.active_count:
+            return True
+        for ch in list(self.map.values()):
+            if isinstance(ch, HTTPChannel) and (ch.requests or ch.request is not None or ch.total_outbufs_len):
+                return True
+        return False
+
+    def _drain(self, reason: str, delay: float) -> None:
+        log.info("draining", extra={"fields": {"reason": reason, "drain_delay": delay}})
+        if delay > 0:
+            time.sleep(delay)
+        self._in_loop(self._stop_accepting)
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        quiet_since = None
+        while time.monotonic() < deadline:
+            if self._busy():
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= QUIET_PERIOD:
+                break
+            time.sleep(POLL)
+        else:
+            log.warning("shutdown timeout: closing connections with requests still in flight",
+                        extra={"fields": {"timeout": self.config.shutdown_timeout}})
+        self._in_loop(lambda: wasyncore.close_all(self.map, ignore_all=True))
+
+
+def serve(config: Config | None = None, install_signals: bool | None = None) -> None:
+    """Run the backend until SIGTERM/SIGINT (blocking). Library entry used by ``visionctl serve``.
+
+    Raises :class:`ConfigError` for bad ``VISION_*`` values, :class:`ModelLoadError` when a model
+    cannot be loaded and :class:`OSError` when the port cannot be bound.
+    """
+    config = config or Config.from_env()
+    configure_logging(config.log_level)
+    # Our own VISION_MAX_PIXELS check is what limits decoded size; Pillow's warning is noise.
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    server = Server(config)
+    if install_signals is None:
+        install_signals = threading.current_thread() is threading.main_thread()
+    if install_signals:
+        server.install_signal_handlers()
+    server.run()
+
+
+def main() -> int:
+    """``python -m backend``: one clear line on stderr and a non-zero status for any start failure."""
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        print(f"backend: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        serve(config)
+    except ModelLoadError as exc:
+        print(f"backend: cannot load models: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"backend: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
