@@ -46,14 +46,15 @@ class Prediction:
 
 @st.cache_resource(show_spinner=False)
 def _clients(settings: Settings):
-    """One keep-alive client pair per process (connection reuse keeps reruns snappy)."""
+    """One keep-alive client pair per process (connection reuse keeps reruns snappy):
+    the API client with the full timeout, and a short-timeout one for the sidebar's probes."""
     return settings.client(), settings.probe_client()
 
 
 @st.cache_data(ttl=30, show_spinner=False)
 def _load_models(_settings: Settings, api_url: str) -> list[dict]:
     """``GET /v1/models``, cached briefly; failures raise and are therefore never cached."""
-    return _clients(_settings)[1].models()
+    return _clients(_settings)[0].models()
 
 
 def _backend_state(settings: Settings) -> str:
@@ -81,6 +82,8 @@ def _friendly_error(exc: ClientError, settings: Settings, elapsed: float | None 
         return f"That image is too large for the backend: {exc.message}"
     if exc.status == 429:
         return "The backend is busy right now — try again in a moment."
+    if exc.status == 503:
+        return "The backend is starting or shutting down (models not ready) — try again in a moment."
     if 400 <= exc.status < 500:
         return f"The backend could not use this image: {exc.message or exc.code}"
     return (f"The backend failed ({exc.status} {exc.code}): {exc.message}. Try again; if it keeps "
@@ -244,13 +247,17 @@ def main() -> None:
         st.error(f"Configuration error: {exc}")
         st.stop()
 
-    state = _backend_state(settings)
+    # The model list doubles as the connectivity check: when it fails there is no point in
+    # probing (a silent host would cost another probe timeout before the page could say so).
+    start = time.perf_counter()
     try:
         models = {m["name"]: m for m in _load_models(settings, settings.api_url)}
     except ClientError as exc:
+        state = "down" if isinstance(exc, ApiUnavailable) else _backend_state(settings)
         _sidebar(settings, state, None)
-        st.error(_friendly_error(exc, settings), icon=":material/cloud_off:")
+        st.error(_friendly_error(exc, settings, time.perf_counter() - start), icon=":material/cloud_off:")
         st.stop()
+    state = _backend_state(settings)
 
     if not models:
         _sidebar(settings, state, None)

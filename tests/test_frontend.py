@@ -1,0 +1,171 @@
+"""The Streamlit page (frontend/app.py) driven by ``streamlit.testing.v1.AppTest``.
+
+AppTest runs the real script in-process; every prediction goes over real HTTP on loopback to a
+real backend (``python -m backend`` on Waitress, see tests/backend_server.py) serving the real
+ONNX models from ``$VISION_TEST_MODEL_DIR`` or ``models/``. The failure tests use real sockets: a
+port nobody listens on, and one that accepts connections but never answers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import socket
+from pathlib import Path
+
+import pyarrow.ipc
+import pytest
+from PIL import Image, ImageOps
+from streamlit.testing.v1 import AppTest
+
+from backend_server import BackendServer, free_port, test_model_dir
+from visionctl.client import VisionClient
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "frontend" / "app.py"
+SAMPLES = ROOT / "samples"
+
+
+@pytest.fixture(scope="module")
+def backend():
+    with BackendServer(model_dir=test_model_dir()) as server:
+        yield server
+
+
+def make_app(monkeypatch, url: str, **env: str) -> AppTest:
+    """The page configured like a deployment: only through environment variables."""
+    for var in ("VISION_API_URL", "VISION_API_KEY", "VISION_API_TIMEOUT", "VISION_SAMPLES_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("VISION_API_URL", url)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return AppTest.from_file(str(APP), default_timeout=30)
+
+
+def shown(at: AppTest) -> dict[str, str]:
+    """The result metrics on the page, e.g. {"Prediction": "3", "Confidence": "99.9%", ...}."""
+    return {m.label: m.value for m in at.metric}
+
+
+def no_traceback(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def sample(model: str, index: int) -> Path:
+    (path,) = SAMPLES.joinpath(model).glob(f"{index}-*.png")
+    return path
+
+
+def test_sample_prediction_for_each_model(backend, monkeypatch):
+    at = make_app(monkeypatch, backend.url).run()
+    no_traceback(at)
+    assert at.sidebar.success[0].value == "Ready"
+    assert backend.url in at.sidebar.code[0].value
+
+    # MNIST: the first sample is preselected so the page shows a result straight away.
+    assert at.segmented_control(key="model").value == "mnist"
+    assert shown(at)["Prediction"] == "0"
+    at.pills(key="sample-mnist").set_value(sample("mnist", 3)).run()
+    no_traceback(at)
+    result = shown(at)
+    assert result["Prediction"] == "3"
+    assert result["Confidence"].endswith("%") and result["Latency"].endswith(" ms")
+    # The 28×28 input as the model saw it is displayed next to the user's image.
+    captions = [c for img in at.image for c in img.captions]
+    assert "What the model sees (28×28)" in captions and "Your image" in captions
+
+    # Fashion-MNIST: the picker switches model, samples, labels and the sidebar card.
+    at.segmented_control(key="model").set_value("fashion-mnist").run()
+    no_traceback(at)
+    labels = VisionClient(backend.url).model("fashion-mnist")["labels"]
+    at.pills(key="sample-fashion-mnist").set_value(sample("fashion-mnist", 7)).run()
+    no_traceback(at)
+    expected = VisionClient(backend.url).predict(sample("fashion-mnist", 7).read_bytes(), model="fashion-mnist")
+    assert shown(at)["Prediction"] == expected["label"] in labels
+    assert any("fashion-mnist" in md.value for md in at.sidebar.markdown)
+    assert at.main.caption[-1].value.startswith("Model fashion-mnist · version ")
+
+
+def test_probability_chart_shows_every_class_in_order(backend, monkeypatch):
+    at = make_app(monkeypatch, backend.url).run()
+    at.pills(key="sample-mnist").set_value(sample("mnist", 8)).run()
+    (chart,) = at.get("vega_lite_chart")
+    spec = json.loads(chart.proto.spec)
+    labels = VisionClient(backend.url).model("mnist")["labels"]
+    # Class order on the axis, not Vega's default alphabetical sort (matters for Fashion-MNIST).
+    assert spec["encoding"]["y"]["sort"] == labels
+    (dataset,) = chart.proto.datasets
+    table = pyarrow.ipc.open_stream(dataset.data.data).read_pandas()
+    expected = VisionClient(backend.url).predict(sample("mnist", 8).read_bytes())
+    assert list(table["class"]) == labels
+    assert list(table["probability"]) == pytest.approx(expected["probabilities"], abs=1e-6)
+    assert list(table["predicted"]) == [i == expected["class_index"] for i in range(10)]
+
+
+def test_upload_dark_on_light_jpeg(backend, monkeypatch):
+    """A photo-like upload (dark ink on white, JPEG, larger than 28 px) is preprocessed server-side."""
+    img = Image.open(sample("mnist", 4)).convert("L").resize((200, 200), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    ImageOps.invert(img).convert("RGB").save(buf, "JPEG", quality=90)
+
+    at = make_app(monkeypatch, backend.url).run()
+    at.segmented_control(key="source").set_value("upload").run()
+    assert at.info, "an empty uploader should explain what to do"
+    at.file_uploader[0].set_value(("four.jpg", buf.getvalue(), "image/jpeg")).run()
+    no_traceback(at)
+    assert shown(at)["Prediction"] == "4"
+
+
+def test_upload_that_is_not_an_image_gets_a_friendly_error(backend, monkeypatch):
+    at = make_app(monkeypatch, backend.url).run()
+    at.segmented_control(key="source").set_value("upload").run()
+    at.file_uploader[0].set_value(("notes.png", b"definitely not a PNG", "image/png")).run()
+    no_traceback(at)
+    assert "Prediction" not in shown(at)
+    (error,) = at.error
+    assert error.value.startswith("The backend could not use this image:")
+
+
+def test_backend_down_is_a_friendly_error(monkeypatch):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    at = make_app(monkeypatch, url).run()
+    no_traceback(at)
+    assert at.sidebar.error[0].value == "Unreachable"
+    main_errors = [e.value for e in at.main.error]
+    assert len(main_errors) == 1 and main_errors[0].startswith(f"Can't reach the backend at {url}")
+    assert "visionctl serve" in main_errors[0]
+
+
+def test_backend_that_never_answers_times_out_with_a_message(monkeypatch):
+    # A listening socket that is never accepted: TCP connects, the HTTP request gets no answer.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        at = make_app(monkeypatch, url, VISION_API_TIMEOUT="0.5").run()
+    no_traceback(at)
+    assert at.sidebar.error[0].value == "Unreachable"
+    (error,) = at.main.error
+    assert error.value.startswith(f"The backend at {url} did not answer within 0.5 s")
+
+
+def test_invalid_configuration_is_reported_not_raised(monkeypatch):
+    at = make_app(monkeypatch, "http://127.0.0.1:1", VISION_API_TIMEOUT="soon").run()
+    no_traceback(at)
+    (error,) = at.error
+    assert error.value.startswith("Configuration error: VISION_API_TIMEOUT must be a number")
+
+
+def test_api_key_is_sent_and_a_wrong_one_is_explained(monkeypatch):
+    key = secrets.token_hex(16)
+    with BackendServer(model_dir=test_model_dir(), env={"VISION_API_KEYS": key}) as server:
+        at = make_app(monkeypatch, server.url, VISION_API_KEY="x" * 32).run()
+        no_traceback(at)
+        (error,) = at.main.error
+        assert "Check VISION_API_KEY" in error.value
+
+        at = make_app(monkeypatch, server.url, VISION_API_KEY=key).run()
+        no_traceback(at)
+        assert shown(at)["Prediction"] == "0"
+        assert "API key sent" in at.sidebar.caption[0].value
