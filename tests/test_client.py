@@ -58,7 +58,15 @@ def test_predict_returns_the_api_answer(client):
 def test_predict_with_input_and_other_model(client):
     result = client.predict(sample("fashion-mnist", 1), model="fashion-mnist", return_input=True)
     assert result["model"] == "fashion-mnist"
-    assert "input" in result  # the 28×28 as the model sees it, for the frontend
+    # the 28×28 as the model sees it (PNG), for the frontend
+    from io import BytesIO
+
+    from PIL import Image
+    assert Image.open(BytesIO(base64.b64decode(result["input_image"]))).size == (28, 28)
+
+
+def test_predict_default_endpoint(client):
+    assert client.predict_default(sample("mnist", 7))["model"] == "mnist"
 
 
 def test_predict_batch_keeps_order(client):
@@ -78,12 +86,13 @@ def test_api_errors_carry_status_and_code(client):
     assert isinstance(info.value, ClientError)
 
 
-def test_api_key_is_sent(tmp_path):
-    with BackendServer(model_dir=test_model_dir(), env={"VISION_API_KEYS": "k1,k2", "VISION_THREADS": "2"}) as srv:
+def test_api_key_is_sent():
+    keys = ["first-key-0123456789", "second-key-0123456789"]
+    with BackendServer(model_dir=test_model_dir(), env={"VISION_API_KEYS": ",".join(keys), "VISION_THREADS": "2"}) as srv:
         with pytest.raises(ApiError) as info:
             VisionClient(srv.url, api_key="").predict(sample("mnist", 1))
         assert info.value.status == 401
-        assert VisionClient(srv.url, api_key="k2").predict(sample("mnist", 1))["model"] == "mnist"
+        assert VisionClient(srv.url, api_key=keys[1]).predict(sample("mnist", 1))["model"] == "mnist"
 
 
 # -- failure modes on real sockets -------------------------------------------------------------

@@ -126,11 +126,16 @@ class VisionClient:
     def predict(self, image: bytes, model: str = DEFAULT_MODEL, return_input: bool = False) -> dict:
         """Classify one image (encoded bytes: PNG, JPEG, ...). Returns the API's JSON answer:
         ``model``, ``model_version``, ``label``, ``class_index``, ``confidence``, ``probabilities``
-        (and the preprocessed ``input`` when ``return_input``)."""
+        (and ``input_image``, the 28×28 model input as base64 PNG, when ``return_input``)."""
         body: dict[str, Any] = {"base64": encode_image(image)}
         if return_input:
             body["return_input"] = True
         return self._json("POST", f"/v1/models/{quote(model, safe='')}/predict", json=body)
+
+    def predict_default(self, image: bytes) -> dict:
+        """``POST /predict`` — the MNIST endpoint of the README's curl (smoke tests use it so they
+        check exactly what users will call)."""
+        return self._json("POST", "/predict", json={"base64": encode_image(image)})
 
     def predict_batch(self, images: Iterable[bytes], model: str = DEFAULT_MODEL) -> dict:
         """Classify several images in one request; ``predictions`` keeps the input order."""
