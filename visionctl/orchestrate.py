@@ -1,0 +1,159 @@
+"""``visionctl up`` / ``down``: the whole platform in one idempotent plan.
+
+up: preflight → models (reuse, or train if missing) → docker build ×2 → k3d cluster (if absent)
+→ k3d image import → helm upgrade --install → rollout waits → smoke test POST /predict through the
+ingress → tunnel URL (when enabled) → URLs and a copy-paste curl.
+
+Each step goes through one :class:`~visionctl.runner.Runner`, so ``--dry-run`` prints exactly the
+commands a real run executes, and a failure names its step and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from visionctl import cluster, deploy, doctor, images
+from visionctl.constants import MODEL_NAMES, REPO_ROOT
+from visionctl.deploy import ChartOptions, Target
+from visionctl.runner import Runner, StepFailed
+
+MODELS_DIR = REPO_ROOT / "models"  # the backend image bakes in models/ from the build context
+REQUIRED_TOOLS = ("docker", "k3d", "helm", "kubectl")
+
+
+@dataclass
+class UpOptions:
+    target: Target = field(default_factory=Target)
+    chart: ChartOptions = field(default_factory=ChartOptions)
+    train: bool = True
+    build: bool = True
+    base_image: str | None = None
+    api_key: str | None = None
+    models_dir: Path = MODELS_DIR
+    data_dir: Path | None = None
+    rollout_timeout: int = 300
+    smoke_timeout: float = 120
+    tunnel_timeout: float = 120
+
+
+@dataclass
+class UpResult:
+    ui_url: str
+    api_url: str
+    curl: str
+    tunnel_url: str | None = None
+    prediction: dict | None = None
+    cluster_created: bool = False
+
+
+def preflight(runner: Runner, tools: tuple[str, ...] = REQUIRED_TOOLS) -> None:
+    """Fail before doing anything if a required tool is missing, with the doctor's install hints."""
+    detail = ", ".join(f"{t} (daemon reachable)" if t == "docker" else t for t in tools) + " on PATH"
+
+    def check() -> None:
+        checks = doctor.run_checks(runner.environ(), include_extras=False)
+        wanted = [c for c in doctor.missing_required(checks) if c.name.split()[0] in tools]
+        if wanted:
+            raise StepFailed("preflight", "; ".join(f"{c.name}: {c.detail}" for c in wanted),
+                             hint=" | ".join(f"{c.name}: {c.hint}" for c in wanted))
+
+    runner.action("preflight", detail, check)
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def ensure_models(runner: Runner, models_dir: Path = MODELS_DIR, *, train: bool = True,
+                  data_dir: Path | None = None) -> None:
+    """Reuse ``<name>.onnx`` + ``<name>.json`` when present, else train (mnist first: fashion-mnist
+    is fine-tuned from ``mnist.pt``). ``--no-train`` turns a missing model into an error."""
+    for name in MODEL_NAMES:
+        onnx, card = Path(models_dir) / f"{name}.onnx", Path(models_dir) / f"{name}.json"
+        if onnx.is_file() and card.is_file():
+            try:
+                version = json.loads(card.read_text()).get("version", "?")
+            except ValueError:
+                version = "unreadable card"
+            runner.note(f"reuse model {name}", f"{_relative(onnx)} (version {version})")
+            continue
+        if not train:
+            raise StepFailed(f"model {name}", f"{_relative(onnx)} or its model card is missing",
+                             hint=f"drop --no-train, or run `visionctl train {name}` first")
+        argv = [sys.executable, "-m", "visionctl", "train", name, "--models-dir", _relative(models_dir)]
+        if data_dir:
+            argv += ["--data-dir", str(data_dir)]
+        runner.run(argv, title=f"train model {name}", note="missing", cwd=REPO_ROOT, show_output=True,
+                   hint="training needs the [train] extra (torch) and the dataset (--data-dir or internet)")
+
+
+def up(runner: Runner, opts: UpOptions) -> UpResult:
+    t = opts.target
+    preflight(runner)
+    ensure_models(runner, opts.models_dir, train=opts.train, data_dir=opts.data_dir)
+    if opts.build:
+        images.build_images(runner, tag=opts.chart.tag, base_image=opts.base_image)
+    else:
+        runner.note("reuse images", ", ".join(img.ref for img in images.project_images(opts.chart.tag)))
+    _record_image_ids(runner, opts, step="images", hint="run without --no-build, or `visionctl build`")
+    created = cluster.ensure(runner, t.cluster, t.port)
+    result = _ship(runner, opts)
+    result.cluster_created = created
+    if opts.chart.tunnel and opts.chart.tunnel_mode == "quick":
+        result.tunnel_url = runner.action(
+            "tunnel URL", f"read https://*.trycloudflare.com from deployment/{t.deployment('cloudflared')} "
+                          f"(/quicktunnel on :{deploy.TUNNEL_METRICS_PORT}, else its log)",
+            lambda: deploy.tunnel_url(runner, t, timeout=opts.tunnel_timeout))
+    return result
+
+
+def deploy_only(runner: Runner, opts: UpOptions) -> UpResult:
+    """``visionctl deploy``: import the already built images, install, wait, smoke-test."""
+    t = opts.target
+    if not runner.dry_run and not cluster.exists(runner, t.cluster):
+        raise StepFailed("deploy", f"k3d cluster {t.cluster} does not exist",
+                         hint=f"`visionctl cluster create --cluster {t.cluster}` or `visionctl up`")
+    _record_image_ids(runner, opts, step="deploy", hint="`visionctl build` first")
+    return _ship(runner, opts)
+
+
+def _record_image_ids(runner: Runner, opts: UpOptions, *, step: str, hint: str) -> None:
+    """Remember each image's local ID so a rebuilt image under the same tag rolls the pods."""
+    for img in images.project_images(opts.chart.tag):
+        if runner.dry_run:  # known only after the build; the plan shows where it goes
+            opts.chart.image_ids[img.component] = f"<image ID of {img.ref}>"
+            continue
+        image_id = images.image_id(runner, img.ref)
+        if image_id is None:
+            raise StepFailed(step, f"image {img.ref} not found locally", hint=hint)
+        opts.chart.image_ids[img.component] = image_id
+
+
+def _ship(runner: Runner, opts: UpOptions) -> UpResult:
+    """The steps shared by ``up`` and ``deploy``: import → helm → rollouts → smoke test."""
+    t = opts.target
+    cluster.import_images(runner, [img.ref for img in images.project_images(opts.chart.tag)], t.cluster)
+    deploy.install(runner, t, opts.chart, rollout_timeout=opts.rollout_timeout)
+    prediction = runner.action(
+        "smoke test", f"POST {t.url}/predict with {deploy.SMOKE_SAMPLE}, expect label {deploy.SMOKE_LABEL}",
+        lambda: deploy.smoke_test(t.url, api_key=opts.api_key, timeout=opts.smoke_timeout))
+    curl = deploy.curl_command(t.url, (REPO_ROOT / deploy.SMOKE_SAMPLE).read_bytes())
+    return UpResult(ui_url=f"{t.url}/", api_url=t.url, curl=curl, prediction=prediction)
+
+
+def down(runner: Runner, target: Target, *, keep_cluster: bool = False) -> None:
+    """Uninstall the release, then delete the cluster (unless ``keep_cluster``). Safe to repeat."""
+    present = True if runner.dry_run else cluster.exists(runner, target.cluster)
+    if present:
+        deploy.uninstall(runner, target)
+    else:
+        runner.note(f"k3d cluster {target.cluster} does not exist", "nothing to uninstall")
+    if not keep_cluster and present:
+        cluster.delete(runner, target.cluster)
+
