@@ -32,7 +32,7 @@ class UpOptions:
     build: bool = True
     base_image: str | None = None
     api_key: str | None = None
-    models_dir: Path = MODELS_DIR
+    models_dir: Path | None = None  # None: MODELS_DIR (what the backend image bakes in)
     data_dir: Path | None = None
     rollout_timeout: int = 300
     smoke_timeout: float = 120
@@ -70,10 +70,11 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def ensure_models(runner: Runner, models_dir: Path = MODELS_DIR, *, train: bool = True,
+def ensure_models(runner: Runner, models_dir: Path | None = None, *, train: bool = True,
                   data_dir: Path | None = None) -> None:
     """Reuse ``<name>.onnx`` + ``<name>.json`` when present, else train (mnist first: fashion-mnist
     is fine-tuned from ``mnist.pt``). ``--no-train`` turns a missing model into an error."""
+    models_dir = Path(models_dir or MODELS_DIR)
     for name in MODEL_NAMES:
         onnx, card = Path(models_dir) / f"{name}.onnx", Path(models_dir) / f"{name}.json"
         if onnx.is_file() and card.is_file():

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""A stand-in for docker / k3d / helm / kubectl, for tests of visionctl's real command paths on a
+machine without a Kubernetes control plane (tests/test_cli_fake_tools.py).
+
+Installed into a temp bin dir under each tool's name (a launcher script calls this file). Every call
+is appended as a JSON argv list to $FAKE_LOG; cluster/release existence lives in files under
+$FAKE_STATE so a sequence of calls behaves like the real tools (create → exists → delete).
+$FAKE_FAIL="<tool> <subcommand>" makes that call fail like the real tool would.
+"""
+
+import http.server
+import json
+import os
+import sys
+from pathlib import Path
+
+tool = Path(sys.argv[1]).name
+args = sys.argv[2:]
+state = Path(os.environ["FAKE_STATE"])
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps([tool, *args]) + "\n")
+
+fail = os.environ.get("FAKE_FAIL", "")
+if fail and [tool, *args][: len(fail.split())] == fail.split():
+    print(f"Error: {fail} failed: simulated failure for the test", file=sys.stderr)
+    sys.exit(1)
+
+
+def has(*words):
+    return all(w in args for w in words)
+
+
+if tool == "docker":
+    if has("version"):
+        print("27.1.1")
+    elif has("info"):
+        if (state / "docker-down").exists():
+            print("Cannot connect to the Docker daemon at unix:///var/run/docker.sock.", file=sys.stderr)
+            sys.exit(1)
+        print("27.1.1")
+    elif has("build"):
+        print("#1 [internal] load build definition", file=sys.stderr)
+    elif has("image", "inspect"):
+        ref = args[-1]
+        print("sha256:" + ref.encode().hex().ljust(64, "0")[:64])
+elif tool == "k3d":
+    cluster = state / "cluster"
+    if args[:1] == ["version"]:
+        print("k3d version v5.7.4\nk3s version v1.30.4-k3s1 (default)")
+    elif args[:2] == ["cluster", "list"]:
+        print(json.dumps([{"name": cluster.read_text()}] if cluster.exists() else []))
+    elif args[:2] == ["cluster", "create"]:
+        cluster.write_text(args[2])
+    elif args[:2] == ["cluster", "delete"]:
+        cluster.unlink(missing_ok=True)
+elif tool == "helm":
+    release = state / "release"
+    if has("version"):
+        print("v3.16.2+g13654a5")
+    elif args[:1] == ["status"]:
+        sys.exit(0 if release.exists() else 1)
+    elif args[:2] == ["upgrade", "--install"]:
+        release.write_text(json.dumps(args))
+        print("Release \"vision-ai\" has been upgraded. Happy Helming!")
+    elif args[:1] == ["uninstall"]:
+        release.unlink(missing_ok=True)
+elif tool == "kubectl":
+    if has("version"):
+        print(json.dumps({"clientVersion": {"gitVersion": "v1.31.2"}}))
+    elif has("rollout", "status"):
+        print("deployment successfully rolled out")
+    elif has("logs"):
+        print("2025-11-25T12:00:00Z INF |  https://quiet-fox-example.trycloudflare.com  |")
+    elif has("get"):
+        print((state / "get.json").read_text() if (state / "get.json").exists() else '{"items": []}')
+    elif has("port-forward"):
+        local = int(next(a for a in args if a.endswith(":2000")).split(":")[0])
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = json.dumps({"hostname": "quiet-fox-example.trycloudflare.com"}).encode()
+                self.send_response(200 if self.path == "/quicktunnel" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", local), Handler)
+        print(f"Forwarding from 127.0.0.1:{local} -> 2000", flush=True)
+        server.serve_forever()

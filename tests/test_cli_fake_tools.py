@@ -1,0 +1,194 @@
+"""visionctl's real (non-dry-run) orchestration paths, with docker/k3d/helm/kubectl replaced by a
+recording fake on PATH (no Kubernetes control plane can run here). The smoke test inside `up` hits
+a real backend on loopback, so only the cluster tooling is simulated."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from backend_server import BackendServer, free_port, test_model_dir
+from visionctl.cli import app
+
+FAKE = Path(__file__).resolve().parent / "fakebin" / "fake_tool.py"
+TOOLS = ("docker", "k3d", "helm", "kubectl")
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    """A bin dir of fakes first on PATH; returns a helper to read the recorded calls."""
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for tool in TOOLS:
+        launcher = bin_dir / tool
+        launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$0" "$@"\n')
+        launcher.chmod(0o755)
+    log = tmp_path / "calls.jsonl"
+    log.touch()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    monkeypatch.setenv("FAKE_STATE", str(state))
+    monkeypatch.delenv("VISION_BASE_IMAGE", raising=False)
+
+    class Fake:
+        def calls(self, tool: str | None = None) -> list[list[str]]:
+            rows = [json.loads(line) for line in log.read_text().splitlines()]
+            log.write_text("")
+            return [r for r in rows if tool is None or r[0] == tool]
+
+    Fake.state = state
+    return Fake()
+
+
+@pytest.fixture(scope="module")
+def backend():
+    with BackendServer(model_dir=test_model_dir(), env={"VISION_THREADS": "2"}) as server:
+        yield server
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def mutating(calls):
+    """Drop the read-only queries (version checks, lists, inspects) to compare what changed."""
+    skip = (["docker", "version"], ["docker", "info"], ["k3d", "version"], ["helm", "version"],
+            ["kubectl", "version"], ["k3d", "cluster", "list"], ["docker", "image", "inspect"], ["helm", "status"])
+    return [c for c in calls if not any(c[: len(s)] == s for s in skip)]
+
+
+def test_up_runs_every_step_and_is_idempotent(fake, backend, monkeypatch):
+    from visionctl import orchestrate
+
+    monkeypatch.setattr(orchestrate, "MODELS_DIR", test_model_dir())  # the repo's may still be training
+    (fake.state / "cluster").write_text("vision-ai")  # an existing cluster: reused, not recreated
+    res = invoke("up", "--port", str(backend.port), "--tunnel", "--no-train", "--base-image", "base:1")
+    assert res.exit_code == 0, res.output
+    calls = fake.calls()
+    changed = mutating(calls)
+    kube = ["--context", "k3d-vision-ai", "--namespace", "vision-ai"]
+    assert changed[0][:2] == ["docker", "build"] and "BASE_IMAGE=base:1" in changed[0]
+    assert changed[1][:2] == ["docker", "build"]
+    assert changed[2] == ["k3d", "image", "import", "vision-ai-backend:0.1.0", "vision-ai-frontend:0.1.0",
+                          "--cluster", "vision-ai"]
+    helm = changed[3]
+    assert helm[:4] == ["helm", "upgrade", "--install", "vision-ai"]
+    assert "cloudflared.enabled=true" in helm and "cloudflared.mode=quick" in helm
+    ids = [a for a in helm if "podAnnotations.visionctl/image-id=sha256:" in a]
+    assert len(ids) == 2  # the local image IDs roll the pods when a rebuild keeps the tag
+    assert [c[5:8] for c in changed[4:7]] == [["rollout", "status", f"deployment/vision-ai-{c}"]
+                                              for c in ("backend", "frontend", "cloudflared")]
+    assert all(c[1:5] == kube for c in changed[4:7])
+    assert not any(c[:3] == ["k3d", "cluster", "create"] for c in calls)
+    # the real smoke test went through the (real) backend, the tunnel URL came via port-forward
+    assert "smoke test: label 7" in res.output
+    assert "https://quiet-fox-example.trycloudflare.com" in res.output
+    assert f'curl -X POST "http://localhost:{backend.port}/predict"' in res.output
+
+    again = invoke("up", "--port", str(backend.port), "--tunnel", "--no-train", "--base-image", "base:1")
+    assert again.exit_code == 0, again.output
+    # the same upgrade in place (the port-forward's local port is random), nothing created
+    assert mutating(fake.calls())[:7] == changed[:7]
+
+
+def test_cluster_create_when_absent_then_reuse(fake):
+    port = free_port()
+    assert invoke("cluster", "create", "--port", str(port)).exit_code == 0
+    assert mutating(fake.calls()) == [["k3d", "cluster", "create", "vision-ai", "-p", f"{port}:80@loadbalancer", "--wait"]]
+    res = invoke("cluster", "create", "--port", str(port))
+    assert res.exit_code == 0 and "exists" in res.output
+    assert mutating(fake.calls()) == []
+
+
+def test_cluster_create_refuses_a_taken_port(fake, backend):
+    res = invoke("cluster", "create", "--port", str(backend.port))
+    assert res.exit_code == 1
+    assert f"localhost:{backend.port} is already in use" in res.output and "--port" in res.output
+
+
+def test_failed_step_names_step_output_and_fix(fake, backend, monkeypatch):
+    from visionctl import orchestrate
+
+    monkeypatch.setattr(orchestrate, "MODELS_DIR", test_model_dir())
+    (fake.state / "cluster").write_text("vision-ai")
+    monkeypatch.setenv("FAKE_FAIL", "helm upgrade")
+    res = invoke("up", "--port", str(backend.port), "--no-train", "--no-build")
+    assert res.exit_code == 1
+    assert "helm upgrade --install vision-ai failed" in res.stderr
+    assert "simulated failure for the test" in res.stderr  # the stderr tail
+    assert "what to do:" in res.stderr and "helm status vision-ai" in res.stderr
+    assert not any("rollout" in c for c in fake.calls("kubectl"))  # stopped at the failing step
+
+
+def test_preflight_stops_before_any_change(fake, monkeypatch):
+    (fake.state / "docker-down").touch()
+    res = invoke("up", "--no-train")
+    assert res.exit_code == 1
+    assert "preflight" in res.stderr and "docker daemon" in res.stderr and "not reachable" in res.stderr
+    assert mutating(fake.calls()) == []
+
+
+def test_down_uninstalls_then_deletes_and_repeats_safely(fake):
+    (fake.state / "cluster").write_text("vision-ai")
+    (fake.state / "release").write_text("{}")
+    assert invoke("down", "--yes").exit_code == 0
+    assert mutating(fake.calls()) == [
+        ["helm", "uninstall", "vision-ai", "--wait", "--kube-context", "k3d-vision-ai", "--namespace", "vision-ai"],
+        ["k3d", "cluster", "delete", "vision-ai"]]
+    res = invoke("down", "--yes")
+    assert res.exit_code == 0 and "does not exist" in res.output
+    assert mutating(fake.calls()) == []
+
+
+def test_down_asks_first(fake):
+    (fake.state / "cluster").write_text("vision-ai")
+    res = CliRunner().invoke(app, ["down"], input="n\n")
+    assert res.exit_code == 1 and "Aborted" in res.output
+    assert mutating(fake.calls()) == []
+
+
+def test_tunnel_reads_quicktunnel(fake):
+    res = invoke("tunnel", "--timeout", "10")
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == "https://quiet-fox-example.trycloudflare.com"
+    assert any("port-forward" in c for c in fake.calls("kubectl"))
+
+
+def test_status_renders_the_release(fake, backend):
+    pod = lambda name, comp, ready: {  # noqa: E731
+        "kind": "Pod", "metadata": {"name": name, "labels": {"app.kubernetes.io/component": comp}},
+        "status": {"phase": "Running", "containerStatuses": [{"ready": ready, "restartCount": 1, "state": {}}]}}
+    items = [
+        {"kind": "Deployment", "metadata": {"name": "vision-ai-backend", "labels": {"app.kubernetes.io/component": "backend"}},
+         "spec": {"replicas": 2}, "status": {"readyReplicas": 2, "updatedReplicas": 2}},
+        {"kind": "Deployment", "metadata": {"name": "vision-ai-frontend", "labels": {"app.kubernetes.io/component": "frontend"}},
+         "spec": {"replicas": 1}, "status": {"readyReplicas": 1, "updatedReplicas": 1}},
+        pod("vision-ai-backend-a", "backend", True), pod("vision-ai-backend-b", "backend", True),
+        pod("vision-ai-frontend-a", "frontend", True),
+        {"kind": "HorizontalPodAutoscaler", "metadata": {"name": "vision-ai-backend"},
+         "spec": {"minReplicas": 2, "maxReplicas": 5, "metrics": [
+             {"type": "Resource", "resource": {"name": "cpu", "target": {"averageUtilization": 70}}}]},
+         "status": {"currentReplicas": 2, "currentMetrics": [
+             {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 12}}}]}},
+    ]
+    (fake.state / "get.json").write_text(json.dumps({"items": items}))
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["status", "--port", str(backend.port)])
+    assert res.exit_code == 0, res.output
+    assert "vision-ai-backend-b" in res.output and "2/2" in res.output
+    assert "CPU 12% / target 70%" in res.output
+    assert "model mnist" in res.output and "model fashion-mnist" in res.output  # from the real API
+    # unready backend → exit 1 so scripts can wait on `visionctl status`
+    items[0]["status"]["readyReplicas"] = 1
+    (fake.state / "get.json").write_text(json.dumps({"items": items}))
+    assert invoke("status", "--port", str(backend.port)).exit_code == 1
+
+
+def test_status_without_a_release(fake):
+    res = invoke("status", "--port", str(free_port()))
+    assert res.exit_code == 1 and "nothing deployed" in res.stderr
