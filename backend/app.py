@@ -48,6 +48,12 @@ class State:
     def ready(self) -> bool:
         return self.registry.ready.is_set() and not self.draining.is_set()
 
+    def load_models(self) -> None:
+        """Load and warm up every model (blocking), then publish them in ``vision_model_info``."""
+        self.registry.load()
+        for name, model in self.registry.models.items():
+            self.metrics.model_info.labels(name, model.card.version).set(1)
+
 
 def json_response(obj, status: int = 200, headers: dict | None = None) -> Response:
     """Compact JSON without Flask's key sorting and pretty-printing (measurably cheaper per request)."""
@@ -62,7 +68,7 @@ def get_state() -> State:
 
 
 def create_app(config: Config | None = None, registry: Registry | None = None) -> Flask:
-    """Build the app. Models are *not* loaded here: call ``registry.load()`` (``backend.server`` does,
+    """Build the app. Models are *not* loaded here: call ``State.load_models()`` (``backend.server`` does,
     in the background, so ``/healthz`` answers and ``/readyz`` says 503 while they load)."""
     config = config or Config.from_env()
     registry = registry or Registry(config.model_dir, config.models)

@@ -97,7 +97,7 @@ class Server:
 
     def _load_models(self) -> None:
         try:
-            self.state.registry.load()
+            self.state.load_models()
             log.info("ready", extra={"fields": {"models": {n: m.card.version for n, m in
                                                            self.state.registry.models.items()}}})
         except BaseException as exc:  # any failure must end the process, not leave it unready forever

@@ -1,0 +1,449 @@
+"""The HTTP API over real loopback HTTP against ``python -m backend`` (Waitress + ONNX Runtime).
+
+Predictions are checked against an independent computation (ONNX Runtime called directly on the
+preprocessed input), and every error path against the status/code matrix of the contract.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import requests
+from PIL import Image
+
+from backend.decoding import decode_base64, open_image
+from backend.errors import ERROR_CODES
+from backend.preprocessing import preprocess
+from backend_server import BackendServer, test_model_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+MAX_BODY, MAX_PIXELS, MAX_BATCH = 4_000_000, 1_000_000, 16
+KEYS = ("k" * 20, "another-valid-key-123")
+
+
+@pytest.fixture(scope="module")
+def server():
+    env = {"VISION_MAX_BODY_BYTES": str(MAX_BODY), "VISION_MAX_PIXELS": str(MAX_PIXELS),
+           "VISION_MAX_BATCH": str(MAX_BATCH), "VISION_THREADS": "4"}
+    with BackendServer(model_dir=test_model_dir(), env=env) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def http():
+    with requests.Session() as s:
+        yield s
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def sample(dataset: str, index: int) -> bytes:
+    return next((SAMPLES / dataset).glob(f"{index}-*.png")).read_bytes()
+
+
+def card(name: str) -> dict:
+    return json.loads((test_model_dir() / f"{name}.json").read_text())
+
+
+_sessions: dict[str, ort.InferenceSession] = {}
+
+
+def expected_probabilities(name: str, data: bytes) -> np.ndarray:
+    """Independent reference: model card normalisation + a fresh ORT session + softmax."""
+    c = card(name)
+    if name not in _sessions:
+        _sessions[name] = ort.InferenceSession(str(test_model_dir() / f"{name}.onnx"),
+                                               providers=["CPUExecutionProvider"])
+    x = preprocess(open_image(data, 10**8), c["input"]["preprocessing"])
+    x = ((x - c["normalization"]["mean"]) / c["normalization"]["std"]).astype(np.float32)[None, None]
+    logp = _sessions[name].run(None, {"input": x})[0][0].astype(np.float64)
+    return np.exp(logp) / np.exp(logp).sum()
+
+
+def assert_error(resp: requests.Response, status: int, code: str, fragment: str = "") -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["Content-Type"].startswith("application/json")
+    body = resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == code
+    assert ERROR_CODES[code] == status
+    assert fragment.lower() in body["error"]["message"].lower()
+    assert "Traceback" not in resp.text
+    return body
+
+
+def post(http, url, body, **kw):
+    return http.post(url, data=body if isinstance(body, (bytes, str)) else json.dumps(body),
+                     headers={"Content-Type": "application/json", **kw.pop("headers", {})}, **kw)
+
+
+# --- predictions --------------------------------------------------------------------------------
+
+def test_predict_matches_independent_onnx_computation(server, http):
+    for i in range(10):
+        data = sample("mnist", i)
+        resp = post(http, server.url + "/predict", {"base64": b64(data)})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        expected = expected_probabilities("mnist", data)
+        assert body["model"] == "mnist" and body["model_version"] == card("mnist")["version"]
+        assert len(body["probabilities"]) == 10
+        assert sum(body["probabilities"]) == pytest.approx(1.0, abs=1e-9)
+        np.testing.assert_allclose(body["probabilities"], expected, atol=1e-5)
+        assert body["class_index"] == int(np.argmax(expected))
+        assert body["label"] == card("mnist")["labels"][body["class_index"]]
+        assert body["confidence"] == max(body["probabilities"])
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+def test_samples_are_classified_correctly(server, http, dataset):
+    """The shipped samples (real dataset images) must come out right with the real models."""
+    labels = card(dataset)["labels"]
+    for i in range(10):
+        resp = post(http, f"{server.url}/v1/models/{dataset}/predict", {"base64": b64(sample(dataset, i))})
+        assert resp.status_code == 200
+        assert (resp.json()["class_index"], resp.json()["label"]) == (i, labels[i])
+
+
+def test_base64_dialects_give_the_same_answer(server, http):
+    data = sample("mnist", 3)
+    plain = b64(data)
+    variants = [f"data:image/png;base64,{plain}", "\n".join(plain[i:i + 76] for i in range(0, len(plain), 76)),
+                base64.urlsafe_b64encode(data).decode().rstrip("=")]
+    reference = post(http, server.url + "/predict", {"base64": plain}).json()
+    for text in variants:
+        assert post(http, server.url + "/predict", {"base64": text}).json() == reference
+
+
+def test_return_input_is_the_model_input(server, http):
+    data = sample("fashion-mnist", 7)
+    resp = post(http, server.url + "/v1/models/fashion-mnist/predict", {"base64": b64(data), "return_input": True})
+    assert resp.status_code == 200
+    img = Image.open(io.BytesIO(base64.b64decode(resp.json()["input_image"])))
+    assert (img.format, img.mode, img.size) == ("PNG", "L", (28, 28))
+    expected = np.rint(preprocess(open_image(data, 10**8), "frame") * 255)
+    np.testing.assert_array_equal(np.asarray(img), expected)
+    assert "input_image" not in post(http, server.url + "/predict", {"base64": b64(data)}).json()
+
+
+def test_batch_keeps_order_and_matches_single_predictions(server, http):
+    images = [sample("fashion-mnist", i) for i in (9, 0, 5, 1)]
+    resp = post(http, server.url + "/v1/models/fashion-mnist/predict",
+                {"instances": [{"base64": b64(d)} for d in images], "return_input": True})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert set(body) == {"model", "model_version", "predictions"}
+    assert len(body["predictions"]) == 4
+    for data, pred in zip(images, body["predictions"]):
+        single = post(http, server.url + "/v1/models/fashion-mnist/predict", {"base64": b64(data)}).json()
+        np.testing.assert_allclose(pred["probabilities"], single["probabilities"], atol=1e-6)
+        assert pred["label"] == single["label"] and "input_image" in pred
+    # /predict is the mnist model and takes batches too
+    resp = post(http, server.url + "/predict", {"instances": [{"base64": b64(sample("mnist", 4))}] * MAX_BATCH})
+    assert resp.status_code == 200 and len(resp.json()["predictions"]) == MAX_BATCH
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+
+
+REAL_WORLD = {
+    "rgba-canvas": lambda: _canvas("RGBA"),
+    "la": lambda: _canvas("RGBA").convert("LA"),
+    "palette-transparency": lambda: _canvas("RGB").convert("P"),
+    "1-bit": lambda: _canvas("RGB").convert("1"),
+    "cmyk-jpeg": lambda: _canvas("RGB").convert("CMYK"),
+    "16-bit": lambda: Image.fromarray((np.asarray(_canvas("RGB").convert("L"), np.uint16) * 257)),
+    "1x1": lambda: Image.new("RGB", (1, 1), "white"),
+    "thin-strip": lambda: Image.new("L", (3000, 2), 255),
+    "blank-white": lambda: Image.new("RGB", (64, 64), "white"),
+    "blank-transparent": lambda: Image.new("RGBA", (64, 64), (0, 0, 0, 0)),
+    "photo-size": lambda: _canvas("RGB").resize((1000, 800)),
+}
+
+
+def _canvas(mode: str) -> Image.Image:
+    """Dark stroke on a white/transparent background, like a browser canvas or a scan."""
+    img = Image.new("RGBA", (200, 200), (255, 255, 255, 0))
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(img).line([(60, 40), (140, 40), (90, 170)], fill=(20, 20, 20, 255), width=14)
+    return img if mode == "RGBA" else img.convert(mode)
+
+
+def _real_world_cases() -> list[tuple[str, str]]:
+    """Every (image kind, format) pair Pillow can write (e.g. no RGBA JPEG): ~50 small images."""
+    cases = []
+    for kind in sorted(REAL_WORLD):
+        for fmt in ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"):
+            try:
+                encode(REAL_WORLD[kind](), fmt)
+            except (OSError, ValueError, KeyError):
+                continue
+            cases.append((kind, fmt))
+    return cases
+
+
+@pytest.mark.parametrize("kind, fmt", _real_world_cases())
+def test_real_world_images_never_fail(server, http, kind, fmt):
+    data = encode(REAL_WORLD[kind](), fmt)
+    for model in ("mnist", "fashion-mnist"):
+        resp = post(http, f"{server.url}/v1/models/{model}/predict", {"base64": b64(data)})
+        assert resp.status_code == 200, resp.text
+        assert sum(resp.json()["probabilities"]) == pytest.approx(1.0)
+
+
+# --- the error matrix ------------------------------------------------------------------------------
+
+PNG = sample("mnist", 1)
+ERROR_CASES = [
+    # (id, method, path, body, content-type, status, code, message fragment)
+    ("unquoted-base64", "POST", "/predict", b'{"base64": iVBORw0KGgo}', "application/json", 400, "invalid_json", "quoted"),
+    ("trailing-comma", "POST", "/predict", b'{"base64": "abc",}', "application/json", 400, "invalid_json", "line 1"),
+    ("empty-body", "POST", "/predict", b"", "application/json", 400, "invalid_json", "empty"),
+    ("not-utf8", "POST", "/predict", b'{"base64": "\xff\xfe"}', "application/json", 400, "invalid_json", ""),
+    ("deep-nesting", "POST", "/predict", b"[" * 100_000, "application/json", 400, "invalid_json", ""),
+    ("array-body", "POST", "/predict", b"[1, 2]", "application/json", 400, "invalid_request", "object"),
+    ("string-body", "POST", "/predict", b'"iVBOR"', "application/json", 400, "invalid_request", "object"),
+    ("missing-field", "POST", "/predict", b'{"image": "abc"}', "application/json", 400, "invalid_request", "base64"),
+    ("number-field", "POST", "/predict", b'{"base64": 42}', "application/json", 400, "invalid_request", "string"),
+    ("null-field", "POST", "/predict", b'{"base64": null}', "application/json", 400, "invalid_request", "null"),
+    ("bad-return-input", "POST", "/predict", json.dumps({"base64": b64(PNG), "return_input": "yes"}).encode(),
+     "application/json", 400, "invalid_request", "return_input"),
+    ("instances-not-list", "POST", "/predict", b'{"instances": {"base64": "x"}}', "application/json", 400,
+     "invalid_request", "array"),
+    ("instances-empty", "POST", "/predict", b'{"instances": []}', "application/json", 400, "invalid_request", "empty"),
+    ("instance-not-object", "POST", "/predict", b'{"instances": ["abc"]}', "application/json", 400,
+     "invalid_request", "instances[0]"),
+    ("both-fields", "POST", "/predict", json.dumps({"base64": "a", "instances": []}).encode(), "application/json", 400,
+     "invalid_request", "not both"),
+    ("bad-base64", "POST", "/predict", b'{"base64": "not base64!"}', "application/json", 400, "invalid_base64", "'!'"),
+    ("not-an-image", "POST", "/predict", json.dumps({"base64": b64(b"hello, world")}).encode(), "application/json",
+     422, "unsupported_image", "not an image"),
+    ("truncated-png", "POST", "/predict", json.dumps({"base64": b64(PNG[: len(PNG) // 2])}).encode(),
+     "application/json", 422, "unsupported_image", ""),
+    ("bad-batch-item", "POST", "/v1/models/mnist/predict",
+     json.dumps({"instances": [{"base64": b64(PNG)}, {"base64": b64(b"GIF89a junk")}]}).encode(),
+     "application/json", 422, "unsupported_image", "instances[1]"),
+    ("pixel-bomb", "POST", "/predict", json.dumps({"base64": b64(_png_declaring(30_000, 30_000))}).encode(),
+     "application/json", 413, "image_too_large", "limit"),
+    ("over-pixel-limit", "POST", "/predict", json.dumps({"base64": b64(_png_declaring(1001, 1000))}).encode(),
+     "application/json", 413, "image_too_large", "1000000"),
+    ("batch-too-large", "POST", "/v1/models/mnist/predict",
+     json.dumps({"instances": [{"base64": b64(PNG)}] * (MAX_BATCH + 1)}).encode(), "application/json", 413,
+     "batch_too_large", str(MAX_BATCH)),
+    ("body-too-large", "POST", "/predict", b'{"base64": "' + b"A" * MAX_BODY + b'"}', "application/json", 413,
+     "body_too_large", str(MAX_BODY)),
+    ("form-content-type", "POST", "/predict", json.dumps({"base64": b64(PNG)}).encode(),
+     "application/x-www-form-urlencoded", 415, "unsupported_media_type", "Content-Type: application/json"),
+    ("no-content-type", "POST", "/predict", json.dumps({"base64": b64(PNG)}).encode(), None, 415,
+     "unsupported_media_type", "none"),
+    ("text-content-type", "POST", "/v1/models/fashion-mnist/predict", b"{}", "text/plain", 415,
+     "unsupported_media_type", ""),
+    ("unknown-model", "POST", "/v1/models/cifar/predict", b"{}", "application/json", 404, "model_not_found", "cifar"),
+    ("unknown-model-card", "GET", "/v1/models/cifar", None, None, 404, "model_not_found", "available"),
+    ("unknown-route", "GET", "/v2/everything", None, None, 404, "not_found", "/openapi.json"),
+    ("get-predict", "GET", "/predict", None, None, 405, "method_not_allowed", "POST"),
+    ("delete-models", "DELETE", "/v1/models", None, None, 405, "method_not_allowed", "GET"),
+    ("put-named-predict", "PUT", "/v1/models/mnist/predict", b"{}", "application/json", 405, "method_not_allowed", ""),
+]
+
+
+@pytest.mark.parametrize("case", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+def test_error_matrix(server, http, case):
+    _, method, path, body, ctype, status, code, fragment = case
+    headers = {"Content-Type": ctype} if ctype else {}
+    req = requests.Request(method, server.url + path, data=body, headers=headers).prepare()
+    if ctype is None:
+        req.headers.pop("Content-Type", None)
+    resp = http.send(req)
+    assert_error(resp, status, code, fragment)
+    if status == 405:
+        assert resp.headers["Allow"]
+
+
+def test_body_far_over_limit_is_refused_before_reading(server):
+    """Beyond 2× the limit Waitress itself answers 413 (plain text) from the Content-Length header."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 10000000000\r\n\r\n{")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+
+
+def test_server_survives_the_matrix(server, http):
+    assert http.get(server.url + "/healthz").status_code == 200
+    assert post(http, server.url + "/predict", {"base64": b64(PNG)}).status_code == 200
+    assert "Traceback" not in server.logs() and '"level": "ERROR"' not in server.logs()
+
+
+# --- models, probes --------------------------------------------------------------------------------
+
+def test_models_endpoints(server, http):
+    listed = http.get(server.url + "/v1/models").json()["models"]
+    assert [m["name"] for m in listed] == ["mnist", "fashion-mnist"]
+    for m in listed:
+        c = card(m["name"])
+        assert m["labels"] == c["labels"] and m["version"] == c["version"]
+        assert m["test_accuracy"] == c["metrics"]["test_accuracy"]
+        assert m["input"]["preprocessing"] == c["input"]["preprocessing"]
+    detail = http.get(server.url + "/v1/models/fashion-mnist").json()
+    assert detail["per_class_accuracy"] == card("fashion-mnist")["metrics"]["per_class_accuracy"]
+    assert detail["normalization"] == card("fashion-mnist")["normalization"]
+
+
+def test_probes(server, http):
+    assert http.get(server.url + "/healthz").json() == {"status": "ok"}
+    ready = http.get(server.url + "/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["models"] == {n: card(n)["version"] for n in ("mnist", "fashion-mnist")}
+
+
+# --- request ids, logs, metrics --------------------------------------------------------------------
+
+def _access_lines(server) -> list[dict]:
+    lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    return [entry for entry in lines if entry.get("logger") == "backend.access"]
+
+
+def test_request_id_is_honoured_or_generated_and_logged(server, http):
+    resp = http.get(server.url + "/healthz", headers={"X-Request-ID": "trace-abc.123"})
+    assert resp.headers["X-Request-ID"] == "trace-abc.123"
+    for bad in ("has space", "x" * 200, "semi;colon"):
+        rid = http.get(server.url + "/healthz", headers={"X-Request-ID": bad}).headers["X-Request-ID"]
+        assert re.fullmatch(r"[0-9a-f]{32}", rid)
+    error = post(http, server.url + "/predict", b"{", headers={"X-Request-ID": "err-42"})
+    assert error.status_code == 400 and error.headers["X-Request-ID"] == "err-42"
+    entries = {e["request_id"]: e for e in _access_lines(server)}
+    assert entries["trace-abc.123"]["status"] == 200 and entries["trace-abc.123"]["path"] == "/healthz"
+    assert entries["err-42"]["status"] == 400 and entries["err-42"]["model"] == "mnist"
+    assert entries["err-42"]["duration_ms"] >= 0
+
+
+def _metric(text: str, name: str, **labels) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_count_requests_predictions_and_latency(server, http):
+    before = http.get(server.url + "/metrics").text
+    for _ in range(3):
+        post(http, server.url + "/v1/models/mnist/predict", {"base64": b64(sample("mnist", 7))})
+    post(http, server.url + "/v1/models/mnist/predict", {"base64": "%%%"})
+    post(http, server.url + "/v1/models/secret-probe-name/predict", {"base64": "x"})
+    after = http.get(server.url + "/metrics")
+    assert after.headers["Content-Type"].startswith("text/plain")
+    text = after.text
+    route = "/v1/models/<name>/predict"
+
+    def delta(name, **labels):
+        return _metric(text, name, **labels) - _metric(before, name, **labels)
+
+    assert delta("vision_http_requests_total", route=route, model="mnist", status="200") == 3
+    assert delta("vision_http_requests_total", route=route, model="mnist", status="400") == 1
+    assert delta("vision_predictions_total", model="mnist", label=_label_of(http, server)) == 3
+    assert delta("vision_http_request_duration_seconds_count", route=route) == 5
+    assert delta("vision_inference_duration_seconds_count", model="mnist") == 3
+    assert delta("vision_preprocessing_duration_seconds_count", model="mnist") == 3
+    assert delta("vision_http_request_size_bytes_count", route=route) == 5
+    assert _metric(text, "vision_ready") == 1
+    assert _metric(text, "vision_http_requests_in_flight") == 1  # this very /metrics request
+    assert "secret-probe-name" not in text  # client-chosen names never become label values
+
+
+def _label_of(http, server) -> str:
+    return post(http, server.url + "/predict", {"base64": b64(sample("mnist", 7))}).json()["label"]
+
+
+def test_model_info_metric(server, http):
+    text = http.get(server.url + "/metrics").text
+    for name in ("mnist", "fashion-mnist"):
+        assert _metric(text, "vision_model_info", model=name, version=card(name)["version"]) == 1
+
+
+# --- API keys ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def auth_server():
+    with BackendServer(model_dir=test_model_dir(), env={"VISION_API_KEYS": ",".join(KEYS),
+                                                        "VISION_MODELS": "mnist"}) as s:
+        yield s
+
+
+def test_api_keys(auth_server, http):
+    url = auth_server.url + "/predict"
+    body = {"base64": b64(PNG)}
+    resp = post(http, url, body)
+    assert_error(resp, 401, "unauthorized", "X-API-Key")
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert_error(post(http, url, body, headers={"X-API-Key": KEYS[0] + "x"}), 401, "unauthorized")
+    assert_error(post(http, url, body, headers={"X-API-Key": KEYS[0][:-1]}), 401, "unauthorized")
+    assert_error(post(http, url, body, headers={"Authorization": f"Basic {KEYS[0]}"}), 401, "unauthorized")
+    assert_error(http.get(auth_server.url + "/v1/models"), 401, "unauthorized")
+    assert post(http, url, body, headers={"X-API-Key": KEYS[0]}).status_code == 200
+    assert post(http, url, body, headers={"X-API-Key": KEYS[1]}).status_code == 200
+    assert post(http, url, body, headers={"Authorization": f"Bearer {KEYS[1]}"}).status_code == 200
+    assert post(http, url, body, headers={"Authorization": f"bearer {KEYS[0]}"}).status_code == 200
+    for open_path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        assert http.get(auth_server.url + open_path).status_code == 200
+    doc = http.get(auth_server.url + "/openapi.json").json()
+    assert doc["security"] == [{"ApiKey": []}, {"Bearer": []}]
+    # only the configured model is served
+    assert_error(post(http, auth_server.url + "/v1/models/fashion-mnist/predict", body,
+                      headers={"X-API-Key": KEYS[0]}), 404, "model_not_found")
+    assert KEYS[0] not in auth_server.logs()  # keys are never logged
+
+
+def test_key_check_is_exact():
+    from backend.app import key_is_valid
+
+    keys = tuple(k.encode() for k in KEYS)
+    assert key_is_valid(KEYS[0], keys) and key_is_valid(KEYS[1], keys)
+    for wrong in (None, "", KEYS[0].upper(), KEYS[0] + " ", KEYS[1][1:], "ü" * 20):
+        assert not key_is_valid(wrong, keys)
+
+
+# --- bounded fuzz over HTTP: the full pipeline never answers 500 ---------------------------------
+
+def test_fuzzed_bodies_never_500(server, http):
+    import random
+
+    rng = random.Random(1234)
+    seeds = [PNG, encode(_canvas("RGB"), "JPEG"), encode(_canvas("RGBA"), "WEBP"), encode(_canvas("RGB"), "GIF")]
+    seen = set()
+    for i in range(300):
+        data = bytearray(rng.choice(seeds))
+        if i % 3 == 0:
+            data = data[: rng.randrange(len(data))]
+        for _ in range(rng.randint(0, 6)):
+            data[rng.randrange(len(data) or 1)] = rng.randrange(256) if data else 0
+        resp = post(http, server.url + "/predict", {"base64": b64(bytes(data))})
+        assert resp.status_code in (200, 400, 413, 422), resp.text
+        seen.add(resp.status_code)
+    assert {200, 422} <= seen
