@@ -68,6 +68,7 @@ class BackendServer:
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen | None = None
         self._log = None
+        self._final_logs: str | None = None  # kept after __exit__ removes the file
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
@@ -107,6 +108,9 @@ class BackendServer:
             return None
 
     def logs(self) -> str:
+        """Everything the server printed so far (JSON log lines); still available after exit."""
+        if self._final_logs is not None:
+            return self._final_logs
         if not self._log:
             return ""
         self._log.flush()
@@ -131,5 +135,6 @@ class BackendServer:
     def __exit__(self, *exc) -> None:
         self.stop()
         if self._log:
+            self._final_logs = self.logs()
             self._log.close()
             os.unlink(self._log.name)

@@ -1,0 +1,226 @@
+"""Process lifecycle: env validation, start-up failures, readiness, graceful SIGTERM drain."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from waitress.server import create_server
+
+from backend.app import create_app
+from backend.config import Config, ConfigError
+from backend_server import BackendServer, free_port, test_model_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG = (ROOT / "samples" / "mnist" / "8-8.png").read_bytes()
+BODY = json.dumps({"base64": base64.b64encode(PNG).decode()})
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+def test_defaults_match_the_architecture_doc(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    c = Config.from_env({})
+    assert (c.host, c.port, c.threads, str(c.model_dir), c.models) == \
+        ("0.0.0.0", 8080, 8, "models", ("mnist", "fashion-mnist"))
+    assert (c.max_body_bytes, c.max_pixels, c.max_batch, c.api_keys, c.log_level) == \
+        (10485760, 16000000, 64, (), "INFO")
+
+
+def test_config_parses_values(tmp_path):
+    c = Config.from_env({"VISION_HOST": "127.0.0.1", "VISION_PORT": "9000", "VISION_THREADS": " 3 ",
+                         "VISION_MODEL_DIR": str(tmp_path), "VISION_MODELS": "fashion-mnist, mnist,mnist",
+                         "VISION_MAX_BATCH": "5", "VISION_API_KEYS": "a" * 16 + ", " + "b" * 20 + ",",
+                         "VISION_LOG_LEVEL": "debug", "VISION_DRAIN_DELAY": "1.5"})
+    assert c.port == 9000 and c.threads == 3 and c.models == ("fashion-mnist", "mnist")
+    assert c.api_keys == ("a" * 16, "b" * 20) and c.auth_enabled and c.log_level == "DEBUG"
+    assert c.drain_delay == 1.5 and c.max_batch == 5
+    assert "a" * 16 not in repr(c)  # secrets stay out of reprs and logs
+
+
+@pytest.mark.parametrize("var, value, fragment", [
+    ("VISION_PORT", "http", "not an integer"),
+    ("VISION_PORT", "70000", "out of range"),
+    ("VISION_PORT", "0", "out of range"),
+    ("VISION_THREADS", "0", "out of range"),
+    ("VISION_THREADS", "2.5", "not an integer"),
+    ("VISION_MAX_BODY_BYTES", "-1", "out of range"),
+    ("VISION_MAX_PIXELS", "10", "out of range"),
+    ("VISION_MAX_BATCH", "lots", "not an integer"),
+    ("VISION_MODEL_DIR", "/no/such/dir", "not a directory"),
+    ("VISION_MODELS", " , ", "empty"),
+    ("VISION_MODELS", "mnist,../etc", "invalid model name"),
+    ("VISION_API_KEYS", "short", "shorter than 16"),
+    ("VISION_LOG_LEVEL", "LOUD", "not one of"),
+    ("VISION_HOST", "my host", "not an IP address"),
+    ("VISION_DRAIN_DELAY", "nan", "out of range"),
+])
+def test_bad_values_fail_with_the_variable_named(tmp_path, var, value, fragment):
+    env = {"VISION_MODEL_DIR": str(tmp_path), var: value}
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(env)
+    assert var in str(info.value) and fragment in str(info.value)
+
+
+def run_backend(env: dict, timeout: float = 30) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
+    full.update({"VISION_HOST": "127.0.0.1", "VISION_PORT": str(free_port()), **env})
+    return subprocess.run([sys.executable, "-m", "backend"], cwd=ROOT, env=full, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_bad_env_exits_2_with_one_clear_line():
+    proc = run_backend({"VISION_THREADS": "many", "VISION_MODEL_DIR": str(test_model_dir())})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["backend: configuration error: VISION_THREADS='many' is not an "
+                                                "integer (expected 1..256)"]
+
+
+def test_missing_model_exits_1(tmp_path):
+    proc = run_backend({"VISION_MODEL_DIR": str(tmp_path)})
+    assert proc.returncode == 1
+    assert "backend: cannot load models: model file not found" in proc.stderr
+    assert "mnist" in proc.stderr.splitlines()[-1]
+
+
+def test_corrupt_model_exits_1(tmp_path):
+    for suffix in ("json", "onnx"):
+        (tmp_path / f"mnist.{suffix}").write_bytes((test_model_dir() / f"mnist.{suffix}").read_bytes())
+    (tmp_path / "mnist.onnx").write_bytes(b"\0" * 100)  # sha256 no longer matches the card
+    proc = run_backend({"VISION_MODEL_DIR": str(tmp_path), "VISION_MODELS": "mnist"})
+    assert proc.returncode == 1 and "sha256 does not match" in proc.stderr
+
+
+def test_busy_port_exits_1():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        proc = run_backend({"VISION_MODEL_DIR": str(test_model_dir()), "VISION_PORT": str(sock.getsockname()[1])})
+    assert proc.returncode == 1 and "cannot listen on 127.0.0.1" in proc.stderr
+
+
+# --- readiness: 503 until every model is loaded and warm (real Waitress, in-process) ----------
+
+def test_not_ready_until_models_loaded():
+    config = Config(host="127.0.0.1", port=free_port(), model_dir=test_model_dir(), threads=2)
+    app = create_app(config)
+    server = create_server(app, host="127.0.0.1", port=config.port, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{config.port}"
+    try:
+        assert requests.get(url + "/healthz").status_code == 200
+        for resp in (requests.get(url + "/readyz"), requests.get(url + "/v1/models"),
+                     requests.post(url + "/predict", data=BODY, headers={"Content-Type": "application/json"})):
+            assert resp.status_code == 503 and resp.json()["error"]["code"] == "not_ready"
+        assert "vision_ready 0.0" in requests.get(url + "/metrics").text
+        app.extensions["vision"].load_models()
+        assert requests.get(url + "/readyz").status_code == 200
+        assert requests.post(url + "/predict", data=BODY, headers={"Content-Type": "application/json"}).ok
+        assert "vision_ready 1.0" in requests.get(url + "/metrics").text
+    finally:
+        server.close()
+
+
+# --- graceful shutdown ----------------------------------------------------------------------------
+
+def _is_refused(exc: BaseException) -> bool:
+    """True if the request never reached the server (connection refused) — not a dropped request."""
+    while exc is not None:
+        if isinstance(exc, ConnectionRefusedError) or "Connection refused" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def test_sigterm_under_load_drains_without_failures():
+    with BackendServer(model_dir=test_model_dir(), env={"VISION_DRAIN_DELAY": "0.5", "VISION_THREADS": "4"}) as srv:
+        stop_at = [None]
+        results = {"ok": 0, "closed": 0, "bad": [], "refused": 0, "ok_after_term": 0}
+        lock = threading.Lock()
+        term_sent = threading.Event()
+
+        def client():
+            session = requests.Session()
+            while True:
+                try:
+                    resp = session.post(srv.url + "/predict", data=BODY,
+                                        headers={"Content-Type": "application/json"}, timeout=10)
+                except requests.RequestException as exc:
+                    with lock:
+                        if _is_refused(exc) and term_sent.is_set():
+                            results["refused"] += 1
+                        else:
+                            results["bad"].append(repr(exc))
+                    return
+                with lock:
+                    if resp.status_code == 200 and resp.json()["label"] == "8":
+                        results["ok"] += 1
+                        results["ok_after_term"] += term_sent.is_set()
+                        results["closed"] += resp.headers.get("Connection") == "close"
+                    else:
+                        results["bad"].append(f"{resp.status_code} {resp.text[:100]}")
+                if stop_at[0] and time.monotonic() > stop_at[0]:
+                    return
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        srv.proc.send_signal(signal.SIGTERM)
+        term_sent.set()
+        stop_at[0] = time.monotonic() + 15
+        time.sleep(0.2)
+        assert srv.status("/readyz") == 503  # still listening during the drain delay, but not ready
+        assert srv.proc.wait(10) == 0
+        for t in threads:
+            t.join(15)
+
+    assert results["bad"] == [], results
+    assert results["ok"] > 50 and results["ok_after_term"] > 0
+    assert results["closed"] > 0  # draining responses told keep-alive clients to go away
+    logs = srv.logs()
+    assert '"message": "draining"' in logs and '"message": "stopped"' in logs
+
+
+def test_sigterm_waits_for_a_request_still_being_uploaded():
+    with BackendServer(model_dir=test_model_dir()) as srv:
+        body = BODY.encode()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:100])
+            time.sleep(0.2)
+            srv.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert srv.proc.poll() is None  # still waiting for our request
+            sock.sendall(body[100:])
+            response = b""
+            while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 200"), response[:200]
+        assert b"Connection: close" in response
+        assert srv.proc.wait(10) == 0
+
+
+def test_idle_keepalive_connections_do_not_delay_exit():
+    with BackendServer(model_dir=test_model_dir()) as srv:
+        session = requests.Session()
+        assert session.get(srv.url + "/healthz").ok  # leaves an idle keep-alive connection open
+        start = time.monotonic()
+        assert srv.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - start < 3
+        session.close()
