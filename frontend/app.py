@@ -28,9 +28,10 @@ FAVICON = HERE / "static" / "favicon.png"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp"]
 # The backend caps request bodies at 10 MiB (VISION_MAX_BODY_BYTES) and base64 adds a third.
 MAX_UPLOAD_MB = 7
-MODEL_TITLES = {"mnist": "Handwritten digits (MNIST)", "fashion-mnist": "Clothing (Fashion-MNIST)"}
+MODEL_TITLES = {"mnist": "Digits (MNIST)", "fashion-mnist": "Clothing (Fashion-MNIST)"}
 SOURCES = {"sample": "Samples", "upload": "Upload", "draw": "Draw"}
 CANVAS_SIDE = 280  # 10× the model's 28 px: big enough to draw on, small enough for a phone
+PREVIEW_SIDE = 168  # 6× the model's 28 px
 UNSURE_BELOW = 0.6  # confidence under which the page says the model is guessing
 
 
@@ -130,7 +131,7 @@ def _sample_input(settings: Settings, model: str, labels: list[str]) -> bytes | 
 
     st.image([str(p) for p in files], caption=[title(p) for p in files], width=56)
     choice = st.pills("Sample", files, format_func=title, default=files[0], key=f"sample-{model}",
-                      help="One image per class from the model's test set.")
+                      help="One image per class from the model's test set.", wrap=True)
     return choice.read_bytes() if choice else None
 
 
@@ -148,8 +149,9 @@ def _draw_input() -> bytes | None:
         st.warning(f"Drawing is unavailable here ({type(exc).__name__}). Upload an image instead.")
         return None
     st.caption("Draw one large digit or item, light on dark like the training data. "
-               "The toolbar under the canvas can undo or clear.")
+               "The toolbar above the canvas undoes or clears.")
     stroke = st.slider("Brush", 8, 32, 18, help="Stroke width in pixels on the 280 px canvas.")
+    st.space("small")  # the canvas toolbar floats above the canvas; keep it off the slider
     canvas = st_canvas(stroke_width=stroke, stroke_color="#FFFFFF", background_color="#000000",
                        height=CANVAS_SIDE, width=CANVAS_SIDE, drawing_mode="freedraw",
                        return_image_data=True, key="canvas")
@@ -175,9 +177,16 @@ def _probability_chart(labels: list[str], probabilities: list[float], predicted:
     )
 
 
-def _pixelated(png: bytes, scale: int = 6) -> Image.Image:
-    """The 28×28 model input enlarged with hard pixel edges (browsers would blur it)."""
-    img = Image.open(io.BytesIO(png)).convert("L")
+def _pixelated(data: bytes, side: int = PREVIEW_SIDE) -> Image.Image | bytes:
+    """Small images enlarged by a whole factor with hard pixel edges (a browser would blur them,
+    hiding exactly the pixels the model works with); larger ones are passed through."""
+    try:
+        img = Image.open(io.BytesIO(data))
+    except (OSError, Image.DecompressionBombError):
+        return data  # the backend decoded it, so the browser may still show it as it is
+    scale = side // max(img.size)
+    if scale < 2:
+        return data
     return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
 
 
@@ -195,9 +204,9 @@ def _show_result(prediction: Prediction, labels: list[str], image: bytes) -> Non
     st.altair_chart(_probability_chart(labels, res["probabilities"], int(res["class_index"])),
                     width="stretch", alt="Probability of each class")
     original, seen = st.columns(2)
-    original.image(image, caption="Your image", width=168)
+    original.image(_pixelated(image), caption="Your image", width=PREVIEW_SIDE)
     if res.get("input_image"):
-        seen.image(_pixelated(base64.b64decode(res["input_image"])), width=168,
+        seen.image(_pixelated(base64.b64decode(res["input_image"])), width=PREVIEW_SIDE,
                    caption="What the model sees (28×28)")
     st.caption(f"Model {res['model']} · version {res['model_version']}")
 

@@ -1,0 +1,219 @@
+"""End to end in a real browser: Debian's Chromium (driven by Python Playwright) → ``streamlit run
+frontend/app.py`` → the real backend → the real ONNX models, all on loopback ports.
+
+Needs ``apt-get install chromium``; with ``VISION_REQUIRE_BROWSER=1`` (scripts/test.sh) a missing
+browser fails the tests instead of skipping them.
+
+Screenshots go to a temporary folder; ``VISION_UPDATE_SCREENSHOTS=1`` writes them to
+docs/screenshots/ instead (the README's pictures), so a normal run leaves the checkout clean.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from backend_server import BackendServer, free_port, test_model_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "frontend" / "app.py"
+SAMPLES = ROOT / "samples"
+DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = os.environ.get("VISION_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+TIMEOUT_MS = 30_000
+
+pytestmark = pytest.mark.browser
+
+
+def _missing(reason: str):
+    if os.environ.get("VISION_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason} (VISION_REQUIRE_BROWSER=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+class StreamlitServer:
+    """``streamlit run frontend/app.py`` on 127.0.0.1:<free port>, configured only by env vars.
+
+    It runs from a scratch working directory so the test also proves the page finds its own
+    ``frontend/.streamlit/config.toml`` (offline, no usage stats) wherever it is started.
+    """
+
+    def __init__(self, api_url: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api_url = api_url
+        self.proc: subprocess.Popen | None = None
+        self.workdir = tempfile.TemporaryDirectory(prefix="streamlit-")
+        self.log_path = Path(self.workdir.name) / "streamlit.log"
+
+    def __enter__(self) -> "StreamlitServer":
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VISION_", "STREAMLIT_"))}
+        env.update(VISION_API_URL=self.api_url, HOME=self.workdir.name, PYTHONUNBUFFERED="1")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
+                 "--server.port", str(self.port)],
+                cwd=self.workdir.name, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(self.url + "/_stcore/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        self.__exit__()
+        raise TimeoutError(f"streamlit not healthy within 60 s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.workdir.cleanup()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        _missing(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("Python playwright is not installed: pip install -e '.[test]'")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    if os.environ.get("VISION_UPDATE_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return DOCS_SCREENSHOTS
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module")
+def servers():
+    with BackendServer(model_dir=test_model_dir()) as backend, StreamlitServer(backend.url) as ui:
+        yield backend, ui
+
+
+@pytest.fixture
+def requested() -> list[str]:
+    """Every URL the test's page requested (the page must never leave loopback)."""
+    return []
+
+
+@pytest.fixture
+def page(browser, servers, requested):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+    context.on("request", lambda req: requested.append(req.url))
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    yield page
+    context.close()
+
+
+def open_app(page, ui: StreamlitServer) -> None:
+    page.goto(ui.url)
+    page.get_by_role("heading", name="Vision AI").wait_for()
+    page.get_by_text("Model", exact=True).first.wait_for()
+
+
+def metric(page, label: str):
+    """The value locator of the ``st.metric`` whose label is ``label``."""
+    return (page.get_by_test_id("stMetric").filter(has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True))
+            .get_by_test_id("stMetricValue"))
+
+
+def expect_prediction(page, label: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(metric(page, "Prediction")).to_have_text(label, timeout=TIMEOUT_MS)
+
+
+def test_upload_a_sample_and_read_the_prediction(page, servers, screenshots, requested):
+    _, ui = servers
+    open_app(page, ui)
+    assert page.title() == "Vision AI"
+
+    page.get_by_role("radio", name="Upload").click()
+    page.locator("input[type=file]").set_input_files(str(SAMPLES / "mnist" / "7-7.png"))
+    expect_prediction(page, "7")
+    page.get_by_text("What the model sees (28×28)").wait_for()
+    assert metric(page, "Latency").inner_text().endswith(" ms")
+
+    page.wait_for_timeout(500)  # let the chart's entry animation finish before the screenshot
+    shot = screenshots / "frontend.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000  # a real rendering, not a blank page
+
+    # Offline by construction: every request the page made went to the loopback UI server.
+    hosts = {urlsplit(u).hostname for u in requested if urlsplit(u).scheme in ("http", "https", "ws", "wss")}
+    assert hosts == {"127.0.0.1"}, hosts
+
+
+def test_pick_a_fashion_sample(page, servers):
+    backend, ui = servers
+    from visionctl.client import VisionClient
+
+    open_app(page, ui)
+    page.get_by_role("radio", name="Clothing (Fashion-MNIST)").click()
+    page.get_by_role("radio", name="Trouser").click()
+    expected = VisionClient(backend.url).predict((SAMPLES / "fashion-mnist" / "1-trouser.png").read_bytes(),
+                                                 model="fashion-mnist")
+    expect_prediction(page, expected["label"])
+
+
+def test_draw_a_digit_on_the_canvas(page, servers, screenshots):
+    _, ui = servers
+    open_app(page, ui)
+    page.get_by_role("radio", name="Draw").click()
+    canvas = page.locator("canvas.upper-canvas")
+    canvas.wait_for()
+    box = canvas.bounding_box()
+    # A tall vertical stroke in the middle of the canvas: a "1".
+    x = box["x"] + box["width"] / 2
+    page.mouse.move(x, box["y"] + box["height"] * 0.15)
+    page.mouse.down()
+    for step in range(1, 21):
+        page.mouse.move(x + step * 0.3, box["y"] + box["height"] * (0.15 + 0.035 * step))
+    page.mouse.up()
+    expect_prediction(page, "1")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(screenshots / "frontend-draw.png"))
+
+
+def test_narrow_screen_has_no_horizontal_scroll(browser, servers, tmp_path):
+    _, ui = servers
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        open_app(page, ui)
+        expect_prediction(page, "0")  # the first sample is preselected
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"page is {overflow}px wider than a phone screen"
+        page.screenshot(path=str(tmp_path / "frontend-mobile.png"))  # to look at when it fails
+    finally:
+        context.close()
