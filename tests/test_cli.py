@@ -332,3 +332,28 @@ def test_serve_missing_models(tmp_path):
                           timeout=60)
     assert proc.returncode == 1
     assert "visionctl train" in proc.stderr
+
+
+# -- ui: the real Streamlit app through the CLI --------------------------------------------------
+
+def test_ui_serves_the_page(backend):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
+    proc = subprocess.Popen([sys.executable, "-m", "visionctl", "ui", "--port", str(port), "--api-url", backend.url],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        health = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = requests.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        assert health is not None and health.text == "ok", proc.poll()
+        assert "<title>" in requests.get(f"http://127.0.0.1:{port}/", timeout=5).text
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the CLI stops Streamlit and exits 0
+        code = proc.wait(30)
+    assert code == 0, proc.stdout.read()

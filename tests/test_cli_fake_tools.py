@@ -192,3 +192,19 @@ def test_status_renders_the_release(fake, backend):
 def test_status_without_a_release(fake):
     res = invoke("status", "--port", str(free_port()))
     assert res.exit_code == 1 and "nothing deployed" in res.stderr
+
+
+def test_logs_passes_through_kubectl(fake):
+    res = invoke("logs", "frontend", "--tail", "5")
+    assert res.exit_code == 0
+    assert fake.calls("kubectl") == [[
+        "kubectl", "--context", "k3d-vision-ai", "--namespace", "vision-ai", "logs", "-l",
+        "app.kubernetes.io/instance=vision-ai,app.kubernetes.io/component=frontend", "--all-containers",
+        "--prefix", "--tail=5", "--max-log-requests=10"]]
+
+
+def test_missing_tool_is_a_clear_failure(fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing at all
+    res = invoke("logs")
+    assert res.exit_code == 1
+    assert "`kubectl` is not installed or not on PATH" in res.stderr and "visionctl doctor" in res.stderr
