@@ -1,0 +1,479 @@
+"""The Helm chart, rendered by the real ``helm`` for the defaults and every ``ci/*-values.yaml``.
+
+No control plane can run here, so the cluster's admission is replaced by what it would check:
+``helm lint --strict``, strict OpenAPI schemas of Kubernetes 1.31 and the newest release, the
+"restricted" Pod Security Standard, and consistency between objects (Service → pods, NetworkPolicy
+→ pods, Ingress → Services, probes → routes the backend really has).
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+import yaml
+
+import visionctl
+from visionctl import constants
+from helm_render import (CHART, CI_VALUES, ROOT, SCENARIOS, find, helm, kubernetes_versions, load_docs, matches,
+                         pod_labels, pod_specs, render, template, validate_objects)
+
+SCENARIO_NAMES = list(SCENARIOS)
+VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
+CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
+
+
+def component(docs, kind, name):
+    objs = find(docs, kind, component=name)
+    assert len(objs) == 1, f"expected one {kind} for {name}, got {[o['metadata']['name'] for o in objs]}"
+    return objs[0]
+
+
+def container(deployment):
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(c) -> dict:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+# ---- static agreement with the Python constants ------------------------------------------------
+
+def test_chart_agrees_with_constants():
+    assert CHART_META["appVersion"] == visionctl.__version__ == constants.IMAGE_TAG
+    assert VALUES["backend"]["image"]["repository"] == constants.BACKEND_IMAGE
+    assert VALUES["frontend"]["image"]["repository"] == constants.FRONTEND_IMAGE
+    assert VALUES["backend"]["image"]["tag"] == VALUES["frontend"]["image"]["tag"] == constants.IMAGE_TAG
+    assert VALUES["backend"]["containerPort"] == VALUES["backend"]["service"]["port"] == constants.BACKEND_PORT
+    assert VALUES["frontend"]["containerPort"] == VALUES["frontend"]["service"]["port"] == constants.FRONTEND_PORT
+    for ctx in (VALUES["podSecurityContext"], VALUES["containerSecurityContext"]):
+        assert ctx["runAsUser"] == ctx["runAsGroup"] == constants.RUN_AS_UID
+    assert VALUES["backend"]["models"] == list(constants.MODEL_NAMES)
+    assert Path(constants.CHART_DIR) == CHART.relative_to(ROOT)
+    for image in (VALUES["backend"]["image"], VALUES["frontend"]["image"], VALUES["cloudflared"]["image"]):
+        assert image["tag"] not in ("", "latest") and image["pullPolicy"] == "IfNotPresent"
+
+
+def test_dockerfiles_agree_with_constants():
+    for name, port in ((constants.DOCKERFILE_BACKEND, constants.BACKEND_PORT),
+                       (constants.DOCKERFILE_FRONTEND, constants.FRONTEND_PORT)):
+        text = (ROOT / name).read_text()
+        assert "ARG BASE_IMAGE=python:3.11-slim" in text
+        assert f"USER {constants.RUN_AS_UID}:{constants.RUN_AS_UID}" in text
+        assert f"EXPOSE {port}" in text
+
+
+def test_helm_test_sample_is_the_repository_sample():
+    sample = CHART / VALUES["tests"]["sampleFile"]
+    assert sample.read_bytes() == (ROOT / "samples" / "mnist" / "7-7.png").read_bytes()
+    assert VALUES["tests"]["expectedLabel"] == "7"
+
+
+# ---- helm lint / template / schema -------------------------------------------------------------
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=lambda p: p.name if p else "default")
+def test_helm_lint_strict(values):
+    args = ["lint", "--strict", str(CHART)] + (["--values", str(values)] if values else [])
+    result = helm(*args, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_NAMES)
+def test_renderings_validate_strictly(scenario):
+    docs = render(scenario)
+    for version in kubernetes_versions():
+        assert validate_objects(docs, version) == [], f"{scenario} against Kubernetes {version}"
+
+
+def test_ci_scenarios_cover_the_issue():
+    assert {"tunnel-quick", "tunnel-token", "hpa-off", "ingress-off", "api-keys"} <= set(SCENARIOS)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["backend.image.tag=latest"], "/backend/image/tag"),
+    (["ingress.apiPaths[0]=/metrics"], "/ingress/apiPaths/0"),
+    (["backend.replicas=3"], "replicas"),  # typo of replicaCount must not pass silently
+    (["apiKeys.enabled=true"], "apiKeys.existingSecret"),
+    (["apiKeys.enabled=true", "apiKeys.keys[0]=short"], "/apiKeys/keys/0"),
+    (["cloudflared.enabled=true", "cloudflared.mode=token"], "cloudflared.existingSecret"),
+    (["cloudflared.mode=magic"], "/cloudflared/mode"),
+    (["backend.shutdownTimeoutSeconds=40"], "terminationGracePeriodSeconds"),
+    (["ingress.tls=true"], "ingress.hostname"),
+])
+def test_invalid_values_are_refused(args, message):
+    result = template(set_values=args, check=False)
+    assert result.returncode != 0, f"{args} rendered:\n{result.stdout[:500]}"
+    assert message in result.stderr
+
+
+# ---- Pod Security "restricted" -----------------------------------------------------------------
+
+ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                   "projected", "secret"}
+
+
+def check_restricted(name: str, spec: dict) -> list[str]:
+    """The checks of the Pod Security Standard "restricted" (v1.31) plus our own hardening."""
+    problems = []
+    pod_sc = spec.get("securityContext", {})
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field):
+            problems.append(f"{field} set")
+    for volume in spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= ALLOWED_VOLUMES:
+            problems.append(f"volume {volume['name']} uses {kinds}")
+    if spec.get("automountServiceAccountToken") is not False:
+        problems.append("automountServiceAccountToken not false")
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        sc = c.get("securityContext", {})
+        where = f"container {c['name']}"
+        if sc.get("privileged"):
+            problems.append(f"{where}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation not false")
+        caps = sc.get("capabilities", {})
+        if caps.get("drop") != ["ALL"] or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{where}: capabilities {caps}")
+        if not (sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True):
+            problems.append(f"{where}: runAsNonRoot not true")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) in (0, None):
+            problems.append(f"{where}: no numeric non-root runAsUser")
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{where}: seccompProfile {seccomp}")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{where}: root filesystem writable")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            problems.append(f"{where}: hostPort")
+        if not c.get("resources", {}).get("limits", {}).get("memory"):
+            problems.append(f"{where}: no memory limit")
+        image = c["image"]
+        if image.endswith(":latest") or (":" not in image.rsplit("/", 1)[-1] and "@" not in image):
+            problems.append(f"{where}: image {image} has no explicit tag")
+    return [f"{name}: {p}" for p in problems]
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_NAMES)
+def test_every_pod_meets_restricted_profile(scenario):
+    specs = pod_specs(render(scenario))
+    assert len(specs) >= 3  # backend, frontend, helm test pod at least
+    problems = [p for name, spec in specs for p in check_restricted(name, spec)]
+    assert problems == []
+
+
+def test_restricted_check_catches_violations():
+    """The checker itself must reject a pod that breaks the profile (else the test above is void)."""
+    _, spec = pod_specs(render("default"))[0]
+    spec["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    spec["hostNetwork"] = True
+    spec["volumes"].append({"name": "h", "hostPath": {"path": "/"}})
+    assert len(check_restricted("x", spec)) == 3
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_NAMES)
+def test_tmp_is_the_only_writable_path(scenario):
+    """Read-only root filesystems need /tmp as an emptyDir (Streamlit's HOME, Python's tempfile)."""
+    for name, spec in pod_specs(render(scenario)):
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for c in spec["containers"]:
+            writable = [m["mountPath"] for m in c.get("volumeMounts", [])
+                        if "emptyDir" in volumes[m["name"]] and not m.get("readOnly")]
+            if not name.startswith("Pod/"):
+                assert writable == ["/tmp"], name
+
+
+# ---- probes, ports, services --------------------------------------------------------------------
+
+def backend_routes() -> set[str]:
+    """GET routes of the real Flask app (models are not loaded by create_app)."""
+    pytest.importorskip("flask")
+    from backend.app import create_app
+    from backend.config import Config
+
+    app = create_app(Config(model_dir=ROOT / "models"))
+    return {rule.rule for rule in app.url_map.iter_rules() if "GET" in (rule.methods or ())}
+
+
+def test_backend_probes_hit_real_routes():
+    routes = backend_routes()
+    backend = component(render("default"), "Deployment", "backend")
+    c = container(backend)
+    port_names = {p["name"]: p["containerPort"] for p in c["ports"]}
+    probes = {k: c[k]["httpGet"] for k in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert probes["livenessProbe"]["path"] == "/healthz"
+    assert probes["readinessProbe"]["path"] == probes["startupProbe"]["path"] == "/readyz"
+    for probe in probes.values():
+        assert probe["path"] in routes
+        assert port_names[probe["port"]] == constants.BACKEND_PORT
+    assert env_of(c)["VISION_PORT"]["value"] == str(constants.BACKEND_PORT)
+
+
+def test_frontend_probes_streamlit_health():
+    c = container(component(render("default"), "Deployment", "frontend"))
+    for key in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[key]["httpGet"] == {"path": "/_stcore/health", "port": "http"}
+    assert c["ports"] == [{"name": "http", "containerPort": constants.FRONTEND_PORT, "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_NAMES)
+def test_services_select_exactly_their_pods(scenario):
+    docs = render(scenario)
+    workloads = find(docs, "Deployment")
+    for svc in find(docs, "Service"):
+        selected = [d for d in workloads if matches({"matchLabels": svc["spec"]["selector"]}, pod_labels(d))]
+        assert len(selected) == 1, f"Service {svc['metadata']['name']} selects {len(selected)} Deployments"
+        ports = {p["name"]: p["containerPort"] for c in selected[0]["spec"]["template"]["spec"]["containers"]
+                 for p in c.get("ports", [])}
+        for port in svc["spec"]["ports"]:
+            assert port["targetPort"] in ports, f"{svc['metadata']['name']}: targetPort {port['targetPort']}"
+    for deploy in workloads:  # selectors must match their own template (the API server insists)
+        assert matches(deploy["spec"]["selector"], pod_labels(deploy))
+
+
+def test_frontend_reaches_backend_by_service_dns_name():
+    docs = render("default")
+    svc = component(docs, "Service", "backend")
+    url = env_of(container(component(docs, "Deployment", "frontend")))["VISION_API_URL"]["value"]
+    assert url == f"http://{svc['metadata']['name']}:{svc['spec']['ports'][0]['port']}"
+    assert svc["metadata"]["name"] == "vision-ai-backend"  # what `visionctl` and the docs use
+
+
+# ---- ingress --------------------------------------------------------------------------------------
+
+def test_ingress_routes_ui_and_api_but_not_metrics():
+    docs = render("default")
+    ingress = find(docs, "Ingress")[0]
+    assert ingress["spec"]["ingressClassName"] == "traefik"
+    services = {s["metadata"]["name"]: s for s in find(docs, "Service")}
+    routes = {}
+    for rule in ingress["spec"]["rules"]:
+        for path in rule["http"]["paths"]:
+            target = path["backend"]["service"]
+            svc = services[target["name"]]
+            assert target["port"]["name"] in {p["name"] for p in svc["spec"]["ports"]}
+            routes[path["path"]] = svc["metadata"]["labels"]["app.kubernetes.io/component"]
+    assert routes.pop("/") == "frontend"
+    assert set(routes.values()) == {"backend"}
+    assert {"/predict", "/v1"} <= set(routes)
+    # Prefix semantics: /metrics must not fall under any backend path.
+    assert not any(p == "/metrics" or "/metrics".startswith(p.rstrip("/") + "/") for p in routes)
+    # Every backend path leads somewhere real.
+    real = backend_routes() | {"/predict", "/v1/models/<name>/predict"}
+    for path in routes:
+        assert any(r == path or r.startswith(path.rstrip("/") + "/") for r in real), path
+
+
+def test_ingress_off_and_tunnel_target_frontend():
+    docs = render("ingress-off")
+    assert find(docs, "Ingress") == []
+    args = container(component(docs, "Deployment", "cloudflared"))["args"]
+    assert args[args.index("--url") + 1] == "http://vision-ai-frontend:8501"
+
+
+# ---- autoscaling, disruption, rollout -------------------------------------------------------------
+
+def test_hpa_owns_backend_replicas_by_default():
+    docs = render("default")
+    backend = component(docs, "Deployment", "backend")
+    assert "replicas" not in backend["spec"]  # else every `helm upgrade` would reset the HPA's choice
+    hpa = component(docs, "HorizontalPodAutoscaler", "backend")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": backend["metadata"]["name"]}
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert container(backend)["resources"]["requests"]["cpu"]  # CPU utilisation needs a request
+    pdb = component(docs, "PodDisruptionBudget", "backend")
+    assert matches(pdb["spec"]["selector"], pod_labels(backend))
+
+
+def test_hpa_off_uses_fixed_replicas():
+    docs = render("hpa-off")
+    assert find(docs, "HorizontalPodAutoscaler") == []
+    assert component(docs, "Deployment", "backend")["spec"]["replicas"] == 1
+    assert find(docs, "PodDisruptionBudget") == []
+
+
+def test_rolling_update_drops_nothing():
+    backend = component(render("default"), "Deployment", "backend")
+    spec = backend["spec"]["template"]["spec"]
+    c = container(backend)
+    assert backend["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    env = env_of(c)
+    total = pre_stop + float(env["VISION_DRAIN_DELAY"]["value"]) + float(env["VISION_SHUTDOWN_TIMEOUT"]["value"])
+    assert 0 < pre_stop and total < spec["terminationGracePeriodSeconds"]
+    spread = spec["topologySpreadConstraints"][0]
+    assert matches(spread["labelSelector"], pod_labels(backend))
+
+
+# ---- network policies --------------------------------------------------------------------------
+
+def peers_allow(rule_peers: list[dict], labels: dict, namespace_labels: dict) -> bool:
+    for peer in rule_peers:
+        ns_ok = matches(peer["namespaceSelector"], namespace_labels) if "namespaceSelector" in peer \
+            else namespace_labels.get("kubernetes.io/metadata.name") == "vision-ai"
+        pod_ok = matches(peer.get("podSelector", {}), labels)
+        if ns_ok and pod_ok:
+            return True
+    return False
+
+
+def allowed(policy: dict, labels: dict, namespace: str = "vision-ai", port: int | None = None) -> bool:
+    ns_labels = {"kubernetes.io/metadata.name": namespace}
+    for rule in policy["spec"].get("ingress", []):
+        if port is not None and rule.get("ports") and port not in [p["port"] for p in rule["ports"]]:
+            continue
+        if "from" not in rule or peers_allow(rule["from"], labels, ns_labels):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_NAMES)
+def test_network_policies_select_real_pods(scenario):
+    docs = render(scenario)
+    workloads = find(docs, "Deployment")
+    for policy in find(docs, "NetworkPolicy"):
+        selected = [d for d in workloads if matches(policy["spec"]["podSelector"], pod_labels(d))]
+        assert len(selected) == 1, policy["metadata"]["name"]
+        ports = {p["containerPort"] for p in container(selected[0])["ports"]}
+        for rule in policy["spec"].get("ingress", []):
+            assert {p["port"] for p in rule.get("ports", [])} <= ports
+    # Every workload is covered by a policy.
+    covered = {d["metadata"]["name"] for d in workloads for p in find(docs, "NetworkPolicy")
+               if matches(p["spec"]["podSelector"], pod_labels(d))}
+    assert covered == {d["metadata"]["name"] for d in workloads}
+
+
+def test_backend_accepts_only_known_clients():
+    docs = render("tunnel-quick")
+    policy = component(docs, "NetworkPolicy", "backend")
+    port = constants.BACKEND_PORT
+    labels = {d["metadata"]["labels"]["app.kubernetes.io/component"]: pod_labels(d) for d in find(docs, "Deployment")}
+    test_pod = find(docs, "Pod")[0]
+    assert allowed(policy, labels["frontend"], port=port)
+    assert allowed(policy, labels["cloudflared"], port=port)
+    assert allowed(policy, pod_labels(test_pod), port=port)
+    assert allowed(policy, {"app.kubernetes.io/name": "traefik"}, namespace="kube-system", port=port)
+    # Everything else is refused: other pods here, other namespaces, Traefik on another port.
+    assert not allowed(policy, labels["backend"], port=port)
+    assert not allowed(policy, {"app": "curl"}, port=port)
+    assert not allowed(policy, {"app.kubernetes.io/name": "traefik"}, namespace="default", port=port)
+    assert not allowed(policy, {"app.kubernetes.io/name": "prometheus"}, namespace="monitoring", port=port)
+    assert not allowed(policy, {"app.kubernetes.io/name": "traefik"}, namespace="kube-system", port=9999)
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and policy["spec"]["egress"] == []
+
+
+def test_prometheus_allowed_only_when_enabled():
+    prom = {"app.kubernetes.io/name": "prometheus"}
+    default = component(render("default"), "NetworkPolicy", "backend")
+    full = component(render("full"), "NetworkPolicy", "backend")
+    assert not allowed(default, prom, namespace="monitoring")
+    assert allowed(full, prom, namespace="monitoring", port=constants.BACKEND_PORT)
+
+
+def test_frontend_egress_is_dns_and_backend_only():
+    docs = render("default")
+    policy = component(docs, "NetworkPolicy", "frontend")
+    egress = policy["spec"]["egress"]
+    assert egress[0] == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    backend = component(docs, "Deployment", "backend")
+    assert matches(egress[1]["to"][0]["podSelector"], pod_labels(backend))
+    assert egress[1]["ports"] == [{"port": constants.BACKEND_PORT, "protocol": "TCP"}]
+    assert len(egress) == 2
+
+
+# ---- secrets ----------------------------------------------------------------------------------------
+
+def test_no_secrets_by_default():
+    docs = render("default")
+    assert find(docs, "Secret") == []
+    assert "VISION_API_KEYS" not in env_of(container(component(docs, "Deployment", "backend")))
+
+
+def test_api_keys_come_from_a_secret():
+    docs = render("api-keys")
+    keys = yaml.safe_load((CHART / "ci" / "api-keys-values.yaml").read_text())["apiKeys"]["keys"]
+    secret = find(docs, "Secret")[0]
+    assert secret["stringData"] == {"api-keys": ",".join(keys), "client-api-key": keys[0]}
+    backend_env = env_of(container(component(docs, "Deployment", "backend")))
+    frontend_env = env_of(container(component(docs, "Deployment", "frontend")))
+    ref = {"name": secret["metadata"]["name"]}
+    assert backend_env["VISION_API_KEYS"]["valueFrom"]["secretKeyRef"] == {**ref, "key": "api-keys"}
+    assert frontend_env["VISION_API_KEY"]["valueFrom"]["secretKeyRef"] == {**ref, "key": "client-api-key"}
+    test_env = env_of(find(docs, "Pod")[0]["spec"]["containers"][0])
+    assert test_env["VISION_API_KEY"] == frontend_env["VISION_API_KEY"]
+    # The key values appear nowhere but in the Secret.
+    others = yaml.safe_dump_all([d for d in docs if d["kind"] != "Secret"])
+    assert not any(k in others for k in keys)
+
+
+def test_existing_secrets_are_used_not_created():
+    docs = render("full")  # apiKeys.existingSecret; the inline tunnel token makes one Secret
+    secrets = find(docs, "Secret")
+    assert [s["metadata"]["name"] for s in secrets] == ["vision-ai-tunnel-token"]
+    env = env_of(container(component(docs, "Deployment", "backend")))
+    assert env["VISION_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "vision-ai-keys"
+
+
+# ---- cloudflared -------------------------------------------------------------------------------
+
+def test_quick_tunnel():
+    docs = render("tunnel-quick")
+    deploy = component(docs, "Deployment", "cloudflared")
+    c = container(deploy)
+    assert deploy["spec"]["replicas"] == 1
+    args = c["args"]
+    assert args[0] == "tunnel" and "--no-autoupdate" in args and "run" not in args
+    assert args[args.index("--metrics") + 1] == "0.0.0.0:2000"
+    assert args[args.index("--url") + 1] == "http://traefik.kube-system.svc.cluster.local:80"
+    assert c["livenessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}
+    svc = component(docs, "Service", "cloudflared")
+    assert svc["spec"]["ports"][0]["port"] == 2000  # `visionctl tunnel` reads /quicktunnel here
+    assert c["image"] == f"docker.io/cloudflare/cloudflared:{VALUES['cloudflared']['image']['tag']}"
+
+
+def test_token_tunnel():
+    docs = render("tunnel-token")
+    deploy = component(docs, "Deployment", "cloudflared")
+    c = container(deploy)
+    assert deploy["spec"]["replicas"] == 2
+    assert c["args"][-1] == "run" and "--url" not in c["args"] and "--no-autoupdate" in c["args"]
+    assert env_of(c)["TUNNEL_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "vision-ai-tunnel", "key": "token"}
+    assert c["livenessProbe"]["httpGet"]["path"] == "/ready"
+    assert find(docs, "Secret") == []
+    assert component(docs, "PodDisruptionBudget", "cloudflared")["spec"]["maxUnavailable"] == 1
+
+
+def test_tunnel_off_by_default():
+    assert find(render("default"), "Deployment", component="cloudflared") == []
+
+
+# ---- helm test hook -----------------------------------------------------------------------------
+
+def test_helm_test_hook_uses_backend_image_and_sample():
+    docs = render("default")
+    pod = find(docs, "Pod")[0]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    c = pod["spec"]["containers"][0]
+    assert c["image"] == container(component(docs, "Deployment", "backend"))["image"]
+    assert c["command"][0] == "/opt/venv/bin/python"
+    cm = find(docs, "ConfigMap", name=pod["spec"]["volumes"][0]["configMap"]["name"])[0]
+    assert base64.b64decode(cm["binaryData"]["sample.png"]) == (ROOT / "samples/mnist/7-7.png").read_bytes()
+    compile(cm["data"]["test_predict.py"], "test_predict.py", "exec")  # at least valid Python
+    assert env_of(c)["EXPECTED_LABEL"]["value"] == "7"
+    assert template(skip_tests=True).stdout.count("helm.sh/hook") == 0
+
+
+def test_notes_print_urls_and_curl():
+    result = helm("install", "vision-ai", str(CHART), "--dry-run=client", "-n", "vision-ai")
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "http://localhost:8080/predict" in notes and "curl -s -X POST" in notes
+    assert "samples/mnist/7-7.png" in notes and "helm test vision-ai" in notes
+
+
+def test_common_labels_and_annotations_reach_every_object():
+    docs = load_docs(template(set_values=["commonLabels.team=ml", "commonAnnotations.owner=ml"]).stdout)
+    for doc in docs:
+        assert doc["metadata"]["labels"]["team"] == "ml", doc["kind"]
+        assert doc["metadata"]["annotations"]["owner"] == "ml", doc["kind"]
