@@ -21,7 +21,7 @@ from PIL import Image
 
 from frontend.config import Settings, load_settings
 from visionctl import __version__
-from visionctl.client import ApiError, ApiUnavailable, ClientError
+from visionctl.client import ApiError, ApiUnavailable, ClientError, VisionClient
 
 HERE = Path(__file__).resolve().parent
 FAVICON = HERE / "static" / "favicon.png"
@@ -45,16 +45,22 @@ class Prediction:
 # -- API access ------------------------------------------------------------------------------
 
 
-@st.cache_resource(show_spinner=False)
-def _clients(settings: Settings):
-    """One keep-alive client pair per process (connection reuse keeps reruns snappy):
-    the API client with the full timeout, and a short-timeout one for the sidebar's probes."""
-    return settings.client(), settings.probe_client()
+def _clients(settings: Settings) -> tuple[VisionClient, VisionClient]:
+    """This browser session's keep-alive clients (connection reuse keeps reruns snappy): the API
+    client with the full timeout and a short-timeout one for the sidebar's probes. Per session
+    rather than per process because a ``requests.Session`` is not documented as thread-safe and
+    Streamlit runs every session's script in its own thread."""
+    cached = st.session_state.get("clients")
+    if cached is None or cached[0] != settings:
+        cached = (settings, settings.client(), settings.probe_client())
+        st.session_state["clients"] = cached
+    return cached[1], cached[2]
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def _load_models(_settings: Settings, api_url: str) -> list[dict]:
-    """``GET /v1/models``, cached briefly; failures raise and are therefore never cached."""
+def _load_models(_settings: Settings, api_url: str, api_key: str | None) -> list[dict]:
+    """``GET /v1/models``, cached briefly per (URL, key) — the list is the same for every user;
+    failures raise and are therefore never cached."""
     return _clients(_settings)[0].models()
 
 
@@ -129,7 +135,8 @@ def _sample_input(settings: Settings, model: str, labels: list[str]) -> bytes | 
         index = int(path.stem.split("-", 1)[0])
         return labels[index] if 0 <= index < len(labels) else path.stem
 
-    st.image([str(p) for p in files], caption=[title(p) for p in files], width=56)
+    st.image([str(p) for p in files], caption=[title(p) for p in files], width=56,
+             alt=[f"Sample: {title(p)}" for p in files])
     choice = st.pills("Sample", files, format_func=title, default=files[0], key=f"sample-{model}",
                       help="One image per class from the model's test set.", wrap=True)
     return choice.read_bytes() if choice else None
@@ -204,10 +211,10 @@ def _show_result(prediction: Prediction, labels: list[str], image: bytes) -> Non
     st.altair_chart(_probability_chart(labels, res["probabilities"], int(res["class_index"])),
                     width="stretch", alt="Probability of each class")
     original, seen = st.columns(2)
-    original.image(_pixelated(image), caption="Your image", width=PREVIEW_SIDE)
+    original.image(_pixelated(image), caption="Your image", width=PREVIEW_SIDE, alt="The image you sent")
     if res.get("input_image"):
         seen.image(_pixelated(base64.b64decode(res["input_image"])), width=PREVIEW_SIDE,
-                   caption="What the model sees (28×28)")
+                   caption="What the model sees (28×28)", alt="The 28×28 image after preprocessing")
     st.caption(f"Model {res['model']} · version {res['model_version']}")
 
 
@@ -260,7 +267,7 @@ def main() -> None:
     # probing (a silent host would cost another probe timeout before the page could say so).
     start = time.perf_counter()
     try:
-        models = {m["name"]: m for m in _load_models(settings, settings.api_url)}
+        models = {m["name"]: m for m in _load_models(settings, settings.api_url, settings.api_key)}
     except ClientError as exc:
         state = "down" if isinstance(exc, ApiUnavailable) else _backend_state(settings)
         _sidebar(settings, state, None)

@@ -9,7 +9,7 @@ message instead of a traceback.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from visionctl.client import VisionClient
@@ -25,7 +25,7 @@ DEFAULT_SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 @dataclass(frozen=True)
 class Settings:
     api_url: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # never in logs or error pages
     timeout: float
     samples_dir: Path
 

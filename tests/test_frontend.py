@@ -169,3 +169,29 @@ def test_api_key_is_sent_and_a_wrong_one_is_explained(monkeypatch):
         no_traceback(at)
         assert shown(at)["Prediction"] == "0"
         assert "API key sent" in at.sidebar.caption[0].value
+
+
+def test_page_recovers_when_the_backend_comes_up(monkeypatch):
+    port = free_port()
+    at = make_app(monkeypatch, f"http://127.0.0.1:{port}").run()
+    assert at.sidebar.error[0].value == "Unreachable"
+    with BackendServer(model_dir=test_model_dir(), port=port):
+        at.sidebar.button[0].click().run()  # "Check again"
+        no_traceback(at)
+        assert not at.error
+        assert at.sidebar.success[0].value == "Ready"
+        assert shown(at)["Prediction"] == "0"
+
+
+def test_backend_going_away_mid_session_is_a_friendly_error(monkeypatch):
+    with BackendServer(model_dir=test_model_dir()) as server:
+        at = make_app(monkeypatch, server.url).run()
+        assert shown(at)["Prediction"] == "0"
+        server.stop()  # SIGTERM: graceful shutdown, then the port is closed
+    # The model list is still cached, so the page stays usable and explains the failed request.
+    at.pills(key="sample-mnist").set_value(sample("mnist", 5)).run()
+    no_traceback(at)
+    assert "Prediction" not in shown(at)
+    assert at.sidebar.error[0].value == "Unreachable"
+    (error,) = at.main.error
+    assert error.value.startswith(f"Can't reach the backend at {server.url}")
