@@ -216,6 +216,7 @@ def test_doctor_all_present(tools):
     for version in ("27.1.1", "5.7.4", "3.16.2", "1.31.2"):
         assert version in res.output
     assert "ready for `visionctl up`" in res.output
+    assert "python [serve]" in res.output  # markup-like text is shown literally
 
 
 def test_doctor_missing_and_broken(tools):

@@ -196,6 +196,7 @@ def _print_endpoints(result, dry_run: bool) -> None:
 @app.command()
 def doctor() -> None:
     """Check docker (and its daemon), k3d, helm, kubectl and the Python extras; print install hints."""
+    from rich.markup import escape
     from rich.table import Table
 
     from visionctl import doctor as doc
@@ -206,7 +207,7 @@ def doctor() -> None:
         table.add_column(col, overflow="fold")
     for c in checks:
         mark = "[green]✓[/]" if c.ok else ("[red]✗[/]" if c.required else "[yellow]–[/]")
-        table.add_row(mark, c.name, c.version, c.detail, c.hint)
+        table.add_row(mark, *(escape(text) for text in (c.name, c.version, c.detail, c.hint)))
     console.print(table)
     missing = doc.missing_required(checks)
     if missing:
