@@ -11,7 +11,7 @@ import base64
 import hashlib
 import io
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import altair as alt
@@ -35,8 +35,7 @@ PREVIEW_SIDE = 168  # 6× the model's 28 px
 UNSURE_BELOW = 0.6  # confidence under which the page says the model is guessing
 
 
-@dataclass
-class Prediction:
+class Prediction(NamedTuple):
     key: tuple[str, str]  # (model, sha256 of the image) — reused across reruns, not re-sent
     result: dict
     latency_ms: float
@@ -100,9 +99,11 @@ def _friendly_error(exc: ClientError, settings: Settings, elapsed: float | None 
 def _predict(settings: Settings, model: str, image: bytes) -> Prediction | str:
     """Classify ``image``; the same (model, image) pair is answered from session state."""
     key = (model, hashlib.sha256(image).hexdigest())
+    # Stored as a plain tuple: Streamlit re-executes this script on every rerun, so a class
+    # defined here is a new class each time and isinstance() on stored objects would fail.
     cached = st.session_state.get("prediction")
-    if isinstance(cached, Prediction) and cached.key == key:
-        return cached
+    if cached is not None and cached[0] == key:
+        return Prediction(*cached)
     start = time.perf_counter()
     try:
         with st.spinner("Classifying…"):
@@ -111,7 +112,7 @@ def _predict(settings: Settings, model: str, image: bytes) -> Prediction | str:
         st.session_state.pop("prediction", None)
         return _friendly_error(exc, settings, time.perf_counter() - start)
     prediction = Prediction(key, result, (time.perf_counter() - start) * 1000)
-    st.session_state["prediction"] = prediction
+    st.session_state["prediction"] = tuple(prediction)
     return prediction
 
 
@@ -119,10 +120,10 @@ def _predict(settings: Settings, model: str, image: bytes) -> Prediction | str:
 
 
 def _samples(settings: Settings, model: str) -> list[Path]:
-    """Bundled test-set images, ``<class index>-<slug>.png``, in class order."""
+    """Bundled test-set images named ``<class index>-<slug>.png``, in class order."""
     folder = settings.samples_dir / model
-    return sorted(folder.glob("*.png"), key=lambda p: (int(p.stem.split("-", 1)[0]), p.name)) \
-        if folder.is_dir() else []
+    files = [p for p in folder.glob("*.png") if p.stem.split("-", 1)[0].isdigit()] if folder.is_dir() else []
+    return sorted(files, key=lambda p: (int(p.stem.split("-", 1)[0]), p.name))
 
 
 def _sample_input(settings: Settings, model: str, labels: list[str]) -> bytes | None:

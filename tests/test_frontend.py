@@ -12,11 +12,13 @@ import io
 import json
 import secrets
 import socket
+import urllib.request
 from pathlib import Path
 
 import pyarrow.ipc
 import pytest
 from PIL import Image, ImageOps
+from prometheus_client.parser import text_string_to_metric_families
 from streamlit.testing.v1 import AppTest
 
 from backend_server import BackendServer, free_port, test_model_dir
@@ -195,3 +197,24 @@ def test_backend_going_away_mid_session_is_a_friendly_error(monkeypatch):
     assert at.sidebar.error[0].value == "Unreachable"
     (error,) = at.main.error
     assert error.value.startswith(f"Can't reach the backend at {server.url}")
+
+
+def predictions_served(server: BackendServer) -> float:
+    """How many images the backend has classified, from its Prometheus /metrics."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(s.value for fam in text_string_to_metric_families(text) if fam.name == "vision_predictions"
+               for s in fam.samples if s.name == "vision_predictions_total")
+
+
+def test_reruns_do_not_resend_the_same_image(backend, monkeypatch):
+    before = predictions_served(backend)
+    at = make_app(monkeypatch, backend.url).run()
+    assert shown(at)["Prediction"] == "0"
+    assert predictions_served(backend) == before + 1
+    at.sidebar.button[0].click().run()  # any rerun: widgets unchanged
+    assert shown(at)["Prediction"] == "0"
+    assert predictions_served(backend) == before + 1
+    at.pills(key="sample-mnist").set_value(sample("mnist", 2)).run()
+    assert shown(at)["Prediction"] == "2"
+    assert predictions_served(backend) == before + 2
