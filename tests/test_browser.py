@@ -17,7 +17,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 
@@ -25,6 +25,7 @@ from backend_server import BackendServer, free_port, test_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "frontend" / "app.py"
+FAVICON = ROOT / "frontend" / "static" / "favicon.png"
 SAMPLES = ROOT / "samples"
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = os.environ.get("VISION_CHROMIUM", "/usr/bin/chromium")
@@ -156,6 +157,9 @@ def test_upload_a_sample_and_read_the_prediction(page, servers, screenshots, req
     _, ui = servers
     open_app(page, ui)
     assert page.title() == "Vision AI"
+    icon = page.locator("link[rel~='icon']").first.get_attribute("href")
+    favicon = page.request.get(urljoin(ui.url + "/", icon))
+    assert favicon.ok and favicon.body() == FAVICON.read_bytes()  # ours, not Streamlit's default
 
     page.get_by_role("radio", name="Upload").click()
     page.locator("input[type=file]").set_input_files(str(SAMPLES / "mnist" / "7-7.png"))
