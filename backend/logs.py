@@ -6,12 +6,13 @@ instead of being formatted into the message text.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Accept a caller's id only if it is short and harmless in logs and headers (no CR/LF injection).
@@ -44,8 +45,14 @@ def configure_logging(level: str | int = "INFO", stream=None) -> None:
     root.setLevel(level)
 
 
+# Generated ids: a random per-process prefix plus a counter — unique across replicas and restarts
+# without a urandom() syscall per request (uuid4 showed up at ~4 % of /predict in profiles).
+_PREFIX = os.urandom(8).hex()
+_COUNTER = itertools.count(1)  # next() is atomic under the GIL
+
+
 def request_id(incoming: str | None) -> str:
-    """The caller's ``X-Request-ID`` when it is safe to echo, else a fresh random id."""
+    """The caller's ``X-Request-ID`` when it is safe to echo, else a fresh unique id (32 hex chars)."""
     if incoming and _SAFE_REQUEST_ID.match(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return f"{_PREFIX}{next(_COUNTER):016x}"

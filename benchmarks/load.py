@@ -1,0 +1,185 @@
+"""Load benchmark of the backend: wrk against a real Waitress server on loopback.
+
+    .venv/bin/python benchmarks/load.py                 # start a server on models/, measure, save
+    .venv/bin/python benchmarks/load.py --url http://127.0.0.1:8080 --duration 5
+
+POSTs a real sample PNG (samples/mnist/7-7.png) to /predict at each concurrency (1, 8, 32 by
+default), then GETs /healthz the same way as the ceiling of what Flask on Waitress can do here.
+Prints a table and writes benchmarks/results/load.json and benchmarks/results/latency.png.
+
+wrk (``apt-get install wrk``) is used because it is a C client with one thread: on a 2-core machine
+the load generator competes with the server for CPU, and a Python client would measure itself.
+A run is only meaningful on an otherwise idle machine; the JSON records the load average and
+whether a training run was active so numbers taken under load are labelled as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SAMPLE = ROOT / "samples" / "mnist" / "7-7.png"
+
+# wrk's Lua hooks: send the JSON body and print the summary as one JSON line wrk cannot print itself
+# (p95 and the error breakdown).
+WRK_SCRIPT = """
+local f = io.open(os.getenv("BENCH_BODY_FILE"), "rb")
+if f then
+  wrk.body = f:read("*a")
+  f:close()
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests": %d, "duration_us": %d, "bytes": %d, "errors": {"connect": %d, "read": %d, ' ..
+    '"write": %d, "status": %d, "timeout": %d}, "latency_us": {"p50": %d, "p90": %d, "p95": %d, "p99": %d, ' ..
+    '"max": %d, "mean": %.1f}}\\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(95), latency:percentile(99),
+    latency.max, latency.mean))
+end
+"""
+
+
+def run_wrk(url: str, connections: int, duration: float, body_file: str | None, script: str) -> dict:
+    env = {**os.environ, "BENCH_BODY_FILE": body_file or ""}
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "5s", "-s", script, url]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"^RESULT (.*)$", out, re.M)
+    if not match:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    raw = json.loads(match.group(1))
+    seconds = raw["duration_us"] / 1e6
+    lat = {k: round(v / 1000, 3) for k, v in raw["latency_us"].items()}  # → milliseconds
+    return {"concurrency": connections, "requests": raw["requests"], "seconds": round(seconds, 2),
+            "rps": round(raw["requests"] / seconds, 1), "errors": raw["errors"],
+            "latency_ms": lat}
+
+
+def training_running() -> bool:
+    return subprocess.run(["pgrep", "-f", "visionctl train"], capture_output=True).returncode == 0
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_lat, ax_rps) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for endpoint, style in (("predict", "-"), ("healthz", "--")):
+        runs = results["runs"][endpoint]
+        conc = [r["concurrency"] for r in runs]
+        for pct, color in (("p50", "tab:blue"), ("p95", "tab:orange"), ("p99", "tab:red")):
+            ax_lat.plot(conc, [r["latency_ms"][pct] for r in runs], style, marker="o", color=color,
+                        label=f"/{endpoint} {pct}")
+        ax_rps.plot(conc, [r["rps"] for r in runs], style, marker="o", label=f"/{endpoint}")
+    for ax in (ax_lat, ax_rps):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([r["concurrency"] for r in results["runs"]["predict"]])
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel("concurrent connections")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax_lat.set_ylabel("latency (ms)")
+    ax_lat.set_title("Latency percentiles")
+    ax_rps.set_ylabel("requests / s")
+    ax_rps.set_title("Throughput")
+    note = " (under load: training was running)" if results["machine"]["training_running"] else ""
+    fig.suptitle(f"vision-ai backend, {results['machine']['cpus']} CPUs, "
+                 f"VISION_THREADS={results['server']['threads']}{note}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="benchmark a running server instead of starting one")
+    parser.add_argument("--model-dir", default=os.environ.get("VISION_MODEL_DIR", str(ROOT / "models")))
+    parser.add_argument("--threads", type=int, default=8, help="VISION_THREADS of the started server")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--duration", type=int, default=10.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", default=str(RESULTS), help="folder for load.json and latency.png")
+    parser.add_argument("--sample", default=str(SAMPLE))
+    args = parser.parse_args()
+
+    if not shutil.which("wrk"):
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+    levels = [int(c) for c in args.concurrency.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="vision-bench-"))
+    script = work / "bench.lua"
+    script.write_text(WRK_SCRIPT)
+    body = work / "body.json"
+    body.write_text(json.dumps({"base64": base64.b64encode(Path(args.sample).read_bytes()).decode()}))
+
+    server = None
+    if args.url:
+        url = args.url.rstrip("/")
+    else:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from backend_server import BackendServer  # the same launcher the tests use
+
+        # Access logs off: at thousands of req/s they would measure the terminal, not the service.
+        server = BackendServer(model_dir=args.model_dir, env={
+            "VISION_THREADS": str(args.threads), "VISION_LOG_LEVEL": "WARNING"}).start()
+        url = server.url
+
+    results = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "tool": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0],
+        "sample": str(Path(args.sample).relative_to(ROOT)) if Path(args.sample).is_relative_to(ROOT) else args.sample,
+        "server": {"url": url, "threads": args.threads if server else None},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+                    "training_running": training_running()},
+        "runs": {"predict": [], "healthz": []},
+    }
+    try:
+        for endpoint, path, body_file in (("predict", "/predict", str(body)), ("healthz", "/healthz", None)):
+            for c in levels:
+                run_wrk(url + path, c, args.warmup, body_file, str(script))
+                r = run_wrk(url + path, c, args.duration, body_file, str(script))
+                results["runs"][endpoint].append(r)
+                errors = sum(r["errors"].values())
+                print(f"/{endpoint:8} c={c:<3} {r['rps']:8.1f} req/s  p50 {r['latency_ms']['p50']:7.2f} ms  "
+                      f"p95 {r['latency_ms']['p95']:7.2f} ms  p99 {r['latency_ms']['p99']:7.2f} ms  errors {errors}",
+                      flush=True)
+    finally:
+        if server:
+            server.stop()
+
+    pred = {r["concurrency"]: r for r in results["runs"]["predict"]}
+    health = {r["concurrency"]: r for r in results["runs"]["healthz"]}
+    results["summary"] = {f"c{c}": {"predict_rps": pred[c]["rps"], "predict_p99_ms": pred[c]["latency_ms"]["p99"],
+                                    "predict_vs_healthz": round(pred[c]["rps"] / health[c]["rps"], 3)}
+                          for c in levels}
+    results["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    results["machine"]["training_running"] = results["machine"]["training_running"] or training_running()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "load.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, out / "latency.png")
+    print(json.dumps(results["summary"], indent=2))
+    print(f"saved {out / 'load.json'} and {out / 'latency.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
