@@ -56,10 +56,12 @@ class TrainConfig:
 
 
 # Defaults per dataset: MNIST from scratch with digit-style augmentation; Fashion-MNIST
-# fine-tuned from the MNIST weights with flips (clothes are left/right symmetric, digits are not).
+# fine-tuned from the MNIST weights with flips only (clothes are left/right symmetric, digits are
+# not). Measured: flips + ±2 px shifts reached only 89.97 % after 5 epochs (too much regularisation
+# for this small net in so few epochs), so shifts are off for Fashion.
 PRESETS: dict[str, dict] = {
     "mnist": dict(epochs=8),
-    "fashion-mnist": dict(epochs=5, max_rotation=0.0, max_shift=2.0, scale_range=0.0,
+    "fashion-mnist": dict(epochs=6, max_rotation=0.0, max_shift=0.0, scale_range=0.0,
                           stroke_prob=0.0, hflip=True, strategy="all", init_weights="models/mnist.pt"),
 }
 
