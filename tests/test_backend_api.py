@@ -447,3 +447,29 @@ def test_fuzzed_bodies_never_500(server, http):
         assert resp.status_code in (200, 400, 413, 422), resp.text
         seen.add(resp.status_code)
     assert {200, 422} <= seen
+
+
+def _raw_http(port: int, request: bytes) -> tuple[int, dict]:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def _chunked(body: bytes, size: int = 1000) -> bytes:
+    parts = [b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size]) for i in range(0, len(body), size)]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+def test_chunked_bodies_are_accepted_and_limited(server):
+    head = (b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    status, body = _raw_http(server.port, head + _chunked(json.dumps({"base64": b64(PNG)}).encode()))
+    assert status == 200 and body["label"] == "1"
+    status, body = _raw_http(server.port, head + _chunked(b'{"base64": "' + b"A" * MAX_BODY + b'"}', 65536))
+    assert status == 413 and body["error"]["code"] == "body_too_large"

@@ -133,6 +133,29 @@ def test_not_ready_until_models_loaded():
         server.close()
 
 
+def test_a_genuine_bug_gives_json_500_and_a_logged_traceback(caplog):
+    """The catch-all: an exception in a view (here a route added only for this test) is a 500 with
+    the request id, never a stack trace to the client; the traceback goes to the log."""
+    config = Config(host="127.0.0.1", port=free_port(), model_dir=test_model_dir(), threads=1)
+    app = create_app(config)
+
+    def broken():
+        raise ZeroDivisionError("bug")
+
+    app.add_url_rule("/boom", view_func=broken)
+    server = create_server(app, host="127.0.0.1", port=config.port, threads=1)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        resp = requests.get(f"http://127.0.0.1:{config.port}/boom", headers={"X-Request-ID": "bug-1"})
+    finally:
+        server.close()
+    assert resp.status_code == 500
+    assert resp.json() == {"error": {"code": "internal_error", "message": "internal error (request id bug-1)"}}
+    assert "ZeroDivisionError" not in resp.text
+    record = next(r for r in caplog.records if r.name == "backend.app")
+    assert record.exc_info and record.fields["request_id"] == "bug-1"
+
+
 # --- graceful shutdown ----------------------------------------------------------------------------
 
 def _is_refused(exc: BaseException) -> bool:
