@@ -156,7 +156,7 @@ def _draw_input() -> bytes | None:
     except Exception as exc:  # noqa: BLE001 — the rest of the page must keep working
         st.warning(f"Drawing is unavailable here ({type(exc).__name__}). Upload an image instead.")
         return None
-    st.caption("Draw one large digit or item, light on dark like the training data. "
+    st.caption("Draw one large digit (or a piece of clothing) filling the canvas. "
                "The toolbar above the canvas undoes or clears.")
     stroke = st.slider("Brush", 8, 32, 18, help="Stroke width in pixels on the 280 px canvas.")
     st.space("small")  # the canvas toolbar floats above the canvas; keep it off the slider
@@ -239,9 +239,8 @@ def _sidebar(settings: Settings, state: str, model: dict | None) -> None:
             st.header("Model")
             accuracy = model.get("test_accuracy")
             st.markdown(f"**{model['name']}**  \n{model.get('description', '')}")
-            st.markdown(f"Version `{model['version']}`  \n"
-                        f"Test accuracy **{accuracy:.2%}**" if accuracy is not None
-                        else f"Version `{model['version']}`")
+            st.markdown(f"Version `{model['version']}`"
+                        + (f"  \nTest accuracy **{accuracy:.2%}**" if accuracy is not None else ""))
             preprocessing = (model.get("input") or {}).get("preprocessing")
             if preprocessing:
                 st.caption(f"Preprocessing: {preprocessing} "
@@ -286,6 +285,10 @@ def main() -> None:
                                 format_func=lambda n: MODEL_TITLES.get(n, n))
     model = models[name]
     labels = list(model["labels"])
+    # Repeated from the sidebar, which phones keep collapsed.
+    st.caption(" · ".join([f"Version {model['version']}"]
+                          + ([f"test accuracy {model['test_accuracy']:.2%}"]
+                             if model.get("test_accuracy") is not None else [])))
     _sidebar(settings, state, model)
 
     input_col, result_col = st.columns([5, 6], gap="large")

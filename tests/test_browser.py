@@ -127,7 +127,7 @@ def requested() -> list[str]:
 
 @pytest.fixture
 def page(browser, servers, requested):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+    context = browser.new_context(viewport={"width": 1280, "height": 960}, device_scale_factor=1)
     context.on("request", lambda req: requested.append(req.url))
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
@@ -153,7 +153,18 @@ def expect_prediction(page, label: str) -> None:
     expect(metric(page, "Prediction")).to_have_text(label, timeout=TIMEOUT_MS)
 
 
-def test_upload_a_sample_and_read_the_prediction(page, servers, screenshots, requested):
+def photo_like(sample: Path, out: Path) -> Path:
+    """A sample as a user would send it: dark ink on white paper, off-centre, larger, JPEG."""
+    from PIL import Image, ImageOps
+
+    digit = ImageOps.invert(Image.open(sample).convert("L")).resize((112, 112), Image.Resampling.BICUBIC)
+    paper = Image.new("L", (320, 240), 255)
+    paper.paste(digit, (40, 90))
+    paper.convert("RGB").save(out, "JPEG", quality=90)
+    return out
+
+
+def test_upload_an_image_and_read_the_prediction(page, servers, screenshots, requested, tmp_path):
     _, ui = servers
     open_app(page, ui)
     assert page.title() == "Vision AI"
@@ -162,7 +173,8 @@ def test_upload_a_sample_and_read_the_prediction(page, servers, screenshots, req
     assert favicon.ok and favicon.body() == FAVICON.read_bytes()  # ours, not Streamlit's default
 
     page.get_by_role("radio", name="Upload").click()
-    page.locator("input[type=file]").set_input_files(str(SAMPLES / "mnist" / "7-7.png"))
+    upload = photo_like(SAMPLES / "mnist" / "7-7.png", tmp_path / "seven.jpg")
+    page.locator("input[type=file]").set_input_files(str(upload))
     expect_prediction(page, "7")
     page.get_by_text("What the model sees (28×28)").wait_for()
     assert metric(page, "Latency").inner_text().endswith(" ms")
