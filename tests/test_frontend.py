@@ -220,3 +220,22 @@ def test_reruns_do_not_resend_the_same_image(backend, monkeypatch):
     at.pills(key="sample-mnist").set_value(sample("mnist", 2)).run()
     assert shown(at)["Prediction"] == "2"
     assert predictions_served(backend) == before + 2
+
+
+def test_draw_view_has_a_canvas_and_waits_for_a_drawing(backend, monkeypatch):
+    """The canvas component must be installed (it is in the [ui] extra), not degraded to a notice.
+    Drawing itself needs a browser: tests/test_browser.py draws a digit with the mouse."""
+    at = make_app(monkeypatch, backend.url).run()
+    at.segmented_control(key="source").set_value("draw").run()
+    no_traceback(at)
+    assert not at.warning, [w.value for w in at.warning]
+    assert [el.key for el in at.get("bidi_component")] == ["canvas"]
+    assert "Prediction" not in shown(at)  # an empty canvas is not sent
+    assert at.main.info[0].value.startswith("Pick a sample, upload an image or draw")
+
+
+def test_samples_folder_is_configurable(backend, monkeypatch, tmp_path):
+    at = make_app(monkeypatch, backend.url, VISION_SAMPLES_DIR=str(tmp_path)).run()
+    no_traceback(at)
+    assert at.main.info[0].value == f"No sample images found in {tmp_path / 'mnist'}."
+    assert "Prediction" not in shown(at)
