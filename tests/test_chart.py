@@ -193,7 +193,9 @@ def backend_routes() -> set[str]:
     from backend.config import Config
 
     app = create_app(Config(model_dir=ROOT / "models"))
-    return {rule.rule for rule in app.url_map.iter_rules() if "GET" in (rule.methods or ())}
+    # Flask's implicit /static/<path> is not part of the API (the app has no static folder).
+    return {rule.rule for rule in app.url_map.iter_rules()
+            if "GET" in (rule.methods or ()) and rule.endpoint != "static"}
 
 
 def test_backend_probes_hit_real_routes():
@@ -477,3 +479,57 @@ def test_common_labels_and_annotations_reach_every_object():
     for doc in docs:
         assert doc["metadata"]["labels"]["team"] == "ml", doc["kind"]
         assert doc["metadata"]["annotations"]["owner"] == "ml", doc["kind"]
+
+
+# ---- cloudflared/ named-tunnel template -------------------------------------------------------------
+
+def rendered_tunnel_config() -> dict:
+    """The template rendered like ``envsubst`` does (``${VAR}``; a regex's trailing ``$`` stays)."""
+    import re
+
+    text = (ROOT / "cloudflared" / "config.yml.tmpl").read_text()
+    values = {"TUNNEL_ID": "00000000-0000-0000-0000-000000000000", "CREDENTIALS_FILE": "/creds.json",
+              "API_HOSTNAME": "api.example.com", "UI_HOSTNAME": "vision.example.com",
+              "API_ORIGIN": "http://vision-ai-backend.vision-ai.svc.cluster.local:8080",
+              "UI_ORIGIN": "http://vision-ai-frontend.vision-ai.svc.cluster.local:8501"}
+    placeholders = set(re.findall(r"\$\{([A-Z_]+)\}", text))
+    assert placeholders == set(values)
+    readme = (ROOT / "cloudflared" / "README.md").read_text()
+    assert all(name in readme for name in placeholders)
+    return yaml.safe_load(re.sub(r"\$\{([A-Z_]+)\}", lambda m: values[m.group(1)], text))
+
+
+def tunnel_route(config: dict, host: str, path: str) -> str:
+    """The service cloudflared picks: first rule whose hostname and path regex (searched) match."""
+    import re
+
+    for rule in config["ingress"]:
+        if rule.get("hostname", host) == host and re.search(rule.get("path", ""), path):
+            return rule["service"]
+    raise AssertionError("no catch-all rule")
+
+
+def test_tunnel_template_publishes_api_and_ui_but_not_metrics():
+    config = rendered_tunnel_config()
+    assert set(config["ingress"][-1]) == {"service"} and config["ingress"][-1]["service"] == "http_status:404"
+    api, ui = "http://vision-ai-backend.vision-ai.svc.cluster.local:8080", \
+        "http://vision-ai-frontend.vision-ai.svc.cluster.local:8501"
+    # The origins are the chart's Service names and ports.
+    docs = render("default")
+    for svc, origin in ((component(docs, "Service", "backend"), api), (component(docs, "Service", "frontend"), ui)):
+        assert origin == f"http://{svc['metadata']['name']}.vision-ai.svc.cluster.local:{svc['spec']['ports'][0]['port']}"
+    for path in ("/predict", "/v1/models", "/v1/models/mnist/predict", "/openapi.json", "/healthz", "/readyz"):
+        assert tunnel_route(config, "api.example.com", path) == api, path
+    for path in ("/metrics", "/metrics/", "/", "/predict/../metrics", "/x/predict"):
+        assert tunnel_route(config, "api.example.com", path) == "http_status:404", path
+    assert tunnel_route(config, "vision.example.com", "/") == ui
+    assert tunnel_route(config, "vision.example.com", "/_stcore/stream") == ui
+    assert tunnel_route(config, "vision.example.com", "/metrics") == "http_status:404"
+    assert tunnel_route(config, "other.example.com", "/predict") == "http_status:404"
+    # Every GET route of the backend except /metrics is reachable through the API hostname.
+    for route in backend_routes() - {"/metrics"}:
+        assert tunnel_route(config, "api.example.com", route.replace("<name>", "mnist")) == api, route
+    # The dashboard instructions quote the same path regex (one rule, two places).
+    api_regex = next(r["path"] for r in config["ingress"] if r.get("hostname") == "api.example.com" and "path" in r)
+    assert f"`{api_regex}`" in (ROOT / "cloudflared" / "README.md").read_text()
+    assert not any(token in api_regex for token in ("(?=", "(?!", "(?<"))  # Go's RE2 has no lookaround
