@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' visionctl/__init__.py)
 revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+# Commit time, not build time: same commit, same labels (reproducible metadata).
+created=$(git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
 base=${BASE_IMAGE:-python:3.11-slim}
 [ $# -gt 0 ] || set -- backend frontend
 for component in "$@"; do
