@@ -71,7 +71,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None) -
     """Build the app. Models are *not* loaded here: call ``State.load_models()`` (``backend.server`` does,
     in the background, so ``/healthz`` answers and ``/readyz`` says 503 while they load)."""
     config = config or Config.from_env()
-    registry = registry or Registry(config.model_dir, config.models)
+    registry = registry or Registry(config.model_dir, config.models, batching=config.batching)
     metrics = Metrics()
     state = State(config=config, registry=registry, metrics=metrics)
     metrics.ready.set_function(lambda: 1.0 if state.ready else 0.0)

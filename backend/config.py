@@ -42,6 +42,8 @@ class Config:
     drain_delay: float = 0.0
     # Upper bound on waiting for in-flight requests during shutdown (below the pod's grace period).
     shutdown_timeout: float = 20.0
+    # Coalesce concurrent requests into one ONNX Runtime run (see backend.inference.Batcher).
+    batching: bool = True
 
     @property
     def auth_enabled(self) -> bool:
@@ -114,6 +116,10 @@ class Config:
         if level not in LOG_LEVELS:
             raise ConfigError(f"VISION_LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
 
+        raw_batching = (get("VISION_BATCHING") or "1").lower()
+        if raw_batching not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise ConfigError(f"VISION_BATCHING={raw_batching!r} is not a boolean (1/0, true/false)")
+
         return cls(
             host=host,
             port=integer("VISION_PORT", d.port, 1, 65535),
@@ -127,6 +133,7 @@ class Config:
             log_level=level,
             drain_delay=number("VISION_DRAIN_DELAY", d.drain_delay, 0.0, 300.0),
             shutdown_timeout=number("VISION_SHUTDOWN_TIMEOUT", d.shutdown_timeout, 0.1, 3600.0),
+            batching=raw_batching in ("1", "true", "yes", "on"),
         )
 
     @property
