@@ -533,3 +533,14 @@ def test_tunnel_template_publishes_api_and_ui_but_not_metrics():
     api_regex = next(r["path"] for r in config["ingress"] if r.get("hostname") == "api.example.com" and "path" in r)
     assert f"`{api_regex}`" in (ROOT / "cloudflared" / "README.md").read_text()
     assert not any(token in api_regex for token in ("(?=", "(?!", "(?<"))  # Go's RE2 has no lookaround
+
+
+def test_every_value_is_documented():
+    """The chart README is the reference the CLI and users rely on; keep it complete."""
+    readme = (CHART / "README.md").read_text()
+    missing = [key for key in VALUES if f"`{key}" not in readme]
+    for section in ("backend", "cloudflared", "ingress", "apiKeys", "networkPolicy", "metrics", "tests",
+                    "serviceAccount"):
+        missing += [f"{section}.{key}" for key in VALUES[section]
+                    if f"{section}.{key}" not in readme and f".{key}" not in readme]
+    assert missing == []
