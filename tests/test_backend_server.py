@@ -65,6 +65,7 @@ def test_config_parses_values(tmp_path):
     ("VISION_LOG_LEVEL", "LOUD", "not one of"),
     ("VISION_HOST", "my host", "not an IP address"),
     ("VISION_DRAIN_DELAY", "nan", "out of range"),
+    ("VISION_BATCHING", "maybe", "not a boolean"),
 ])
 def test_bad_values_fail_with_the_variable_named(tmp_path, var, value, fragment):
     env = {"VISION_MODEL_DIR": str(tmp_path), var: value}
