@@ -326,6 +326,10 @@ def test_frontend_reaches_backend_by_name(images, network, backend):
                           "print(VisionClient().predict(Path('/app/samples/mnist/3-3.png').read_bytes())['label'])")
         assert predict.returncode == 0 and predict.stdout.strip() == "3", predict.stdout + predict.stderr
         assert fe.exec("touch", "/app/x").returncode != 0
+        # Exec-form entrypoint: Streamlit itself gets SIGTERM and exits 0 at once (no 10 s SIGKILL).
+        t0 = time.monotonic()
+        docker("stop", "-t", "20", fe.name)
+        assert fe.inspect()["State"]["ExitCode"] == 0 and time.monotonic() - t0 < 10
         assert "Traceback" not in fe.logs()
     finally:
         fe.remove()
