@@ -49,6 +49,9 @@ class Metrics:
             "vision_predictions", "Predicted classes by model and label.", ["model", "label"], registry=r)
         self.model_info = Gauge(
             "vision_model_info", "Loaded models (value is always 1).", ["model", "version"], registry=r)
+        # Set by backend.server from Waitress's task queue (replaces its per-request log warning).
+        self.queue_depth = Gauge("vision_http_queue_depth", "Requests waiting for a free worker thread.",
+                                 registry=r)
         self.ready = Gauge("vision_ready", "1 when every model is loaded and warm and not draining.",
                            registry=r)
 

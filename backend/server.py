@@ -75,6 +75,8 @@ class Server:
         )
         self.waitress.channel_class = _Channel
         self.waitress.draining = self.state.draining
+        dispatcher = self.waitress.task_dispatcher
+        self.state.metrics.queue_depth.set_function(lambda: len(dispatcher.queue))
 
     @property
     def port(self) -> int:
@@ -190,6 +192,9 @@ def serve(config: Config | None = None, install_signals: bool | None = None) -> 
     """
     config = config or Config.from_env()
     configure_logging(config.log_level)
+    # Waitress logs a WARNING for every request that has to queue — thousands of lines per second
+    # at high concurrency, costing CPU exactly when it is scarce. vision_http_queue_depth shows it.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     # Our own VISION_MAX_PIXELS check is what limits decoded size; Pillow's warning is noise.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     server = Server(config)

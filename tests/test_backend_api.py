@@ -373,6 +373,7 @@ def test_metrics_count_requests_predictions_and_latency(server, http):
     assert delta("vision_preprocessing_duration_seconds_count", model="mnist") == 3
     assert delta("vision_http_request_size_bytes_count", route=route) == 5
     assert _metric(text, "vision_ready") == 1
+    assert "\nvision_http_queue_depth " in text
     assert _metric(text, "vision_http_requests_in_flight") == 1  # this very /metrics request
     assert "secret-probe-name" not in text  # client-chosen names never become label values
 
