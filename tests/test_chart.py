@@ -544,3 +544,18 @@ def test_every_value_is_documented():
         missing += [f"{section}.{key}" for key in VALUES[section]
                     if f"{section}.{key}" not in readme and f".{key}" not in readme]
     assert missing == []
+
+
+def test_service_monitor_scrapes_backend_metrics_port():
+    """No schema exists for this CRD in kubernetes-validate, so check what Prometheus would use."""
+    docs = render("full")
+    sm = find(docs, "ServiceMonitor")[0]
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "prometheus"  # the operator's selector label
+    svc = component(docs, "Service", "backend")
+    assert matches(sm["spec"]["selector"], svc["metadata"]["labels"])
+    assert sm["spec"]["namespaceSelector"]["matchNames"] == ["vision-ai"]
+    endpoint = sm["spec"]["endpoints"][0]
+    assert endpoint["port"] in {p["name"] for p in svc["spec"]["ports"]} and endpoint["path"] == "/metrics"
+    assert "/metrics" in backend_routes()
+    assert find(render("default"), "ServiceMonitor") == []
