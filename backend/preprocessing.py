@@ -212,23 +212,27 @@ def stroke_width(a: np.ndarray) -> float:
     return 2.0 * area / perimeter if perimeter else 0.0
 
 
-def normalise_stroke(glyph: Image.Image) -> Image.Image:
-    """Thicken thin strokes (fine pens) or thin thick ones (fat brushes) into MNIST's width range;
-    ``glyph``'s longer edge is ``STROKE_SCALE`` × the 20-px box.
+def normalise_stroke(crop: Image.Image) -> Image.Image:
+    """Thicken thin strokes (fine pens) or thin fat ones (broad brushes) into MNIST's width range.
 
     MNIST strokes are 1.6-2.6 px wide in the 20×20 box (25th-85th percentile, measured with
     ``stroke_width``); a ballpoint photo shrunk to 20 px is under 1 px and the network, which never
-    saw such strokes, misreads them. Dilating/eroding at 4× resolution moves the width in
-    ¼-px steps.
+    saw such strokes, misreads it. Width is measured on a copy at ``STROKE_SCALE`` × the 20-px box,
+    where dilating/eroding moves it in ¼-px steps. Strokes already in range return ``crop``
+    itself, so a digit that is already MNIST-like is resized once, not twice.
     """
+    glyph = _resize_long(crop, DIGIT_BOX * STROKE_SCALE)
+    peak = glyph.getextrema()[1]
+    if 0 < peak < 255:  # shrinking dims hair-thin strokes below the mask threshold: restretch
+        glyph = glyph.point([min(255, v * 255 // peak) for v in range(256)])
     width = stroke_width(np.asarray(glyph)) / STROKE_SCALE
     if 0 < width < STROKE_MIN:
         r = min(4, round((STROKE_MIN - width) * STROKE_SCALE / 2))
-        return glyph.filter(ImageFilter.MaxFilter(2 * r + 1)) if r else glyph
+        return glyph.filter(ImageFilter.MaxFilter(2 * r + 1)) if r else crop
     if width > STROKE_MAX:
         r = min(4, round((width - STROKE_MAX) * STROKE_SCALE / 2))
-        return glyph.filter(ImageFilter.MinFilter(2 * r + 1)) if r else glyph
-    return glyph
+        return glyph.filter(ImageFilter.MinFilter(2 * r + 1)) if r else crop
+    return crop
 
 
 def _place(a: np.ndarray, top: int, left: int) -> np.ndarray:
@@ -245,8 +249,7 @@ def fit_digit(ink: Image.Image) -> np.ndarray:
     box = _bbox(ink, INK_THRESHOLD)
     if box is None:
         return _ZEROS.copy()
-    glyph = normalise_stroke(_resize_long(ink.crop(box), DIGIT_BOX * STROKE_SCALE))
-    a = _unit_peak(_resize_long(glyph, DIGIT_BOX))
+    a = _unit_peak(_resize_long(normalise_stroke(ink.crop(box)), DIGIT_BOX))
     mass = float(a.sum())
     cy = float(a.sum(axis=1) @ np.arange(a.shape[0], dtype=np.float32)) / mass
     cx = float(a.sum(axis=0) @ np.arange(a.shape[1], dtype=np.float32)) / mass
@@ -260,4 +263,5 @@ def fit_frame(ink: Image.Image) -> np.ndarray:
         return _ZEROS.copy()
     a = _unit_peak(_resize_long(ink.crop(box), SIZE))
     h, w = a.shape
-    return _place(a, (SIZE - h) // 2, (SIZE - w) // 2)
+    # Odd margins go to the top/left: that is how Fashion-MNIST placed its items (measured).
+    return _place(a, (SIZE - h + 1) // 2, (SIZE - w + 1) // 2)

@@ -1,0 +1,237 @@
+"""backend.preprocessing: any decodable image → the (28, 28) float32 array the models expect.
+
+Synthetic images are drawn with PIL so each property (polarity, transparency, centring, aspect,
+blank input, PIL modes) is tested in isolation; the MNIST round trip uses the real test set and
+the real ONNX model.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageDraw
+
+from backend.preprocessing import DIGIT_BOX, MODES, preprocess, stroke_width
+from backend_server import test_model_dir
+from visionctl.data import load_split
+
+
+def draw_digit(size=(200, 200), ink=255, bg=0, mode="L", box=(60, 30, 140, 170), width=14) -> Image.Image:
+    """A '0'-like ring (hollow, so stroke-width normalisation leaves its shape alone)."""
+    img = Image.new(mode, size, bg)
+    ImageDraw.Draw(img).ellipse(box, outline=ink, width=width)
+    return img
+
+
+def bbox(a: np.ndarray, threshold: float = 0.3) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero((a > threshold).any(1)), np.flatnonzero((a > threshold).any(0))
+    return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+
+
+def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
+    m = a.sum()
+    return float(a.sum(1) @ np.arange(28)) / m, float(a.sum(0) @ np.arange(28)) / m
+
+
+def assert_valid(out: np.ndarray) -> None:
+    assert out.shape == (28, 28)
+    assert out.dtype == np.float32
+    assert np.isfinite(out).all()
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+# --- contract: any size, mode and content ---------------------------------------------------
+
+PIL_MODES = ["1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I", "F", "CMYK", "YCbCr", "PA", "HSV", "LAB"]
+
+
+@st.composite
+def images(draw):
+    """Random size, PIL mode and content: noise, a uniform colour, or rectangles on a background."""
+    w, h = draw(st.integers(1, 400)), draw(st.integers(1, 400))
+    mode = draw(st.sampled_from(PIL_MODES))
+    kind = draw(st.sampled_from(["noise", "uniform", "shapes"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if kind == "noise":
+        rgba = rng.integers(0, 256, size=(h, w, 4), dtype=np.uint8)
+    else:
+        rgba = np.broadcast_to(rng.integers(0, 256, size=4, dtype=np.uint8), (h, w, 4)).copy()
+        for _ in range(rng.integers(0 if kind == "uniform" else 1, 1 if kind == "uniform" else 5)):
+            y0, x0 = rng.integers(0, h), rng.integers(0, w)
+            rgba[y0:y0 + rng.integers(1, 60), x0:x0 + rng.integers(1, 60)] = rng.integers(0, 256, size=4)
+    img = Image.fromarray(rgba)
+    if mode in ("I;16", "I", "F"):  # what 16-bit / 32-bit / float TIFFs and PNGs decode to
+        lum = np.asarray(img.convert("L"), np.float64)
+        arr = {"I;16": (lum * 257).astype(np.uint16), "I": (lum * 257).astype(np.int32),
+               "F": (lum / 255).astype(np.float32)}[mode]
+        return Image.fromarray(arr)
+    if mode == "LAB":
+        return Image.frombytes("LAB", (w, h), np.ascontiguousarray(rgba[..., :3]).tobytes())
+    img = img.convert(mode) if mode in ("LA", "PA", "RGBA") else img.convert("RGB").convert(mode)
+    if mode == "P" and draw(st.booleans()):
+        img.info["transparency"] = int(rng.integers(0, 256))
+    return img
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(img=images(), mode=st.sampled_from(MODES))
+def test_any_image_gives_a_valid_array(img, mode):
+    assert_valid(preprocess(img, mode))
+
+
+def test_unknown_mode_is_rejected():
+    with pytest.raises(ValueError, match="digit"):
+        preprocess(draw_digit(), "auto")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("img", [
+    Image.new("L", (100, 80), 0), Image.new("L", (100, 80), 255), Image.new("RGB", (50, 50), (120, 30, 200)),
+    Image.new("RGBA", (280, 280), (0, 0, 0, 0)), Image.new("LA", (1, 1), (255, 0)), Image.new("1", (9, 3), 1),
+    Image.new("I;16", (64, 64), 40000), Image.new("F", (10, 10), 0.5),
+], ids=["black", "white", "colour", "transparent", "1px", "bilevel", "16bit", "float"])
+def test_blank_images_give_zeros(img, mode):
+    out = preprocess(img, mode)
+    assert_valid(out)
+    assert not out.any()
+
+
+def test_faint_noise_alone_is_blank():
+    """Sensor noise on an empty sheet of paper must not be blown up into a 'digit'."""
+    rng = np.random.default_rng(0)
+    paper = np.clip(rng.normal(225, 3, size=(300, 400)), 0, 255).astype(np.uint8)
+    assert not preprocess(Image.fromarray(paper), "digit").any()
+
+
+# --- polarity and transparency --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dark_on_light_equals_light_on_dark(mode):
+    light = preprocess(draw_digit(ink=255, bg=0), mode)
+    dark = preprocess(draw_digit(ink=0, bg=255), mode)
+    assert light.sum() > 20
+    np.testing.assert_allclose(dark, light, atol=1 / 255)
+
+
+def test_off_white_paper_and_grey_ink():
+    """Grey pencil on off-white paper still ends as full-contrast ink on exact black."""
+    out = preprocess(draw_digit(ink=110, bg=215), "digit")
+    ref = preprocess(draw_digit(ink=255, bg=0), "digit")
+    assert out.max() == 1.0
+    np.testing.assert_allclose(out, ref, atol=0.02)
+
+
+@pytest.mark.parametrize("colour", [(0, 0, 0), (255, 255, 255), (200, 30, 30), (20, 20, 160)])
+def test_transparent_canvas_background(colour):
+    """Canvas PNGs: strokes opaque, background transparent (stored as transparent black)."""
+    alpha = draw_digit()
+    rgba = Image.new("RGBA", alpha.size, (0, 0, 0, 0))
+    rgba.paste(Image.new("RGBA", alpha.size, colour + (255,)), mask=alpha)
+    out = preprocess(rgba, "digit")
+    np.testing.assert_allclose(out, preprocess(alpha, "digit"), atol=0.02)
+
+
+def test_palette_with_transparency():
+    p = draw_digit(ink=1, bg=0, mode="P")
+    p.putpalette([0, 0, 0, 0, 0, 0] + [0] * 762)  # both entries black: only transparency tells them apart
+    p.info["transparency"] = 0
+    buf = io.BytesIO()
+    p.save(buf, "PNG")
+    decoded = Image.open(io.BytesIO(buf.getvalue()))
+    assert decoded.mode == "P" and "transparency" in decoded.info
+    np.testing.assert_allclose(preprocess(decoded, "digit"), preprocess(draw_digit(), "digit"), atol=0.02)
+
+
+@pytest.mark.parametrize("convert", [
+    lambda im: im.convert("1"), lambda im: im.convert("RGB"), lambda im: im.convert("CMYK"),
+    lambda im: im.convert("LA"), lambda im: im.convert("P"),
+    lambda im: Image.fromarray(np.asarray(im).astype(np.uint16) * 257),             # 16-bit PNG
+    lambda im: Image.fromarray(np.asarray(im).astype(np.int32) * 257, "I"),
+    lambda im: Image.fromarray(np.asarray(im).astype(np.float32) / 255, "F"),
+], ids=["1", "RGB", "CMYK", "LA", "P", "I;16", "I", "F"])
+def test_pil_modes_agree_with_grayscale(convert):
+    img = draw_digit()
+    np.testing.assert_allclose(preprocess(convert(img), "digit"), preprocess(img, "digit"), atol=0.02)
+
+
+# --- geometry -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("box", [(5, 5, 45, 75), (300, 200, 360, 310), (150, 20, 260, 370)])
+def test_digit_is_fitted_to_20px_and_centred_by_mass(box):
+    out = preprocess(draw_digit(size=(400, 400), box=box, width=8), "digit")
+    top, bottom, left, right = bbox(out, 0.05)
+    assert max(bottom - top, right - left) in (DIGIT_BOX, DIGIT_BOX + 1)
+    cy, cx = centre_of_mass(out)
+    assert abs(cy - 14) <= 0.501 and abs(cx - 14) <= 0.501  # whole-pixel shift, like MNIST
+
+
+def test_digit_keeps_aspect_ratio():
+    out = preprocess(draw_digit(box=(80, 20, 120, 180), width=6), "digit")  # 40 × 160: 1:4
+    top, bottom, left, right = bbox(out)
+    assert bottom - top >= 19
+    assert 3 <= right - left <= 7
+
+
+def test_frame_keeps_whole_item_and_aspect():
+    """Frame mode trims the background only: a 2:1 item fills 28 px one way, 14 the other, centred."""
+    img = Image.new("L", (300, 200), 255)
+    ImageDraw.Draw(img).rectangle((100, 20, 159, 139), fill=40)   # 60 × 120, dark on white
+    out = preprocess(img, "frame")
+    top, bottom, left, right = bbox(out)
+    assert (top, bottom) == (0, 28)
+    assert right - left == 14 and left == 7
+
+
+def test_stroke_width_is_brought_into_mnist_range():
+    thin = preprocess(draw_digit(size=(1000, 1000), box=(300, 150, 700, 850), width=4), "digit")
+    fat = preprocess(draw_digit(size=(1000, 1000), box=(300, 150, 700, 850), width=140), "digit")
+    for out in (thin, fat):
+        width = stroke_width((out * 255).astype(np.uint8))
+        assert 1.2 <= width <= 3.2, width
+
+
+# --- the real data --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist_test(shared_datasets):
+    return load_split("mnist", "test", shared_datasets / "mnist")
+
+
+def test_mnist_digits_round_trip(mnist_test):
+    """An MNIST test digit is already normalised: preprocessing must leave it (almost) alone.
+
+    Digits with unusually thin or fat strokes (~15 %) are deliberately re-stroked; the rest must
+    come back pixel-identical up to rounding.
+    """
+    imgs = mnist_test.images[:500]
+    out = np.stack([preprocess(Image.fromarray(d), "digit") for d in imgs])
+    per_image = np.abs(out - imgs.astype(np.float32) / 255).mean(axis=(1, 2))
+    assert (per_image < 0.005).mean() >= 0.75
+    assert per_image.mean() < 0.015
+
+
+def test_mnist_predictions_survive_preprocessing(mnist_test):
+    from visionctl.evaluation import load_model
+
+    model = load_model("mnist", test_model_dir())
+    imgs, labels = mnist_test.images[:1000], mnist_test.labels[:1000]
+    raw = model.log_probs(imgs).argmax(1)
+    pre = model.log_probs(np.stack([preprocess(Image.fromarray(d), "digit") for d in imgs])).argmax(1)
+    assert (pre == labels).mean() >= (raw == labels).mean() - 0.003
+    assert (pre == raw).mean() >= 0.99
+
+
+def test_fashion_items_round_trip(shared_datasets):
+    split = load_split("fashion-mnist", "test", shared_datasets / "fashion-mnist")
+    imgs = split.images[:300]
+    out = np.stack([preprocess(Image.fromarray(f), "frame") for f in imgs])
+    per_image = np.abs(out - imgs.astype(np.float32) / 255).mean(axis=(1, 2))
+    # The rest are items Fashion-MNIST centred a pixel off, or that did not fill 28 px exactly.
+    assert (per_image < 0.005).mean() >= 0.8
