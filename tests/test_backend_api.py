@@ -18,6 +18,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from backend.decoding import decode_base64, open_image
@@ -474,3 +476,32 @@ def test_chunked_bodies_are_accepted_and_limited(server):
     assert status == 200 and body["label"] == "1"
     status, body = _raw_http(server.port, head + _chunked(b'{"base64": "' + b"A" * MAX_BODY + b'"}', 65536))
     assert status == 413 and body["error"]["code"] == "body_too_large"
+
+
+# --- property: any JSON body gets a well-formed answer, never a 500 -------------------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12)
+_bodies = st.one_of(
+    _json_values,
+    st.fixed_dictionaries({"base64": st.one_of(st.text(max_size=60), _json_values)},
+                          optional={"return_input": _json_values}),
+    st.fixed_dictionaries({"instances": st.lists(st.one_of(
+        st.fixed_dictionaries({"base64": st.sampled_from([b64(PNG), "", "@@", b64(b"GIF89a")])}), _json_values),
+        max_size=MAX_BATCH + 2)}),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_bodies)
+def test_any_json_body_gets_a_documented_answer(server, http, body):
+    resp = post(http, server.url + "/v1/models/mnist/predict", body)
+    assert resp.status_code in (200, 400, 413, 422), resp.text
+    if resp.status_code == 200:
+        got = resp.json()
+        assert got["model"] == "mnist"
+        assert "predictions" in got or len(got["probabilities"]) == 10
+    else:
+        assert_error(resp, resp.status_code, resp.json()["error"]["code"])
