@@ -27,9 +27,19 @@ PY
   echo "wrote $out ($(grep -vc '^#' "$out") packages)"
 }
 
-# Backend image: the [serve] extra + base image-processing deps; ONNX Runtime, never torch.
-lock requirements/backend.txt "Backend image (python -m backend): Flask/Waitress/ONNX Runtime, no torch." \
-  "flask>=3.0" "waitress>=3.0" "onnxruntime>=1.18" "prometheus-client>=0.20" "numpy>=1.26" "pillow>=10.3"
+# What each image needs, read from pyproject.toml so the lock files never drift from the extras.
+deps() {  # deps <extra> [base deps to include, by name]
+  $py - "$@" <<'PY'
+import re, sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+extra, names = sys.argv[1], sys.argv[2:]
+base = [d for d in project["dependencies"] if not names or re.split(r"[<>=!~ \[]", d)[0] in names]
+print("\n".join(base + project["optional-dependencies"][extra]))
+PY
+}
+# Backend image: the [serve] extra + the image libraries it decodes with; ONNX Runtime, never torch.
+mapfile -t backend < <(deps serve numpy pillow)
+lock requirements/backend.txt "Backend image (python -m backend): Flask/Waitress/ONNX Runtime, no torch." "${backend[@]}"
 # Frontend image: visionctl's base deps (it imports visionctl.client) + the [ui] extra.
-lock requirements/frontend.txt "Frontend image (streamlit run frontend/app.py): visionctl base deps + [ui]." \
-  "typer>=0.12" "rich>=13" "requests>=2.31" "numpy>=1.26" "pillow>=10.3" "streamlit>=1.40"
+mapfile -t frontend < <(deps ui)
+lock requirements/frontend.txt "Frontend image (streamlit run frontend/app.py): visionctl base deps + [ui]." "${frontend[@]}"
