@@ -219,7 +219,8 @@ def plot_variant_examples(name: str, data_dir: str | os.PathLike | None, path: P
             # Checkerboard behind transparency so transparent canvases look transparent.
             sent.imshow(_checker(img.size), cmap="gray", vmin=0, vmax=1)
             sent.imshow(img.convert("RGBA"))
-            sent.axis("off")
+            sent.set_xticks([])  # keep the frame: white-background images need their edges shown
+            sent.set_yticks([])
             if c == 0:
                 sent.set_title(f"{v.name} ({img.mode} {img.size[0]}×{img.size[1]})", fontsize=7, loc="left")
             seen = fig.add_subplot(2 * len(chosen), count, (2 * r + 1) * count + c + 1)

@@ -142,7 +142,7 @@ def _mnist_photo(d: np.ndarray, rng: np.random.Generator) -> Image.Image:
     ink = np.asarray(ink.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5))), np.float32) / 255
     page = _ink_on_paper(ink, _paper(h, w, rng), rng.uniform(20, 90))
     page += rng.normal(0, rng.uniform(3, 10), size=page.shape)
-    return _jpeg(_tint(_to_u8(page), rng), int(rng.integers(40, 85)))
+    return _jpeg(_tint(_to_u8(page), rng, 0.05), int(rng.integers(40, 85)))
 
 
 def _mnist_rotated(d: np.ndarray, rng: np.random.Generator) -> Image.Image:
