@@ -235,3 +235,14 @@ def test_fashion_items_round_trip(shared_datasets):
     per_image = np.abs(out - imgs.astype(np.float32) / 255).mean(axis=(1, 2))
     # The rest are items Fashion-MNIST centred a pixel off, or that did not fill 28 px exactly.
     assert (per_image < 0.005).mean() >= 0.8
+
+
+def test_dust_specks_do_not_shrink_the_digit():
+    """A photo's specks far from the digit must not join its bounding box (it would shrink the digit)."""
+    img = draw_digit(size=(400, 400), ink=0, bg=230, box=(150, 100, 230, 260), width=10)
+    dusty = img.copy()
+    draw = ImageDraw.Draw(dusty)
+    for x, y in [(20, 20), (380, 370), (30, 350)]:
+        draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=60)
+    np.testing.assert_allclose(preprocess(dusty, "digit"), preprocess(img, "digit"), atol=0.02)
+    np.testing.assert_allclose(preprocess(dusty, "frame"), preprocess(img, "frame"), atol=0.02)

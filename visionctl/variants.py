@@ -72,6 +72,16 @@ def _paper(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     return base + gy * (yy / height - 0.5) + gx * (xx / width - 0.5)
 
 
+def _dust(page: np.ndarray, rng: np.random.Generator, most: int = 3) -> np.ndarray:
+    """Up to ``most`` dark specks 2-5 px across (dust, paper fibres), anywhere on the page."""
+    h, w = page.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(int(rng.integers(0, most + 1))):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(1.0, 2.5)
+        page = np.where((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r, np.minimum(page, rng.uniform(30, 110)), page)
+    return page
+
+
 def _jpeg(img: Image.Image, quality: int) -> Image.Image:
     """Round-trip through an in-memory JPEG, as a phone or scanner would deliver it."""
     buf = io.BytesIO()
@@ -134,13 +144,13 @@ def _mnist_small_offcentre(d: np.ndarray, rng: np.random.Generator) -> Image.Ima
 
 
 def _mnist_photo(d: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """A phone photo/scan of pen on paper: off-white uneven paper, noise, blur, RGB JPEG."""
+    """A phone photo/scan of pen on paper: off-white uneven paper, dust, noise, blur, RGB JPEG."""
     side = int(rng.integers(100, 200))
     w, h = side + int(rng.integers(20, 120)), side + int(rng.integers(20, 120))
     ink = _on_canvas(_brush(d, side, rng.uniform(0.3, 0.7)), w, h,
                      int(rng.integers(0, w - side)), int(rng.integers(0, h - side)))
     ink = np.asarray(ink.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5))), np.float32) / 255
-    page = _ink_on_paper(ink, _paper(h, w, rng), rng.uniform(20, 90))
+    page = _dust(_ink_on_paper(ink, _paper(h, w, rng), rng.uniform(20, 90)), rng)
     page += rng.normal(0, rng.uniform(3, 10), size=page.shape)
     return _jpeg(_tint(_to_u8(page), rng, 0.05), int(rng.integers(40, 85)))
 
@@ -183,11 +193,12 @@ def _fashion_large(f: np.ndarray, rng: np.random.Generator) -> Image.Image:
 
 
 def _fashion_jpeg(f: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """A phone photo of a product on an off-white backdrop: uneven light, noise, JPEG."""
+    """A phone photo of a product on an off-white backdrop: uneven light, dust, noise, JPEG."""
     side = int(rng.integers(84, 168))
     item = np.asarray(_upscale(f, side, side), np.float32) / 255
     paper = _paper(side, side, rng)
-    page = paper * (1 - item) + rng.uniform(0, 30) * item + rng.normal(0, rng.uniform(2, 6), size=item.shape)
+    page = _dust(paper * (1 - item) + rng.uniform(0, 30) * item, rng)
+    page += rng.normal(0, rng.uniform(2, 6), size=item.shape)
     return _jpeg(_tint(_to_u8(page), rng), int(rng.integers(50, 90)))
 
 
@@ -209,7 +220,7 @@ VARIANTS: dict[str, tuple[Variant, ...]] = {
                 _mnist_transparent),
         Variant("small-offcentre", "28-64 px digit anywhere in a 200-400 px frame, either polarity",
                 _mnist_small_offcentre),
-        Variant("photo-jpeg", "pen on uneven off-white paper, noise, blur, colour cast, JPEG q40-85",
+        Variant("photo-jpeg", "pen on uneven off-white paper, dust specks, noise, blur, colour cast, JPEG q40-85",
                 _mnist_photo),
         Variant("rotated", "rotated ±15°, 112 px", _mnist_rotated),
         Variant("aspect", "narrow/wide writing (0.75-1.33×) in a non-square white frame", _mnist_aspect),
@@ -219,7 +230,7 @@ VARIANTS: dict[str, tuple[Variant, ...]] = {
         Variant("clean", "the 28×28 test image as is", _fashion_clean),
         Variant("product-photo", "112×112 RGB on white (inverted polarity), colour cast", _fashion_product),
         Variant("large", "280×280 RGB, dataset polarity", _fashion_large),
-        Variant("photo-jpeg", "off-white uneven backdrop, noise, colour cast, JPEG q50-90", _fashion_jpeg),
+        Variant("photo-jpeg", "off-white uneven backdrop, dust specks, noise, colour cast, JPEG q50-90", _fashion_jpeg),
         Variant("padded", "on white in a non-square frame with random margins", _fashion_padded),
     ),
 }
