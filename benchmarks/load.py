@@ -55,19 +55,52 @@ end
 """
 
 
-def run_wrk(url: str, connections: int, duration: float, body_file: str | None, script: str) -> dict:
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes spent so far (the /proc/stat 'cpu' line minus idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def process_seconds(pid: int | None) -> float:
+    """utime + stime of ``pid`` in seconds (0 when we did not start the server)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, connections: int, duration: float, body_file: str | None, script: str,
+            server_pid: int | None = None) -> dict:
     env = {**os.environ, "BENCH_BODY_FILE": body_file or ""}
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "5s", "-s", script, url]
+    busy0, server0, client0 = machine_busy_seconds(), process_seconds(server_pid), _children_seconds()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    busy = machine_busy_seconds() - busy0
+    server_cpu = process_seconds(server_pid) - server0
+    client_cpu = _children_seconds() - client0
     match = re.search(r"^RESULT (.*)$", out, re.M)
     if not match:
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     raw = json.loads(match.group(1))
     seconds = raw["duration_us"] / 1e6
     lat = {k: round(v / 1000, 3) for k, v in raw["latency_us"].items()}  # → milliseconds
-    return {"concurrency": connections, "requests": raw["requests"], "seconds": round(seconds, 2),
-            "rps": round(raw["requests"] / seconds, 1), "errors": raw["errors"],
-            "latency_ms": lat}
+    result = {"concurrency": connections, "requests": raw["requests"], "seconds": round(seconds, 2),
+              "rps": round(raw["requests"] / seconds, 1), "errors": raw["errors"], "latency_ms": lat,
+              # CPU accounting: how much of the machine the server, wrk and everything else used. A
+              # large "other" share means the run competed with unrelated work.
+              "cpu_seconds": {"server": round(server_cpu, 2), "wrk": round(client_cpu, 2),
+                              "other": round(max(0.0, busy - server_cpu - client_cpu), 2),
+                              "available": round(seconds * (os.cpu_count() or 1), 2)}}
+    if server_pid is not None and raw["requests"]:
+        result["server_cpu_us_per_request"] = round(server_cpu / raw["requests"] * 1e6, 1)
+    return result
+
+
+def _children_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def training_running() -> bool:
@@ -99,12 +132,27 @@ def plot(results: dict, path: Path) -> None:
     ax_lat.set_title("Latency percentiles")
     ax_rps.set_ylabel("requests / s")
     ax_rps.set_title("Throughput")
-    note = " (under load: training was running)" if results["machine"]["training_running"] else ""
+    share = results["machine"].get("other_cpu_share", 0.0)
+    note = f" — other processes used {share:.0%} of the CPU during the runs" if share > 0.05 else ""
+    if results["machine"]["training_running"]:
+        note += " (a training run was active)"
     fig.suptitle(f"vision-ai backend, {results['machine']['cpus']} CPUs, "
                  f"VISION_THREADS={results['server']['threads']}{note}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def markdown_table(results: dict) -> str:
+    """The runs as a Markdown table (pasted into benchmarks/README.md and the project README)."""
+    lines = ["| endpoint | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | server CPU µs/req |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for endpoint, runs in results["runs"].items():
+        for r in runs:
+            lat = r["latency_ms"]
+            lines.append(f"| /{endpoint} | {r['concurrency']} | {r['rps']:.0f} | {lat['p50']:.2f} | {lat['p95']:.2f} | "
+                         f"{lat['p99']:.2f} | {sum(r['errors'].values())} | {r.get('server_cpu_us_per_request', '–')} |")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -155,12 +203,15 @@ def main() -> int:
         for endpoint, path, body_file in (("predict", "/predict", str(body)), ("healthz", "/healthz", None)):
             for c in levels:
                 run_wrk(url + path, c, args.warmup, body_file, str(script))
-                r = run_wrk(url + path, c, args.duration, body_file, str(script))
+                r = run_wrk(url + path, c, args.duration, body_file, str(script),
+                            server.proc.pid if server else None)
                 results["runs"][endpoint].append(r)
                 errors = sum(r["errors"].values())
+                cpu = r["cpu_seconds"]
                 print(f"/{endpoint:8} c={c:<3} {r['rps']:8.1f} req/s  p50 {r['latency_ms']['p50']:7.2f} ms  "
-                      f"p95 {r['latency_ms']['p95']:7.2f} ms  p99 {r['latency_ms']['p99']:7.2f} ms  errors {errors}",
-                      flush=True)
+                      f"p95 {r['latency_ms']['p95']:7.2f} ms  p99 {r['latency_ms']['p99']:7.2f} ms  errors {errors}  "
+                      f"cpu/req {r.get('server_cpu_us_per_request', '-')} us  other load {cpu['other']}/"
+                      f"{cpu['available']} cpu-s", flush=True)
     finally:
         if server:
             server.stop()
@@ -168,15 +219,20 @@ def main() -> int:
     pred = {r["concurrency"]: r for r in results["runs"]["predict"]}
     health = {r["concurrency"]: r for r in results["runs"]["healthz"]}
     results["summary"] = {f"c{c}": {"predict_rps": pred[c]["rps"], "predict_p99_ms": pred[c]["latency_ms"]["p99"],
-                                    "predict_vs_healthz": round(pred[c]["rps"] / health[c]["rps"], 3)}
+                                    "predict_vs_healthz": round(pred[c]["rps"] / health[c]["rps"], 3),
+                                    "predict_server_cpu_us": pred[c].get("server_cpu_us_per_request"),
+                                    "healthz_server_cpu_us": health[c].get("server_cpu_us_per_request")}
                           for c in levels}
+    all_runs = results["runs"]["predict"] + results["runs"]["healthz"]
+    results["machine"]["other_cpu_share"] = round(
+        sum(r["cpu_seconds"]["other"] for r in all_runs) / sum(r["cpu_seconds"]["available"] for r in all_runs), 3)
     results["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     results["machine"]["training_running"] = results["machine"]["training_running"] or training_running()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "load.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, out / "latency.png")
-    print(json.dumps(results["summary"], indent=2))
+    print(markdown_table(results))
     print(f"saved {out / 'load.json'} and {out / 'latency.png'}")
     return 0
 
