@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from waitress import wasyncore
 from waitress.server import create_server
 
 from backend.app import create_app
@@ -113,14 +115,24 @@ def test_busy_port_exits_1():
 
 # --- readiness: 503 until every model is loaded and warm (real Waitress, in-process) ----------
 
+@contextlib.contextmanager
+def in_process_waitress(app, port: int):
+    """Serve ``app`` on 127.0.0.1:port from a thread; stopped from inside its own event loop."""
+    server = create_server(app, host="127.0.0.1", port=port, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map, ignore_all=True))
+        thread.join(5)
+        server.task_dispatcher.shutdown()
+
+
 def test_not_ready_until_models_loaded():
     config = Config(host="127.0.0.1", port=free_port(), model_dir=test_model_dir(), threads=2)
     app = create_app(config)
-    server = create_server(app, host="127.0.0.1", port=config.port, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{config.port}"
-    try:
+    with in_process_waitress(app, config.port) as url:
         assert requests.get(url + "/healthz").status_code == 200
         for resp in (requests.get(url + "/readyz"), requests.get(url + "/v1/models"),
                      requests.post(url + "/predict", data=BODY, headers={"Content-Type": "application/json"})):
@@ -130,8 +142,6 @@ def test_not_ready_until_models_loaded():
         assert requests.get(url + "/readyz").status_code == 200
         assert requests.post(url + "/predict", data=BODY, headers={"Content-Type": "application/json"}).ok
         assert "vision_ready 1.0" in requests.get(url + "/metrics").text
-    finally:
-        server.close()
 
 
 def test_a_genuine_bug_gives_json_500_and_a_logged_traceback(caplog):
@@ -144,12 +154,8 @@ def test_a_genuine_bug_gives_json_500_and_a_logged_traceback(caplog):
         raise ZeroDivisionError("bug")
 
     app.add_url_rule("/boom", view_func=broken)
-    server = create_server(app, host="127.0.0.1", port=config.port, threads=1)
-    threading.Thread(target=server.run, daemon=True).start()
-    try:
-        resp = requests.get(f"http://127.0.0.1:{config.port}/boom", headers={"X-Request-ID": "bug-1"})
-    finally:
-        server.close()
+    with in_process_waitress(app, config.port) as url:
+        resp = requests.get(url + "/boom", headers={"X-Request-ID": "bug-1"})
     assert resp.status_code == 500
     assert resp.json() == {"error": {"code": "internal_error", "message": "internal error (request id bug-1)"}}
     assert "ZeroDivisionError" not in resp.text
