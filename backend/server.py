@@ -16,6 +16,7 @@ Waitress's own ``close()`` cancels queued requests, hence this module drives the
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -113,8 +114,6 @@ class Server:
             if self._shutdown_started.is_set():
                 log.warning("second signal: exiting immediately", extra={"fields": {"signal": signum}})
                 sys.stdout.flush()
-                import os
-
                 os._exit(1)
             self.shutdown(reason=signal.Signals(signum).name)
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from backend.decoding import decode_base64, open_image
+from backend.decoding import open_image
 from backend.errors import ERROR_CODES
 from backend.preprocessing import preprocess
 from backend_server import BackendServer, test_model_dir
