@@ -254,3 +254,12 @@ def test_idle_keepalive_connections_do_not_delay_exit():
         assert srv.stop(signal.SIGTERM) == 0
         assert time.monotonic() - start < 3
         session.close()
+
+
+def test_second_signal_exits_at_once():
+    with BackendServer(model_dir=test_model_dir(), env={"VISION_DRAIN_DELAY": "30"}) as srv:
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert srv.proc.poll() is None and srv.status("/readyz") == 503  # draining, still serving
+        srv.proc.send_signal(signal.SIGINT)
+        assert srv.proc.wait(3) == 1
