@@ -132,4 +132,4 @@ def test_fashion_variants_stay_near_test_accuracy(model_dir, shared_datasets, va
     report = evaluation.evaluate_variants("fashion-mnist", model_dir, shared_datasets / "fashion-mnist",
                                           limit=2000, only=[variant])
     (row,) = report["variants"]
-    assert row["accuracy"] >= report["test_accuracy"] - 0.05, row
+    assert row["accuracy"] >= report["test_accuracy"] - 0.03, row
