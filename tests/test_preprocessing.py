@@ -246,3 +246,36 @@ def test_dust_specks_do_not_shrink_the_digit():
         draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=60)
     np.testing.assert_allclose(preprocess(dusty, "digit"), preprocess(img, "digit"), atol=0.02)
     np.testing.assert_allclose(preprocess(dusty, "frame"), preprocess(img, "frame"), atol=0.02)
+
+
+def _encodings(img: Image.Image) -> dict[str, bytes]:
+    """The shipped sample as users would send it: as is, a JPEG photo of it on paper, a canvas PNG, WebP."""
+    big = img.resize((224, 224), Image.BICUBIC)
+    out = {"png": img}
+    out["jpeg-inverted"] = Image.fromarray(255 - np.asarray(big)).convert("RGB")
+    canvas = Image.new("RGBA", big.size, (0, 0, 0, 0))
+    canvas.paste(Image.new("RGBA", big.size, (20, 20, 160, 255)), mask=big)
+    out["png-rgba-canvas"] = canvas
+    out["webp"] = big.convert("RGB")
+    encoded = {}
+    for name, im in out.items():
+        buf = io.BytesIO()
+        im.save(buf, {"png": "PNG", "jpeg-inverted": "JPEG", "png-rgba-canvas": "PNG", "webp": "WEBP"}[name],
+                **({"quality": 70} if name in ("jpeg-inverted", "webp") else {}))
+        encoded[name] = buf.getvalue()
+    return encoded
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+def test_shipped_samples_survive_real_encodings(samples_dir, dataset):
+    """bytes → backend.decoding.open_image → preprocess → ONNX gives the sample's label (its file name
+    starts with the class index) for every encoding — the path a request takes."""
+    from backend.decoding import open_image
+    from visionctl.evaluation import load_model
+
+    model = load_model(dataset, test_model_dir())
+    for path in sorted((samples_dir / dataset).glob("*.png")):
+        label = int(path.name.split("-")[0])
+        for encoding, data in _encodings(Image.open(path).convert("L")).items():
+            x = preprocess(open_image(data, 16_000_000), model.mode)
+            assert model.log_probs(x[None]).argmax() == label, (path.name, encoding)
