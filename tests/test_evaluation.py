@@ -98,9 +98,11 @@ def test_variants_are_deterministic_images(test_images, dataset, variant):
         assert any(a.tobytes() != b.tobytes() or a.size != b.size for a, b in zip(first, other))
 
 
-def test_unknown_variant_is_an_error():
+def test_unknown_variant_is_an_error(model_dir, shared_datasets):
     with pytest.raises(ValueError, match="choose from"):
         next(variants.render(np.zeros((1, 28, 28), np.uint8), "mnist", "sepia"))
+    with pytest.raises(ValueError, match="choose from"):
+        evaluation.evaluate_variants("mnist", model_dir, shared_datasets / "mnist", limit=10, only=["sepia"])
 
 
 def test_evaluate_variants_small(model_dir, shared_datasets):

@@ -118,6 +118,21 @@ def test_dark_on_light_equals_light_on_dark(mode):
     np.testing.assert_allclose(dark, light, atol=1 / 255)
 
 
+@settings(max_examples=60, deadline=None)
+@given(size=st.tuples(st.integers(30, 300), st.integers(30, 300)),
+       points=st.lists(st.tuples(st.floats(0.1, 0.9), st.floats(0.1, 0.9)), min_size=2, max_size=6),
+       width=st.integers(1, 12), ink=st.integers(0, 255), contrast=st.integers(80, 255),
+       mode=st.sampled_from(MODES))
+def test_polarity_never_matters(size, points, width, ink, contrast, mode):
+    """Any scribble, ink darker or lighter than its background: inverting the image changes nothing."""
+    bg = ink - contrast if ink >= contrast else ink + contrast
+    bg = min(max(bg, 0), 255)
+    img = Image.new("L", size, bg)
+    ImageDraw.Draw(img).line([(x * size[0], y * size[1]) for x, y in points], fill=ink, width=width)
+    inverted = Image.fromarray(255 - np.asarray(img))
+    np.testing.assert_allclose(preprocess(inverted, mode), preprocess(img, mode), atol=2 / 255)
+
+
 def test_off_white_paper_and_grey_ink():
     """Grey pencil on off-white paper still ends as full-contrast ink on exact black."""
     out = preprocess(draw_digit(ink=110, bg=215), "digit")

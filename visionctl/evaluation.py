@@ -134,7 +134,8 @@ def evaluate_variants(name: str, models_dir: str | os.PathLike = "models", data_
     if limit:
         images, labels = images[:limit], labels[:limit]
     reference = float((model.log_probs(images).argmax(1) == labels).mean())
-    chosen = [v for v in variants_mod.variants_for(name) if only is None or v.name in set(only)]
+    chosen = (variants_mod.variants_for(name) if only is None
+              else [variants_mod.get_variant(name, v) for v in only])  # unknown names raise ValueError
     rows = []
     for v in chosen:
         t0 = time.perf_counter()
