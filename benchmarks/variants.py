@@ -68,7 +68,10 @@ def markdown(results: dict) -> str:
              "them through `backend.preprocessing.preprocess` and the shipped ONNX model. Pictures: "
              "`<model>-variants.png` (sent vs. seen), `<model>-confusion.png`, `<model>-mistakes.png` "
              "(`visionctl evaluate <model>`). Per-image µs are measured inside the full run, so they include "
-             "whatever else the machine was doing; the latency table takes the best of 7 repeats.", ""]
+             "whatever else the machine was doing; the latency table takes the best of 7 repeats.", "",
+             "What each preprocessing step undoes and why: the docstring of `backend/preprocessing.py`. "
+             "Reproduce: `.venv/bin/python benchmarks/variants.py --data-dir ../shared/datasets` "
+             "(~4 min on 2 cores); tests: `pytest tests/test_evaluation.py -m slow`.", ""]
     for rep in results["models"]:
         lines += [f"## {rep['model']} ({rep['model_version']}, preprocessing `{rep['preprocessing']}`)", "",
                   f"Plain test-set accuracy of the same ONNX model on the same {rep['samples']} images: "
