@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -235,3 +236,13 @@ def test_shipped_model_accuracy_on_full_test_set(name, models_dir, shared_datase
     accuracy = float((pred == test.labels).mean())
     assert accuracy >= ACCURACY_BARS[name]
     assert abs(accuracy - card["metrics"]["test_accuracy"]) < 2e-4
+
+
+def test_evaluate_cli_writes_pngs(models_dir, shared_datasets, tmp_path):
+    result = runner.invoke(app, ["evaluate", "mnist", "--models-dir", str(models_dir), "--data-dir",
+                                 str(shared_datasets / "mnist"), "--out-dir", str(tmp_path), "--limit", "300"])
+    assert result.exit_code == 0, result.output
+    accuracy = float(re.search(r"accuracy ([\d.]+)% on 300 test images", result.output).group(1))
+    assert accuracy > 97
+    for name in ("mnist-confusion.png", "mnist-mistakes.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

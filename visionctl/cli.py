@@ -101,13 +101,15 @@ def evaluate(
     models_dir: Path = ModelsDirOpt,
     data_dir: Optional[Path] = DataDirOpt,
     out_dir: Path = typer.Option(Path("docs/evaluation"), help="Where the PNGs go."),
+    limit: int = typer.Option(0, min=0, help="Only the first N test images (quick checks; 0 = all)."),
 ) -> None:
     """Accuracy of the ONNX artifact on the test set, plus confusion-matrix and mistakes PNGs."""
     from visionctl import evaluation
     from visionctl.data import DatasetError
 
     try:
-        report = evaluation.evaluate_model(dataset.value, models_dir=models_dir, data_dir=data_dir, out_dir=out_dir)
+        report = evaluation.evaluate_model(dataset.value, models_dir=models_dir, data_dir=data_dir, out_dir=out_dir,
+                                           limit=limit)
     except (DatasetError, FileNotFoundError) as exc:
         fail(str(exc))
     console.print(f"{dataset.value}: accuracy {report['accuracy']:.2%} on {report['samples']} test images")
