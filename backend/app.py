@@ -53,6 +53,12 @@ class State:
         self.registry.load()
         for name, model in self.registry.models.items():
             self.metrics.model_info.labels(name, model.card.version).set(1)
+        self.metrics.refresh()
+
+    def start_draining(self) -> None:
+        """Shutdown has begun: /readyz answers 503 from now on."""
+        self.draining.set()
+        self.metrics.refresh()
 
 
 def json_response(obj, status: int = 200, headers: dict | None = None) -> Response:
@@ -74,7 +80,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None) -
     registry = registry or Registry(config.model_dir, config.models, batching=config.batching)
     metrics = Metrics()
     state = State(config=config, registry=registry, metrics=metrics)
-    metrics.ready.set_function(lambda: 1.0 if state.ready else 0.0)
+    metrics.track(metrics.ready, lambda: 1.0 if state.ready else 0.0)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes

@@ -30,6 +30,9 @@ class Config:
     host: str = "0.0.0.0"
     port: int = BACKEND_PORT
     threads: int = 8
+    # Server processes sharing the port (backend.supervisor). One process uses about one core (the
+    # GIL), so a machine with N cores wants N; in Kubernetes keep 1 and scale replicas instead.
+    workers: int = 1
     model_dir: Path = Path("models")
     models: tuple[str, ...] = MODEL_NAMES
     max_body_bytes: int = 10 * 1024 * 1024
@@ -44,6 +47,10 @@ class Config:
     shutdown_timeout: float = 20.0
     # Coalesce concurrent requests into one ONNX Runtime run (see backend.inference.Batcher).
     batching: bool = True
+    # Internal, set by backend.supervisor for its workers: the inherited listening socket's fd and
+    # the worker's number (1..workers, shown in its log lines).
+    listen_fd: int | None = None
+    worker_id: int = 0
 
     @property
     def auth_enabled(self) -> bool:
@@ -124,6 +131,7 @@ class Config:
             host=host,
             port=integer("VISION_PORT", d.port, 1, 65535),
             threads=integer("VISION_THREADS", d.threads, 1, 256),
+            workers=integer("VISION_WORKERS", d.workers, 1, 64),
             model_dir=model_dir,
             models=models,
             max_body_bytes=integer("VISION_MAX_BODY_BYTES", d.max_body_bytes, 1024, 1024**3),
@@ -134,6 +142,8 @@ class Config:
             drain_delay=number("VISION_DRAIN_DELAY", d.drain_delay, 0.0, 300.0),
             shutdown_timeout=number("VISION_SHUTDOWN_TIMEOUT", d.shutdown_timeout, 0.1, 3600.0),
             batching=raw_batching in ("1", "true", "yes", "on"),
+            listen_fd=integer("VISION_LISTEN_FD", -1, 0, 65535) if get("VISION_LISTEN_FD") else None,
+            worker_id=integer("VISION_WORKER_ID", 0, 0, 64),
         )
 
     @property

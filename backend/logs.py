@@ -20,6 +20,10 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, static: dict | None = None):
+        super().__init__()
+        self.static = static or {}  # fields on every line (the worker number with VISION_WORKERS > 1)
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -27,6 +31,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **self.static,
         }
         fields = getattr(record, "fields", None)
         if fields:
@@ -36,10 +41,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str | int = "INFO", stream=None) -> None:
+def configure_logging(level: str | int = "INFO", stream=None, worker: int | None = None) -> None:
     """Route every logger (ours, Waitress's) through one JSON handler on stdout."""
     handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter({"worker": worker} if worker else None))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -3,12 +3,22 @@
 Conventions: ``vision_`` prefix, base units (seconds, bytes), ``_total`` counters, and labels whose
 values come from a closed set (route templates, loaded model names, labels from the model card) —
 never from raw URLs, which would let any client create unbounded time series.
+
+With several worker processes (``VISION_WORKERS``, ``backend.supervisor``) prometheus_client runs in
+its multiprocess mode (chosen by ``PROMETHEUS_MULTIPROC_DIR`` when it is imported): every worker
+writes its values to files in that folder and ``render()`` aggregates all of them, so a scrape shows
+the whole server whichever worker answers it. Gauges say how to combine workers
+(``multiprocess_mode``; ignored with one process).
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Callable
+
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest)
+                               disable_created_metrics, generate_latest, multiprocess, values)
 
 # The *_created series double the exposition size and nothing here uses them (process-wide switch).
 disable_created_metrics()
@@ -20,8 +30,19 @@ STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 SIZE_BUCKETS = tuple(float(4 ** i * 64) for i in range(10))  # 64 B .. 16 MiB
 
 
+SAMPLE_INTERVAL = 1.0  # seconds between samples of tracked gauges in multiprocess mode
+
+
+def multiprocess_mode() -> bool:
+    """True when prometheus_client stores values in PROMETHEUS_MULTIPROC_DIR files (decided at import)."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
 class Metrics:
     def __init__(self) -> None:
+        self.multiprocess = multiprocess_mode()
+        self._tracked: list[tuple[Gauge, Callable[[], float]]] = []
+        self._sampler: threading.Thread | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -31,7 +52,8 @@ class Metrics:
             "vision_http_request_duration_seconds", "End-to-end request handling time in the app.",
             ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge(
-            "vision_http_requests_in_flight", "Requests currently being handled.", registry=r)
+            "vision_http_requests_in_flight", "Requests currently being handled.",
+            multiprocess_mode="livesum", registry=r)
         self.request_size = Histogram(
             "vision_http_request_size_bytes", "Request body size.", ["route"],
             buckets=SIZE_BUCKETS, registry=r)
@@ -48,12 +70,40 @@ class Metrics:
         self.predictions = Counter(
             "vision_predictions", "Predicted classes by model and label.", ["model", "label"], registry=r)
         self.model_info = Gauge(
-            "vision_model_info", "Loaded models (value is always 1).", ["model", "version"], registry=r)
-        # Set by backend.server from Waitress's task queue (replaces its per-request log warning).
+            "vision_model_info", "Loaded models (value is always 1).", ["model", "version"],
+            multiprocess_mode="livemax", registry=r)
+        # Tracked by backend.server from Waitress's task queue (replaces its per-request log warning).
         self.queue_depth = Gauge("vision_http_queue_depth", "Requests waiting for a free worker thread.",
-                                 registry=r)
+                                 multiprocess_mode="livesum", registry=r)
+        # With several workers: 1 only when every live worker is ready.
         self.ready = Gauge("vision_ready", "1 when every model is loaded and warm and not draining.",
-                           registry=r)
+                           multiprocess_mode="livemin", registry=r)
+
+    def track(self, gauge: Gauge, fn: Callable[[], float]) -> None:
+        """Keep ``gauge`` equal to ``fn()``: read at scrape time with one process; sampled every
+        ``SAMPLE_INTERVAL`` s in multiprocess mode, where a scrape only reads the workers' files."""
+        if not self.multiprocess:
+            gauge.set_function(fn)
+            return
+        gauge.set(fn())
+        self._tracked.append((gauge, fn))
+        if self._sampler is None:
+            self._sampler = threading.Thread(target=self._sample, name="metrics-sampler", daemon=True)
+            self._sampler.start()
+
+    def refresh(self) -> None:
+        """Sample the tracked gauges now (after a state change such as ready or draining)."""
+        for gauge, fn in list(self._tracked):
+            gauge.set(fn())
+
+    def _sample(self) -> None:
+        while True:
+            time.sleep(SAMPLE_INTERVAL)
+            self.refresh()
 
     def render(self) -> tuple[bytes, str]:
+        if self.multiprocess:  # every worker's files, not just this process's values
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

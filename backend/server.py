@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,6 +34,7 @@ from backend.app import create_app
 from backend.config import Config, ConfigError
 from backend.inference import ModelLoadError
 from backend.logs import configure_logging
+from backend.supervisor import WorkerError, supervise
 
 log = logging.getLogger("backend.server")
 
@@ -63,8 +65,12 @@ class Server:
         self.map: dict = {}
         self.failure: BaseException | None = None
         self._shutdown_started = threading.Event()
+        if config.listen_fd is not None:  # a supervisor's worker: serve the socket it bound
+            where = {"sockets": [socket.socket(fileno=config.listen_fd)]}
+        else:
+            where = {"host": config.host, "port": config.port}
         self.waitress = create_server(
-            self.app, map=self.map, host=config.host, port=config.port, threads=config.threads,
+            self.app, map=self.map, threads=config.threads, **where,
             ident="vision-ai",
             asyncore_use_poll=True,          # select() breaks above 1024 file descriptors
             connection_limit=512,
@@ -77,7 +83,7 @@ class Server:
         self.waitress.channel_class = _Channel
         self.waitress.draining = self.state.draining
         dispatcher = self.waitress.task_dispatcher
-        self.state.metrics.queue_depth.set_function(lambda: len(dispatcher.queue))
+        self.state.metrics.track(self.state.metrics.queue_depth, lambda: len(dispatcher.queue))
 
     @property
     def port(self) -> int:
@@ -87,6 +93,9 @@ class Server:
         """Serve until shut down (blocking). Raises the model-load error if loading failed."""
         loader = threading.Thread(target=self._load_models, name="model-loader", daemon=True)
         loader.start()
+        if self.config.listen_fd is not None:
+            threading.Thread(target=self._watch_supervisor, args=(os.getppid(),), name="supervisor-watch",
+                             daemon=True).start()
         log.info("listening", extra={"fields": {
             "url": f"http://{self.config.host}:{self.port}", "threads": self.config.threads,
             "models": list(self.config.models), "model_dir": str(self.config.model_dir),
@@ -109,6 +118,14 @@ class Server:
             log.error("model loading failed", extra={"fields": {"error": str(self.failure)}})
             self.shutdown(reason="model loading failed", delay=0.0)
 
+    def _watch_supervisor(self, supervisor_pid: int) -> None:
+        """A worker whose supervisor died (SIGKILL, OOM) drains and exits instead of lingering."""
+        while not self._shutdown_started.is_set():
+            if os.getppid() != supervisor_pid:
+                self.shutdown(reason="supervisor exited")
+                return
+            time.sleep(1.0)
+
     def install_signal_handlers(self) -> None:
         def handler(signum, _frame):
             if self._shutdown_started.is_set():
@@ -125,7 +142,7 @@ class Server:
         if self._shutdown_started.is_set():
             return
         self._shutdown_started.set()
-        self.state.draining.set()
+        self.state.start_draining()
         threading.Thread(target=self._drain, args=(reason, self.config.drain_delay if delay is None else delay),
                          name="drain", daemon=True).start()
 
@@ -187,10 +204,14 @@ def serve(config: Config | None = None, install_signals: bool | None = None) -> 
     """Run the backend until SIGTERM/SIGINT (blocking). Library entry used by ``visionctl serve``.
 
     Raises :class:`ConfigError` for bad ``VISION_*`` values, :class:`ModelLoadError` when a model
-    cannot be loaded and :class:`OSError` when the port cannot be bound.
+    cannot be loaded, :class:`OSError` when the port cannot be bound and, with ``VISION_WORKERS`` > 1,
+    :class:`~backend.supervisor.WorkerError` when a worker fails.
     """
     config = config or Config.from_env()
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, worker=config.worker_id or None)
+    if config.workers > 1 and config.listen_fd is None:
+        supervise(config)
+        return
     # Waitress logs a WARNING for every request that has to queue — thousands of lines per second
     # at high concurrency, costing CPU exactly when it is scarce. vision_http_queue_depth shows it.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -218,5 +239,8 @@ def main() -> int:
         return 1
     except OSError as exc:
         print(f"backend: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except WorkerError as exc:
+        print(f"backend: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -62,11 +62,19 @@ def machine_busy_seconds() -> float:
 
 
 def process_seconds(pid: int | None) -> float:
-    """utime + stime of ``pid`` in seconds (0 when we did not start the server)."""
+    """utime + stime of ``pid`` and its child processes (the workers with ``--workers`` > 1), in
+    seconds; 0 when we did not start the server."""
     if pid is None:
         return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1] = parent pid
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(url: str, connections: int, duration: float, body_file: str | None, script: str,
@@ -137,6 +145,7 @@ def plot(results: dict, path: Path) -> None:
     if results["machine"]["training_running"]:
         note += " (a training run was active)"
     fig.suptitle(f"vision-ai backend, {results['machine']['cpus']} CPUs, "
+                 f"VISION_WORKERS={results['server'].get('workers')}, "
                  f"VISION_THREADS={results['server']['threads']}{note}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -160,6 +169,7 @@ def main() -> int:
     parser.add_argument("--url", help="benchmark a running server instead of starting one")
     parser.add_argument("--model-dir", default=os.environ.get("VISION_MODEL_DIR", str(ROOT / "models")))
     parser.add_argument("--threads", type=int, default=8, help="VISION_THREADS of the started server")
+    parser.add_argument("--workers", type=int, default=1, help="VISION_WORKERS of the started server")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--duration", type=int, default=10.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=int, default=2)
@@ -186,14 +196,16 @@ def main() -> int:
 
         # Access logs off: at thousands of req/s they would measure the terminal, not the service.
         server = BackendServer(model_dir=args.model_dir, env={
-            "VISION_THREADS": str(args.threads), "VISION_LOG_LEVEL": "WARNING"}).start()
+            "VISION_THREADS": str(args.threads), "VISION_WORKERS": str(args.workers),
+            "VISION_LOG_LEVEL": "WARNING"}).start()
         url = server.url
 
     results = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "tool": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0],
         "sample": str(Path(args.sample).relative_to(ROOT)) if Path(args.sample).is_relative_to(ROOT) else args.sample,
-        "server": {"url": url, "threads": args.threads if server else None},
+        "server": {"url": url, "threads": args.threads if server else None,
+                   "workers": args.workers if server else None},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "loadavg_before": [round(x, 2) for x in os.getloadavg()],
                     "training_running": training_running()},

@@ -68,6 +68,8 @@ def test_config_parses_values(tmp_path):
     ("VISION_HOST", "my host", "not an IP address"),
     ("VISION_DRAIN_DELAY", "nan", "out of range"),
     ("VISION_BATCHING", "maybe", "not a boolean"),
+    ("VISION_WORKERS", "0", "out of range"),
+    ("VISION_WORKERS", "auto", "not an integer"),
 ])
 def test_bad_values_fail_with_the_variable_named(tmp_path, var, value, fragment):
     env = {"VISION_MODEL_DIR": str(tmp_path), var: value}
@@ -97,6 +99,13 @@ def test_missing_model_exits_1(tmp_path):
     assert "mnist" in proc.stderr.splitlines()[-1]
 
 
+def test_workers_that_cannot_load_models_stop_the_supervisor(tmp_path):
+    proc = run_backend({"VISION_MODEL_DIR": str(tmp_path), "VISION_WORKERS": "2"})
+    assert proc.returncode == 1
+    assert "backend: cannot load models: model file not found" in proc.stderr  # the worker's own line
+    assert proc.stderr.strip().splitlines()[-1].startswith("backend: worker ")  # and the supervisor's
+
+
 def test_corrupt_model_exits_1(tmp_path):
     for suffix in ("json", "onnx"):
         (tmp_path / f"mnist.{suffix}").write_bytes((test_model_dir() / f"mnist.{suffix}").read_bytes())
@@ -105,11 +114,13 @@ def test_corrupt_model_exits_1(tmp_path):
     assert proc.returncode == 1 and "sha256 does not match" in proc.stderr
 
 
-def test_busy_port_exits_1():
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_busy_port_exits_1(workers):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
-        proc = run_backend({"VISION_MODEL_DIR": str(test_model_dir()), "VISION_PORT": str(sock.getsockname()[1])})
+        proc = run_backend({"VISION_MODEL_DIR": str(test_model_dir()), "VISION_PORT": str(sock.getsockname()[1]),
+                            "VISION_WORKERS": workers})
     assert proc.returncode == 1 and "cannot listen on 127.0.0.1" in proc.stderr
 
 
@@ -174,8 +185,10 @@ def _is_refused(exc: BaseException) -> bool:
     return False
 
 
-def test_sigterm_under_load_drains_without_failures():
-    with BackendServer(model_dir=test_model_dir(), env={"VISION_DRAIN_DELAY": "0.5", "VISION_THREADS": "4"}) as srv:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_under_load_drains_without_failures(workers):
+    env = {"VISION_DRAIN_DELAY": "0.5", "VISION_THREADS": "4", "VISION_WORKERS": workers}
+    with BackendServer(model_dir=test_model_dir(), env=env) as srv:
         stop_at = [None]
         results = {"ok": 0, "closed": 0, "bad": [], "refused": 0, "ok_after_term": 0}
         lock = threading.Lock()
@@ -263,3 +276,64 @@ def test_second_signal_exits_at_once():
         assert srv.proc.poll() is None and srv.status("/readyz") == 503  # draining, still serving
         srv.proc.send_signal(signal.SIGINT)
         assert srv.proc.wait(3) == 1
+
+
+# --- VISION_WORKERS: several processes on one port ----------------------------------------------
+
+def _log_lines(srv: BackendServer) -> list[dict]:
+    return [json.loads(line) for line in srv.logs().splitlines() if line.startswith("{")]
+
+
+def _counter(metrics_text: str, prefix: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics_text.splitlines() if line.startswith(prefix))
+
+
+def test_workers_share_the_port_and_report_metrics_together():
+    with BackendServer(model_dir=test_model_dir(), env={"VISION_WORKERS": "2", "VISION_THREADS": "2"}) as srv:
+        n = 60
+        for _ in range(n):  # a new connection each time, so the kernel hands them to both workers
+            resp = requests.post(srv.url + "/predict", data=BODY, headers={"Content-Type": "application/json",
+                                                                           "Connection": "close"}, timeout=10)
+            assert resp.status_code == 200 and resp.json()["label"] == "8"
+        answered = {e["worker"] for e in _log_lines(srv) if e.get("route") == "/predict" and e.get("status") == 200}
+        assert answered == {1, 2}
+        # Whichever worker answers the scrape, it reports the requests of both.
+        for _ in range(4):
+            text = requests.get(srv.url + "/metrics", headers={"Connection": "close"}, timeout=10).text
+            assert _counter(text, 'vision_http_requests_total{method="POST",model="mnist",route="/predict",'
+                                  'status="200"}') == n
+            assert _counter(text, 'vision_predictions_total{label="8",model="mnist"}') == n
+            assert "vision_ready 1.0" in text
+            assert text.count("vision_model_info{") == 2
+        assert srv.stop() == 0
+    started = next(e for e in _log_lines(srv) if e["message"] == "workers started")
+    assert not Path(started["metrics_dir"]).exists()  # the supervisor cleans up its metrics folder
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (an orphan that exited waits for init to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_a_worker_that_dies_takes_the_server_down():
+    """Half a server must not limp on unnoticed: the supervisor stops the rest and exits 1."""
+    with BackendServer(model_dir=test_model_dir(), env={"VISION_WORKERS": "2"}) as srv:
+        pids = next(e for e in _log_lines(srv) if e["message"] == "workers started")["pids"]
+        os.kill(pids[0], signal.SIGKILL)
+        assert srv.proc.wait(15) == 1
+        assert not any(_alive(pid) for pid in pids)
+    assert "exited with signal SIGKILL" in srv.logs()
+
+
+def test_workers_leave_when_the_supervisor_is_killed():
+    with BackendServer(model_dir=test_model_dir(), env={"VISION_WORKERS": "2"}) as srv:
+        pids = next(e for e in _log_lines(srv) if e["message"] == "workers started")["pids"]
+        srv.proc.kill()
+        srv.proc.wait(5)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in pids), "orphaned workers kept running"

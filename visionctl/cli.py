@@ -485,6 +485,7 @@ def serve(
     models_dir: Optional[Path] = typer.Option(None, "--models-dir", help="Model folder [default: VISION_MODEL_DIR or models]."),
     models: Optional[str] = typer.Option(None, help="Comma-separated models to load [default: VISION_MODELS or all]."),
     threads: Optional[int] = typer.Option(None, min=1, help="Waitress threads [default: VISION_THREADS or 8]."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Server processes, ~1 core each [default: VISION_WORKERS or 1]."),
     log_level: Optional[str] = typer.Option(None, help="DEBUG, INFO, WARNING, ERROR [default: VISION_LOG_LEVEL or INFO]."),
 ) -> None:
     """Run the API locally on Waitress (no Docker, no cluster). Ctrl-C or SIGTERM stops it gracefully.
@@ -493,12 +494,13 @@ def serve(
     import os
 
     flags = {"VISION_HOST": host, "VISION_PORT": port, "VISION_MODEL_DIR": models_dir, "VISION_MODELS": models,
-             "VISION_THREADS": threads, "VISION_LOG_LEVEL": log_level}
+             "VISION_THREADS": threads, "VISION_WORKERS": workers, "VISION_LOG_LEVEL": log_level}
     os.environ.update({k: str(v) for k, v in flags.items() if v is not None})
     try:
         from backend.config import ConfigError
         from backend.inference import ModelLoadError
         from backend.server import serve as run_backend
+        from backend.supervisor import WorkerError
     except ImportError as exc:
         fail(f"the backend needs the [serve] extra: pip install -e '.[serve]' ({exc})")
     try:
@@ -509,6 +511,8 @@ def serve(
         fail(f"{exc}\n  train with `visionctl train mnist` or point --models-dir at a folder with <name>.onnx + .json")
     except OSError as exc:
         fail(f"cannot listen: {exc} (is another server on that port? use --port)")
+    except WorkerError as exc:
+        fail(str(exc))
 
 
 @app.command()

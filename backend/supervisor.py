@@ -1,0 +1,140 @@
+"""``VISION_WORKERS`` > 1: several backend processes sharing one listening socket.
+
+Why: a Python process handles requests on about one core (the GIL), and on this service Python —
+HTTP parsing, Flask, preprocessing — costs more than the model. A machine with N cores serves N
+times more with N processes. (In Kubernetes, one worker per pod and more replicas does the same.)
+
+How: the supervisor binds the port once — a busy port fails here, before anything starts — and
+starts ``python -m backend`` workers that inherit the socket (``VISION_LISTEN_FD``). Each worker is
+the ordinary single-process server: its own models, readiness and graceful drain. The kernel gives
+each new connection to whichever worker accepts it first. Workers are fresh interpreters (not
+forks), so ONNX Runtime and prometheus_client start clean in each.
+
+Metrics: the workers run prometheus_client in multiprocess mode, writing to
+``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder unless set), and any worker's ``/metrics``
+adds up all of them — a scrape sees the whole server whichever worker answers.
+
+Lifecycle: SIGTERM/SIGINT is passed to every worker (each drains as it would alone) and the
+supervisor exits once all have; a second signal is passed on too (workers then exit at once). A
+worker that dies by itself stops the others and the supervisor exits 1: a server at reduced
+capacity should be restarted (by Kubernetes, Docker or systemd), not limp on unnoticed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+
+log = logging.getLogger("backend.supervisor")
+
+LISTEN_BACKLOG = 1024
+
+
+class WorkerError(RuntimeError):
+    """A worker exited on its own (crash, model load failure); the message names it."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """One worker's listening socket (SO_REUSEADDR like Waitress's own, SO_REUSEPORT to share the port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def supervise(config) -> None:
+    """Run ``config.workers`` workers until a signal stops them (blocking).
+
+    Raises :class:`OSError` when the port cannot be bound and :class:`WorkerError` when a worker
+    exits by itself or fails while stopping.
+    """
+    first = bind(config.host, config.port)
+    socks = [first] + [bind(config.host, first.getsockname()[1]) for _ in range(config.workers - 1)]
+    sock = first
+    own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="vision-metrics-")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    workers: dict[int, int] = {}  # pid → worker number
+    stopping = [False]
+
+    def forward(signum, _frame):
+        if not stopping[0]:
+            log.info("stopping workers", extra={"fields": {"signal": signal.Signals(signum).name}})
+        stopping[0] = True
+        for pid in workers:
+            _kill(pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for n in range(1, config.workers + 1):
+            # Own process group: a terminal's Ctrl-C reaches the supervisor only, which passes it
+            # on once (a worker receiving it twice would skip its graceful drain).
+            fd = socks[n - 1].fileno()
+            proc = subprocess.Popen([sys.executable, "-m", "backend"],
+                                    env={**env, "VISION_WORKER_ID": str(n), "VISION_LISTEN_FD": str(fd)},
+                                    pass_fds=(fd,), process_group=0)
+            workers[proc.pid] = n
+        log.info("workers started", extra={"fields": {
+            "url": f"http://{config.host}:{sock.getsockname()[1]}", "workers": config.workers,
+            "pids": sorted(workers), "metrics_dir": metrics_dir}})
+        # The workers hold the socket now. Keeping it open here would let the kernel queue
+        # connections after every worker has stopped accepting, which nobody would ever answer.
+        for sock in socks:
+            sock.close()
+        failure = _wait(workers, stopping, metrics_dir)
+    finally:
+        for sock in socks:
+            sock.close()
+        for pid in workers:  # only if we got here by an exception: never leave orphans behind
+            _kill(pid, signal.SIGKILL)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if own_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    if failure:
+        raise WorkerError(failure)
+    log.info("stopped")
+
+
+def _wait(workers: dict[int, int], stopping: list[bool], metrics_dir: str) -> str | None:
+    """Reap workers until none is left; returns the first failure's description, if any."""
+    from prometheus_client import multiprocess
+
+    failure = None
+    while workers:
+        pid, status = os.wait()  # a signal runs ``forward`` and the wait resumes (PEP 475)
+        n = workers.pop(pid, None)
+        if n is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        multiprocess.mark_process_dead(pid, metrics_dir)  # drop its live gauges (in flight, ready)
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
+        if not stopping[0]:
+            failure = failure or f"worker {n} (pid {pid}) exited with {how}; its log lines above say why"
+            log.error("worker exited: stopping the others", extra={"fields": {"worker": n, "pid": pid, "exit": code}})
+            stopping[0] = True
+            for other in workers:
+                _kill(other, signal.SIGTERM)
+        elif code != 0:
+            failure = failure or f"worker {n} (pid {pid}) exited with {how} while stopping"
+    return failure
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
