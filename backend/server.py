@@ -15,10 +15,12 @@ Waitress's own ``close()`` cancels queued requests, hence this module drives the
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -31,10 +33,10 @@ from waitress.server import create_server
 from waitress.task import WSGITask
 
 from backend.app import create_app
-from backend.config import Config, ConfigError
+from backend.config import Config
 from backend.inference import ModelLoadError
 from backend.logs import configure_logging
-from backend.supervisor import WorkerError, supervise
+from backend.supervisor import supervise
 
 log = logging.getLogger("backend.server")
 
@@ -91,10 +93,16 @@ class Server:
 
     def run(self) -> None:
         """Serve until shut down (blocking). Raises the model-load error if loading failed."""
-        loader = threading.Thread(target=self._load_models, name="model-loader", daemon=True)
-        loader.start()
-        if self.config.listen_fd is not None:
-            threading.Thread(target=self._watch_supervisor, args=(os.getppid(),), name="supervisor-watch",
+        if self.config.listen_fd is None:
+            # /healthz answers and /readyz says 503 while the models load in the background.
+            threading.Thread(target=self._load_models, name="model-loader", daemon=True).start()
+        else:
+            # A worker accepts nothing before its models are ready: connections the kernel hands to
+            # its socket wait in the backlog for a moment instead of getting 503s while a sibling
+            # worker already answers /readyz with 200.
+            supervisor = os.getppid()  # before loading: the supervisor may die meanwhile
+            self._load()
+            threading.Thread(target=self._watch_supervisor, args=(supervisor,), name="supervisor-watch",
                              daemon=True).start()
         log.info("listening", extra={"fields": {
             "url": f"http://{self.config.host}:{self.port}", "threads": self.config.threads,
@@ -107,15 +115,23 @@ class Server:
             raise self.failure
         log.info("stopped")
 
-    def _load_models(self) -> None:
+    def _load(self) -> None:
+        """Load and warm up the models; any failure becomes a logged :class:`ModelLoadError`."""
         try:
             self.state.load_models()
-            log.info("ready", extra={"fields": {"models": {n: m.card.version for n, m in
-                                                           self.state.registry.models.items()}}})
-        except BaseException as exc:  # any failure must end the process, not leave it unready forever
-            self.failure = exc if isinstance(exc, ModelLoadError) else ModelLoadError(f"model loading failed: {exc!r}")
-            self.state.registry.error = str(self.failure)
-            log.error("model loading failed", extra={"fields": {"error": str(self.failure)}})
+        except BaseException as exc:
+            error = exc if isinstance(exc, ModelLoadError) else ModelLoadError(f"model loading failed: {exc!r}")
+            self.state.registry.error = str(error)
+            log.error("model loading failed", extra={"fields": {"error": str(error)}})
+            raise error from None
+        log.info("ready", extra={"fields": {"models": {n: m.card.version for n, m in
+                                                       self.state.registry.models.items()}}})
+
+    def _load_models(self) -> None:
+        try:
+            self._load()
+        except ModelLoadError as exc:  # any failure must end the process, not leave it unready forever
+            self.failure = exc
             self.shutdown(reason="model loading failed", delay=0.0)
 
     def _watch_supervisor(self, supervisor_pid: int) -> None:
@@ -162,6 +178,7 @@ class Server:
 
     def _stop_accepting(self) -> None:
         srv = self.waitress
+        _drop_new_connections(srv.socket)
         for _ in range(10_000):  # take over connections the kernel already completed (backlog)
             before = len(self.map)
             srv.handle_accept()
@@ -200,6 +217,27 @@ class Server:
         self._in_loop(lambda: wasyncore.close_all(self.map, ignore_all=True))
 
 
+SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)  # Linux; Python does not export it
+
+
+def _drop_new_connections(sock: socket.socket) -> None:
+    """Stop the kernel completing new connections on this listening socket (Linux; best effort).
+
+    Closing a listening socket resets every connection still in its accept queue, and a client may
+    already have sent its request on one. Emptying the queue first leaves a race: a handshake that
+    completes between the last accept() and close() is reset. A one-instruction BPF filter
+    ("drop") on the listener stops new handshakes from completing, so the queue can be emptied
+    for good; a client whose SYN was dropped retries after ~1 s and finds the port closed.
+    """
+    drop = struct.pack("HBBI", 0x06, 0, 0, 0)  # BPF_RET | BPF_K, return 0 bytes = drop the packet
+    program = ctypes.create_string_buffer(drop)
+    fprog = struct.pack("HL", 1, ctypes.addressof(program))  # struct sock_fprog {len; *filter}
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    except OSError as exc:  # not Linux, or filters not permitted: fall back to the plain close
+        log.debug("cannot attach the drain filter", extra={"fields": {"error": str(exc)}})
+
+
 def serve(config: Config | None = None, install_signals: bool | None = None) -> None:
     """Run the backend until SIGTERM/SIGINT (blocking). Library entry used by ``visionctl serve``.
 
@@ -225,13 +263,9 @@ def serve(config: Config | None = None, install_signals: bool | None = None) -> 
     server.run()
 
 
-def main() -> int:
-    """``python -m backend``: one clear line on stderr and a non-zero status for any start failure."""
-    try:
-        config = Config.from_env()
-    except ConfigError as exc:
-        print(f"backend: configuration error: {exc}", file=sys.stderr)
-        return 2
+def main(config: Config) -> int:
+    """``python -m backend`` (one process, or one worker): one clear line on stderr and a non-zero
+    status for any start failure."""
     try:
         serve(config)
     except ModelLoadError as exc:
@@ -239,8 +273,5 @@ def main() -> int:
         return 1
     except OSError as exc:
         print(f"backend: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except WorkerError as exc:
-        print(f"backend: {exc}", file=sys.stderr)
         return 1
     return 0

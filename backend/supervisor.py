@@ -55,6 +55,22 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def main(config) -> int:
+    """``python -m backend`` with ``VISION_WORKERS`` > 1: exit status and one line on stderr on failure."""
+    from backend.logs import configure_logging
+
+    configure_logging(config.log_level)
+    try:
+        supervise(config)
+    except OSError as exc:
+        print(f"backend: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except WorkerError as exc:
+        print(f"backend: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def supervise(config) -> None:
     """Run ``config.workers`` workers until a signal stops them (blocking).
 

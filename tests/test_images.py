@@ -250,11 +250,14 @@ def test_backend_container_is_hardened(backend):
     assert backend.inspect()["State"]["Health"]["Status"] == "healthy", backend.inspect()["State"]["Health"]
 
 
-def test_sigterm_under_load_drops_no_request(images):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_under_load_drops_no_request(images, workers):
     """Clients keep posting while PID 1 gets SIGTERM. Like a load balancer that honours the drain
     signal, a client stops once a response says ``Connection: close``; every request must get a 200
-    and the process must exit 0. The drain delay stands in for the pod's endpoint removal."""
-    c = Container(BACKEND, env={"VISION_DRAIN_DELAY": "1", "VISION_THREADS": "4"}, publish=constants.BACKEND_PORT)
+    and the process must exit 0. The drain delay stands in for the pod's endpoint removal. With two
+    workers PID 1 is the supervisor, which passes the signal on (and keeps its metrics in /tmp)."""
+    c = Container(BACKEND, env={"VISION_DRAIN_DELAY": "1", "VISION_THREADS": "4", "VISION_WORKERS": workers},
+                  publish=constants.BACKEND_PORT)
     try:
         c.wait_http("/readyz")
         body = {"instances": [sample_payload(p) for p in sorted((ROOT / "samples" / "mnist").glob("*.png"))] * 2}
@@ -304,6 +307,7 @@ def test_sigterm_under_load_drops_no_request(images):
         assert exit_code == 0, logs[-3000:]
         assert len(records) >= 20 and in_flight >= 1, (len(records), in_flight)
         assert "Traceback" not in logs
+        assert logs.count('"message": "stopped"') == int(workers) + (workers != "1")  # + the supervisor
     finally:
         c.remove()
 
