@@ -292,11 +292,12 @@ def test_predict_bad_url():
 
 # -- serve: the real server through the CLI ------------------------------------------------------
 
-def test_serve_starts_answers_and_stops_gracefully():
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_starts_answers_and_stops_gracefully(workers):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
     proc = subprocess.Popen([sys.executable, "-m", "visionctl", "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--models-dir", str(test_model_dir()), "--threads", "2"],
+                             "--models-dir", str(test_model_dir()), "--threads", "2", "--workers", workers],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -313,7 +314,9 @@ def test_serve_starts_answers_and_stops_gracefully():
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
-    assert code == 0
+    output = proc.stdout.read()
+    assert code == 0, output
+    assert output.count('"message": "stopped"') == int(workers) + (workers != "1")  # + the supervisor
 
 
 def test_serve_rejects_bad_config(tmp_path):
