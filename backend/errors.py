@@ -61,3 +61,14 @@ ERROR_CODES = {
     "internal_error": 500,
     "not_ready": 503,
 }
+
+
+# Start-up failures (not HTTP errors): here so ``python -m backend`` can report them without
+# importing ONNX Runtime or the server.
+
+class ModelLoadError(RuntimeError):
+    """A model file or card is missing, corrupt or inconsistent; the message names the file."""
+
+
+class WorkerError(RuntimeError):
+    """With ``VISION_WORKERS`` > 1: a worker exited on its own (crash, model load failure)."""

@@ -20,14 +20,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from backend.errors import ModelLoadError  # noqa: F401 (re-exported: raised by load_model)
+
 log = logging.getLogger("backend.inference")
 
 PREPROCESSING_MODES = ("digit", "frame")
 IMAGE_SIDE = 28
-
-
-class ModelLoadError(RuntimeError):
-    """A model file or card is missing, corrupt or inconsistent; the message names the file."""
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from waitress.task import WSGITask
 
 from backend.app import create_app
 from backend.config import Config
-from backend.inference import ModelLoadError
+from backend.errors import ModelLoadError
 from backend.logs import configure_logging
 from backend.supervisor import supervise
 
@@ -243,7 +243,7 @@ def serve(config: Config | None = None, install_signals: bool | None = None) -> 
 
     Raises :class:`ConfigError` for bad ``VISION_*`` values, :class:`ModelLoadError` when a model
     cannot be loaded, :class:`OSError` when the port cannot be bound and, with ``VISION_WORKERS`` > 1,
-    :class:`~backend.supervisor.WorkerError` when a worker fails.
+    :class:`~backend.errors.WorkerError` when a worker fails.
     """
     config = config or Config.from_env()
     configure_logging(config.log_level, worker=config.worker_id or None)
@@ -261,17 +261,3 @@ def serve(config: Config | None = None, install_signals: bool | None = None) -> 
     if install_signals:
         server.install_signal_handlers()
     server.run()
-
-
-def main(config: Config) -> int:
-    """``python -m backend`` (one process, or one worker): one clear line on stderr and a non-zero
-    status for any start failure."""
-    try:
-        serve(config)
-    except ModelLoadError as exc:
-        print(f"backend: cannot load models: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"backend: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    return 0

@@ -31,13 +31,11 @@ import subprocess
 import sys
 import tempfile
 
+from backend.errors import WorkerError
+
 log = logging.getLogger("backend.supervisor")
 
 LISTEN_BACKLOG = 1024
-
-
-class WorkerError(RuntimeError):
-    """A worker exited on its own (crash, model load failure); the message names it."""
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -53,22 +51,6 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def main(config) -> int:
-    """``python -m backend`` with ``VISION_WORKERS`` > 1: exit status and one line on stderr on failure."""
-    from backend.logs import configure_logging
-
-    configure_logging(config.log_level)
-    try:
-        supervise(config)
-    except OSError as exc:
-        print(f"backend: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except WorkerError as exc:
-        print(f"backend: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def supervise(config) -> None:

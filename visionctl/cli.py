@@ -498,9 +498,8 @@ def serve(
     os.environ.update({k: str(v) for k, v in flags.items() if v is not None})
     try:
         from backend.config import ConfigError
-        from backend.inference import ModelLoadError
+        from backend.errors import ModelLoadError, WorkerError
         from backend.server import serve as run_backend
-        from backend.supervisor import WorkerError
     except ImportError as exc:
         fail(f"the backend needs the [serve] extra: pip install -e '.[serve]' ({exc})")
     try:
