@@ -21,13 +21,14 @@ def main() -> None:
     parser.add_argument("--data-dir", default="../shared/datasets/fashion-mnist")
     parser.add_argument("--init-weights", default="models/mnist.pt")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=0, help="first N training images only (0 = all; for quick checks)")
     parser.add_argument("--out", default="benchmarks/results/finetune_strategies.json")
     args = parser.parse_args()
 
     results = []
     for strategy in STRATEGIES:
         cfg = training.make_config("fashion-mnist", data_dir=args.data_dir, epochs=args.epochs,
-                                   strategy=strategy, init_weights=args.init_weights)
+                                   strategy=strategy, init_weights=args.init_weights, limit=args.limit or None)
         start = time.perf_counter()
         _, metrics, _ = training.train(cfg)
         row = {"strategy": strategy, "epochs": args.epochs,

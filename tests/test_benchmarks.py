@@ -53,3 +53,14 @@ def test_variants_benchmark_on_a_subset(tmp_path):
         assert all(0.0 <= row["accuracy"] <= 1.0 for row in model["variants"])
     assert (tmp_path / "docs" / "variants.md").read_text().count("|") > 20
     assert (tmp_path / "docs" / "mnist-variants.png").is_file()
+
+
+def test_finetune_strategies_benchmark_on_a_subset(tmp_path):
+    out = tmp_path / "strategies.json"
+    proc = run("benchmarks/finetune_strategies.py", "--data-dir", str(DATASETS / "fashion-mnist"),
+               "--epochs", "1", "--limit", "600", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["strategy"] for r in rows] == ["fc2", "fc1+fc2", "all"]
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 and len(r["per_epoch"]) == 1 for r in rows)
+    assert "best: " in proc.stdout
