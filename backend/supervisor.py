@@ -59,9 +59,13 @@ def supervise(config) -> None:
     Raises :class:`OSError` when the port cannot be bound and :class:`WorkerError` when a worker
     exits by itself or fails while stopping.
     """
-    first = bind(config.host, config.port)
-    socks = [first] + [bind(config.host, first.getsockname()[1]) for _ in range(config.workers - 1)]
-    sock = first
+    socks = [bind(config.host, config.port)]  # one per worker: the kernel spreads connections by hash
+    port = socks[0].getsockname()[1]
+    try:
+        socks += [bind(config.host, port) for _ in range(config.workers - 1)]
+    except OSError:
+        socks[0].close()
+        raise
     own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="vision-metrics-")
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
@@ -72,7 +76,7 @@ def supervise(config) -> None:
         if not stopping[0]:
             log.info("stopping workers", extra={"fields": {"signal": signal.Signals(signum).name}})
         stopping[0] = True
-        for pid in workers:
+        for pid in list(workers):
             _kill(pid, signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -85,11 +89,14 @@ def supervise(config) -> None:
                                     env={**env, "VISION_WORKER_ID": str(n), "VISION_LISTEN_FD": str(fd)},
                                     pass_fds=(fd,), process_group=0)
             workers[proc.pid] = n
+        if stopping[0]:  # a signal came while workers were starting: the later ones missed it
+            for pid in list(workers):
+                _kill(pid, signal.SIGTERM)
         log.info("workers started", extra={"fields": {
-            "url": f"http://{config.host}:{sock.getsockname()[1]}", "workers": config.workers,
+            "url": f"http://{config.host}:{port}", "workers": config.workers,
             "pids": sorted(workers), "metrics_dir": metrics_dir}})
-        # The workers hold the socket now. Keeping it open here would let the kernel queue
-        # connections after every worker has stopped accepting, which nobody would ever answer.
+        # The workers hold the sockets now. Keeping them open here would let the kernel queue
+        # connections after a worker has stopped accepting, which nobody would ever answer.
         for sock in socks:
             sock.close()
         failure = _wait(workers, stopping, metrics_dir)
@@ -124,7 +131,7 @@ def _wait(workers: dict[int, int], stopping: list[bool], metrics_dir: str) -> st
             failure = failure or f"worker {n} (pid {pid}) exited with {how}; its log lines above say why"
             log.error("worker exited: stopping the others", extra={"fields": {"worker": n, "pid": pid, "exit": code}})
             stopping[0] = True
-            for other in workers:
+            for other in list(workers):
                 _kill(other, signal.SIGTERM)
         elif code != 0:
             failure = failure or f"worker {n} (pid {pid}) exited with {how} while stopping"
