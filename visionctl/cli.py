@@ -154,6 +154,7 @@ BaseImageOpt = typer.Option(None, "--base-image", envvar="VISION_BASE_IMAGE",
 ApiKeyOpt = typer.Option(None, "--api-key", envvar="VISION_API_KEY", help="API key sent as X-API-Key.")
 ValuesOpt = typer.Option(None, "--values", "-f", exists=True, dir_okay=False,
                          help="Extra Helm values file (repeatable), e.g. API keys or resources.")
+RolloutTimeoutOpt = typer.Option(300, min=10, help="Seconds to wait for each rollout.")
 
 
 def _runner(dry_run: bool, verbose: bool):
@@ -178,6 +179,13 @@ def _steps(fn, runner):
 def _target(cluster: str, port: int):
     from visionctl.deploy import Target
     return Target(cluster=cluster, port=port)
+
+
+def _chart(tag: str | None, tunnel: bool, tunnel_mode: "TunnelMode", values: list[Path] | None):
+    """Chart options shared by `up` and `deploy`."""
+    from visionctl.deploy import ChartOptions
+    return ChartOptions(tag=tag or _default("IMAGE_TAG"), tunnel=tunnel, tunnel_mode=tunnel_mode.value,
+                        values_files=list(values or []))
 
 
 def _print_endpoints(result, dry_run: bool) -> None:
@@ -233,19 +241,16 @@ def up(
     values: Optional[list[Path]] = ValuesOpt,
     api_key: Optional[str] = ApiKeyOpt,
     data_dir: Optional[Path] = DataDirOpt,
-    rollout_timeout: int = typer.Option(300, min=10, help="Seconds to wait for each rollout."),
+    rollout_timeout: int = RolloutTimeoutOpt,
     dry_run: bool = DryRunOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
     """Everything: models → images → k3d cluster → helm install → smoke test → URLs. Idempotent."""
     from visionctl import orchestrate
-    from visionctl.deploy import ChartOptions
 
     runner = _runner(dry_run, verbose)
     opts = orchestrate.UpOptions(
-        target=_target(cluster, port),
-        chart=ChartOptions(tag=tag or _default("IMAGE_TAG"), tunnel=tunnel, tunnel_mode=tunnel_mode.value,
-                           values_files=list(values or [])),
+        target=_target(cluster, port), chart=_chart(tag, tunnel, tunnel_mode, values),
         train=train, build=build, base_image=base_image, api_key=api_key, data_dir=data_dir,
         rollout_timeout=rollout_timeout)
     if dry_run:
@@ -263,19 +268,17 @@ def deploy(
     tag: Optional[str] = TagOpt,
     values: Optional[list[Path]] = ValuesOpt,
     api_key: Optional[str] = ApiKeyOpt,
-    rollout_timeout: int = typer.Option(300, min=10, help="Seconds to wait for each rollout."),
+    rollout_timeout: int = RolloutTimeoutOpt,
     dry_run: bool = DryRunOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
     """Import the built images into the cluster, helm upgrade --install, wait, smoke-test."""
     from visionctl import orchestrate
-    from visionctl.deploy import ChartOptions
 
     runner = _runner(dry_run, verbose)
     opts = orchestrate.UpOptions(
         target=_target(cluster, port), api_key=api_key, rollout_timeout=rollout_timeout,
-        chart=ChartOptions(tag=tag or _default("IMAGE_TAG"), tunnel=tunnel, tunnel_mode=tunnel_mode.value,
-                           values_files=list(values or [])))
+        chart=_chart(tag, tunnel, tunnel_mode, values))
     result = _steps(lambda: orchestrate.deploy_only(runner, opts), runner)
     _print_endpoints(result, dry_run)
 
