@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from backend.errors import ModelLoadError  # noqa: F401 (re-exported: raised by load_model)
+from backend.errors import ModelLoadError
 
 log = logging.getLogger("backend.inference")
 
