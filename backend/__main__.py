@@ -16,11 +16,12 @@ def main() -> int:
     except ConfigError as exc:
         print(f"backend: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.log_level, worker=config.worker_id or None)
     if config.workers > 1 and config.listen_fd is None:
         # The supervisor serves nothing itself: importing it alone keeps Flask and ONNX Runtime
         # out of this process (RSS 23 MiB instead of 83 MiB, measured).
         from backend.supervisor import supervise as run
+
+        configure_logging(config.log_level)  # serve() does this itself on the other path
     else:
         from backend.server import serve as run
     try:

@@ -1,14 +1,15 @@
-"""``VISION_WORKERS`` > 1: several backend processes sharing one listening socket.
+"""``VISION_WORKERS`` > 1: several backend processes serving one port.
 
 Why: a Python process handles requests on about one core (the GIL), and on this service Python —
 HTTP parsing, Flask, preprocessing — costs more than the model. A machine with N cores serves N
 times more with N processes. (In Kubernetes, one worker per pod and more replicas does the same.)
 
-How: the supervisor binds the port once — a busy port fails here, before anything starts — and
-starts ``python -m backend`` workers that inherit the socket (``VISION_LISTEN_FD``). Each worker is
-the ordinary single-process server: its own models, readiness and graceful drain. The kernel gives
-each new connection to whichever worker accepts it first. Workers are fresh interpreters (not
-forks), so ONNX Runtime and prometheus_client start clean in each.
+How: the supervisor binds one SO_REUSEPORT listening socket per worker on the port — a busy port
+fails here, before anything starts — and starts ``python -m backend`` workers that each inherit
+their socket (``VISION_LISTEN_FD``). Each worker is the ordinary single-process server: its own
+models, readiness and graceful drain. The kernel spreads new connections over the sockets by a
+hash of the client address (a single shared socket handed ~70 % of them to one worker, measured).
+Workers are fresh interpreters (not forks), so ONNX Runtime and prometheus_client start clean in each.
 
 Metrics: the workers run prometheus_client in multiprocess mode, writing to
 ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder unless set), and any worker's ``/metrics``
