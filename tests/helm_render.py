@@ -111,12 +111,16 @@ def matches(selector: dict, labels: dict) -> bool:
     return True
 
 
-# Kubernetes versions to validate against: the oldest k3d release we support and the newest
-# schema kubernetes-validate ships.
+# The oldest Kubernetes we claim (README "Deploy on your own cluster"): 1.27 turned on
+# topologySpreadConstraints.matchLabelKeys by default; Pod Security admission, autoscaling/v2 and
+# policy/v1 are older. Validated against it and the newest schema kubernetes-validate ships.
+MIN_KUBERNETES = "1.27.0"
+
+
 def kubernetes_versions() -> list[str]:
     from kubernetes_validate.utils import latest_version
 
-    return ["1.31.0", latest_version()]
+    return [MIN_KUBERNETES, latest_version()]
 
 
 def validate_objects(docs: list[dict], version: str) -> list[str]:
