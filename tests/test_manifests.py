@@ -1,5 +1,7 @@
-"""deploy/manifests/: the plain-``kubectl apply`` rendering of the chart must exist, be valid and
-match the chart exactly (re-render with scripts/render-manifests.sh after changing the chart)."""
+"""deploy/manifests/: the plain-``kubectl apply`` rendering of the chart — a backend-only default set
+plus opt-in folders. It must match the chart exactly (re-render with scripts/render-manifests.sh),
+validate strictly, meet Pod Security "restricted", and — decided by tests/netpol_eval.py for each
+distribution's documented clients — answer on the API port everywhere."""
 
 from __future__ import annotations
 
@@ -8,51 +10,153 @@ import subprocess
 
 import pytest
 
+from cluster_profiles import PORT_FORWARD, PROFILES
+from helm_render import ROOT, kubernetes_versions, load_docs, pod_specs, require_helm, template, validate_objects
+from netpol_eval import Cluster, reaches, resolve_named_service_port, route, service_backend
+from test_chart import check_restricted
 from visionctl import constants
-from helm_render import ROOT, kubernetes_versions, load_docs, pod_specs, require_helm, validate_objects
 
 MANIFESTS = ROOT / constants.MANIFESTS_DIR
 SCRIPT = ROOT / "scripts" / "render-manifests.sh"
+OPT_IN = ("ui", "ingress", "loadbalancer", "tunnel")
+BACKEND_IMAGE = f"{constants.BACKEND_IMAGE}:{constants.IMAGE_TAG}"
 
 
-def committed() -> list[dict]:
-    files = sorted(MANIFESTS.glob("*.yaml"))
-    assert files, f"no manifests in {MANIFESTS}"
+def load(folder: str = "") -> list[dict]:
+    """What ``kubectl apply -f deploy/manifests/<folder>`` applies (not recursive, lexical order)."""
+    files = sorted((MANIFESTS / folder).glob("*.yaml"))
+    assert files, f"no manifests in {MANIFESTS / folder}"
     return [doc for f in files for doc in load_docs(f.read_text())]
+
+
+def every() -> list[dict]:
+    return load() + [d for folder in OPT_IN for d in load(folder)]
 
 
 def test_manifests_do_not_drift_from_chart(tmp_path):
     helm = require_helm()
-    out = tmp_path / "vision-ai.yaml"
-    subprocess.run([str(SCRIPT), str(out)], check=True, capture_output=True, text=True, timeout=120,
+    subprocess.run([str(SCRIPT), str(tmp_path)], check=True, capture_output=True, text=True, timeout=120,
                    env={**os.environ, "HELM": helm})
-    expected = (MANIFESTS / "vision-ai.yaml").read_text()
-    assert out.read_text() == expected, "deploy/manifests is stale: run scripts/render-manifests.sh"
+    fresh = {p.relative_to(tmp_path): p.read_text() for p in tmp_path.rglob("*.yaml")}
+    committed = {p.relative_to(MANIFESTS): p.read_text() for p in MANIFESTS.rglob("*.yaml")}
+    assert fresh.keys() == committed.keys()
+    stale = [str(p) for p in fresh if fresh[p] != committed[p]]
+    assert stale == [], "deploy/manifests is stale: run scripts/render-manifests.sh"
 
 
 @pytest.mark.parametrize("version", kubernetes_versions())
 def test_manifests_validate_strictly(version):
-    assert validate_objects(committed(), version) == []
+    assert validate_objects(every(), version) == []
 
 
-def test_namespace_first_with_restricted_pod_security():
-    docs = committed()
+def test_default_set_is_namespace_then_backend_only():
+    docs = load()
     ns = docs[0]
     assert ns["kind"] == "Namespace" and ns["metadata"]["name"] == constants.NAMESPACE
-    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    for doc in docs[1:]:
+    labels = ns["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    for doc in docs[1:] + [d for folder in OPT_IN for d in load(folder)]:
         assert doc["metadata"]["namespace"] == constants.NAMESPACE, doc["kind"]
-
-
-def test_manifests_are_plain_and_use_project_images():
-    docs = committed()
     kinds = {d["kind"] for d in docs}
-    assert {"Deployment", "Service", "Ingress", "NetworkPolicy", "HorizontalPodAutoscaler"} <= kinds
-    assert "Secret" not in kinds and "Pod" not in kinds  # no secrets, no helm test hooks
+    assert {"Deployment", "Service", "NetworkPolicy", "HorizontalPodAutoscaler"} <= kinds
+    assert "Ingress" not in kinds  # the API works without any ingress controller
+    assert {c["image"] for _, spec in pod_specs(docs) for c in spec["containers"]} == {BACKEND_IMAGE}
+    assert all(s["spec"]["type"] == "ClusterIP" for s in docs if s["kind"] == "Service")
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"] == [f"{constants.RELEASE_NAME}-backend"]
+
+
+def test_default_set_equals_a_backend_only_chart_install():
+    """The backend objects do not depend on the opt-in parts: a helm install with default values
+    (frontend, tunnel and LoadBalancer off) creates exactly what the default set holds, plus only
+    the API Ingress."""
+    chart = [d for d in load_docs(template(skip_tests=True).stdout) if d["kind"] != "Ingress"]
+    for d in chart:
+        d["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "kubectl"
+        tmpl = d.get("spec", {}).get("template", {}).get("metadata", {}).get("labels")
+        if tmpl and "app.kubernetes.io/managed-by" in tmpl:
+            tmpl["app.kubernetes.io/managed-by"] = "kubectl"
+    key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
+    assert sorted(chart, key=key) == sorted(load()[1:], key=key)
+
+
+def test_opt_in_folders_hold_what_their_names_say():
+    assert {c["image"].rsplit(":", 1)[0] for _, s in pod_specs(load("ui")) for c in s["containers"]} \
+        == {constants.FRONTEND_IMAGE}
+    assert [d["kind"] for d in load("ingress")] == ["Ingress"]
+    assert [(d["kind"], d["spec"]["type"]) for d in load("loadbalancer")] == [("Service", "LoadBalancer")]
+    args = next(c for _, s in pod_specs(load("tunnel")) for c in s["containers"])["args"]
+    # Straight to the API Service: works on any cluster, whatever its ingress controller.
+    assert args[args.index("--url") + 1] == f"http://{constants.RELEASE_NAME}-backend:{constants.BACKEND_PORT}"
+
+
+def test_plain_objects_no_helm_no_class_no_secrets():
+    docs = every()
+    assert not any(d["kind"] in ("Secret", "Pod") for d in docs)  # no secrets, no helm test hooks
     assert not any("helm.sh/hook" in d["metadata"].get("annotations", {}) for d in docs)
     assert not any(d["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == "Helm" for d in docs)
-    images = sorted(c["image"] for _, spec in pod_specs(docs) for c in spec["containers"])
-    assert images == sorted([f"{constants.BACKEND_IMAGE}:{constants.IMAGE_TAG}",
-                             f"{constants.FRONTEND_IMAGE}:{constants.IMAGE_TAG}"])
-    names = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
-    assert names == {f"{constants.RELEASE_NAME}-backend", f"{constants.RELEASE_NAME}-frontend"}
+    for ing in (d for d in docs if d["kind"] == "Ingress"):
+        assert "ingressClassName" not in ing["spec"] and not ing["metadata"].get("annotations")
+
+
+def test_every_pod_meets_restricted_profile():
+    problems = [p for name, spec in pod_specs(every()) for p in check_restricted(name, spec)]
+    assert problems == []
+
+
+# ---- the evaluator's path, per distribution ------------------------------------------------------
+
+def combinations():
+    for profile in PROFILES:
+        for extra in ((), ("ingress",), ("ingress", "ui"), ("loadbalancer",), ("tunnel",)):
+            yield pytest.param(profile, extra, id=f"{profile.name}+{'+'.join(extra) or 'default'}")
+
+
+@pytest.mark.parametrize("profile, extra", combinations())
+def test_every_client_of_every_cluster_reaches_the_api(profile, extra):
+    """For each documented client of the distribution: follow the path its request takes (Ingress
+    route → Service, LoadBalancer Service, cluster DNS Service, port-forward) to the backend pod
+    and check that NetworkPolicy admits it on the API port."""
+    docs = load() + [d for folder in extra for d in load(folder)]
+    cluster = Cluster(docs, dict(profile.namespaces))
+    ns = constants.NAMESPACE
+    server, port = service_backend(cluster, ns, f"{constants.RELEASE_NAME}-backend", constants.BACKEND_PORT)
+    assert port == constants.BACKEND_PORT
+    paths = {"debug pod in default": server, "debug pod in vision-ai": server, PORT_FORWARD.name: server}
+    if "ingress" in extra and profile.ingress_controller:
+        hit = route(cluster, "/predict", controller_class=profile.ingress_class, is_default=True)
+        assert hit, f"{profile.ingress_class} has no route for /predict"
+        svc_port = resolve_named_service_port(cluster, hit[0], hit[1], hit[2])
+        paths[profile.ingress_controller.name] = service_backend(cluster, hit[0], hit[1], svc_port)[0]
+        metrics = route(cluster, "/metrics", controller_class=profile.ingress_class, is_default=True)
+        assert metrics is None or not metrics[1].endswith("-backend"), "/metrics must stay internal"
+    if "loadbalancer" in extra and profile.native:
+        source, svc = profile.native
+        paths[source.name] = service_backend(cluster, ns, svc, constants.BACKEND_PORT)[0]
+    if "tunnel" in extra:
+        tunnel = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-cloudflared"))
+        from netpol_eval import Source
+        labels = tunnel["spec"]["template"]["metadata"]["labels"]
+        profile_clients = [Source("cloudflared", ns, labels)]
+        paths["cloudflared"] = server
+    else:
+        profile_clients = []
+    clients = {c.name: c for c in profile.clients + profile_clients}
+    for name, target in paths.items():
+        verdict = reaches(cluster, clients[name], target, port)
+        assert verdict, f"{profile.name}: {name} cannot reach the API: {verdict.reason}"
+
+
+def test_the_old_traefik_only_policy_would_fail_on_kind():
+    """The simulation must be able to fail: the policy this project shipped before (Traefik in
+    kube-system only) drops ingress-nginx and debug pods, as a kind ≥ 0.24 cluster would."""
+    docs = load()
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    policy["spec"]["ingress"][0]["from"] = [{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "traefik"}}}]
+    kind = next(p for p in PROFILES if p.name == "kind")
+    cluster = Cluster(docs, dict(kind.namespaces))
+    server, port = service_backend(cluster, "vision-ai", "vision-ai-backend", constants.BACKEND_PORT)
+    refused = [c.name for c in kind.clients if not reaches(cluster, c, server, port)]
+    assert refused == [kind.ingress_controller.name, kind.native[0].name, "debug pod in default",
+                       "debug pod in vision-ai"]
