@@ -176,9 +176,9 @@ def _steps(fn, runner):
         raise typer.Exit(130)
 
 
-def _target(cluster: str, port: int):
+def _target(cluster: str, port: int, context: str | None = None):
     from visionctl.deploy import Target
-    return Target(cluster=cluster, port=port)
+    return Target(cluster=cluster, port=port, kube_context=context)
 
 
 def _chart(tag: str | None, tunnel: bool, tunnel_mode: "TunnelMode", values: list[Path] | None):
@@ -194,6 +194,8 @@ def _print_endpoints(result, dry_run: bool) -> None:
     lines = [f"[bold]UI[/]      {result.ui_url}", f"[bold]API[/]     {result.api_url}/predict  (and /v1/models)"]
     if result.tunnel_url:
         lines.append(f"[bold]Public[/]  {result.tunnel_url}  (UI and API)")
+    if getattr(result, "note", ""):
+        lines.append(f"[dim]{result.note}[/]")
     if result.prediction:
         lines.append(f"[dim]smoke test: label {result.prediction['label']} "
                      f"({result.prediction['confidence']:.1%}) for samples/mnist/7-7.png[/]")
@@ -263,6 +265,12 @@ def up(
 def deploy(
     cluster: str = ClusterOpt,
     port: int = PortOpt,
+    context: Optional[str] = typer.Option(
+        None, "--context", envvar="VISION_KUBE_CONTEXT",
+        help="Deploy to this existing kube context instead of the k3d cluster: k3d-*, kind-*, minikube, "
+             "docker-desktop or k3s (\"default\") are recognised and get their own image-load step; the smoke "
+             "test goes through a port-forward."),
+    frontend: bool = typer.Option(True, "--frontend/--no-frontend", help="Also deploy the UI (needs its image)."),
     tunnel: bool = typer.Option(False, "--tunnel/--no-tunnel", help="Deploy cloudflared too."),
     tunnel_mode: TunnelMode = typer.Option(TunnelMode.quick, help="quick or token (see `up --help`)."),
     tag: Optional[str] = TagOpt,
@@ -272,14 +280,18 @@ def deploy(
     dry_run: bool = DryRunOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
-    """Import the built images into the cluster, helm upgrade --install, wait, smoke-test."""
+    """Load the built images into the cluster, helm upgrade --install, wait, smoke-test."""
     from visionctl import orchestrate
 
     runner = _runner(dry_run, verbose)
+    chart = _chart(tag, tunnel, tunnel_mode, values)
+    chart.frontend = frontend
     opts = orchestrate.UpOptions(
-        target=_target(cluster, port), api_key=api_key, rollout_timeout=rollout_timeout,
-        chart=_chart(tag, tunnel, tunnel_mode, values))
-    result = _steps(lambda: orchestrate.deploy_only(runner, opts), runner)
+        target=_target(cluster, port, context), api_key=api_key, rollout_timeout=rollout_timeout, chart=chart)
+    if dry_run:
+        console.print("[bold]Plan[/] (dry run — nothing is executed):")
+    run = orchestrate.deploy_to_context if context else orchestrate.deploy_only
+    result = _steps(lambda: run(runner, opts), runner)
     _print_endpoints(result, dry_run)
 
 

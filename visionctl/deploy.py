@@ -1,5 +1,6 @@
-"""Install and operate the chart on the k3d cluster: ``helm upgrade --install``, rollout waits,
-smoke test through the ingress, status, logs, uninstall and the public tunnel URL.
+"""Install and operate the chart on a cluster (k3d by default, or any kube context):
+``helm upgrade --install``, rollout waits, smoke test through the ingress or a port-forward,
+status, logs, uninstall and the public tunnel URL.
 
 Every helm/kubectl call names the kube context and namespace explicitly (never the user's
 "current" context), so ``visionctl`` cannot touch another cluster by accident.
@@ -13,14 +14,15 @@ import shlex
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from visionctl.client import ApiError, ApiUnavailable, VisionClient, encode_image
 from visionctl.cluster import kube_context
-from visionctl.constants import (CHART_DIR, CLUSTER_NAME, DEFAULT_HOST_PORT, IMAGE_TAG, NAMESPACE, RELEASE_NAME,
-                                 REPO_ROOT)
+from visionctl.constants import (BACKEND_PORT, CHART_DIR, CLUSTER_NAME, DEFAULT_HOST_PORT, IMAGE_TAG,
+                                 MANIFESTS_DIR, NAMESPACE, RELEASE_NAME, REPO_ROOT)
 from visionctl.images import project_images
 from visionctl.runner import Runner, StepFailed
 
@@ -31,20 +33,24 @@ SMOKE_LABEL = "7"
 TUNNEL_METRICS_PORT = 2000  # cloudflared.metricsPort in the chart
 TRYCLOUDFLARE_RE = re.compile(r"https://[a-z0-9-]+\.trycloudflare\.com")
 IMAGE_ID_ANNOTATION = "visionctl/image-id"
+# The plain manifests' Namespace (Pod Security labels): applied before the chart on every path.
+NAMESPACE_MANIFEST = f"{MANIFESTS_DIR}/00-namespace.yaml"
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where the platform lives: one k3d cluster, one Helm release, one namespace."""
+    """Where the platform lives: one cluster (the k3d one, or any ``kube_context``), one Helm
+    release, one namespace."""
 
     cluster: str = CLUSTER_NAME
     port: int = DEFAULT_HOST_PORT
     namespace: str = NAMESPACE
     release: str = RELEASE_NAME
+    kube_context: str | None = None
 
     @property
     def context(self) -> str:
-        return kube_context(self.cluster)
+        return self.kube_context or kube_context(self.cluster)
 
     @property
     def url(self) -> str:
@@ -68,6 +74,7 @@ class ChartOptions:
     the user's own ``--values`` files."""
 
     tag: str = IMAGE_TAG
+    frontend: bool = True  # the chart's default is off (backend-only); visionctl ships the UI
     tunnel: bool = False
     tunnel_mode: str = "quick"
     values_files: list[Path] = field(default_factory=list)
@@ -82,6 +89,7 @@ def helm_argv(target: Target, opts: ChartOptions) -> list[str]:
     for img in (backend, frontend):
         argv += ["--set", f"{img.component}.image.repository={img.repository}",
                  "--set", f"{img.component}.image.tag={img.tag}"]
+    argv += ["--set", f"frontend.enabled={str(opts.frontend).lower()}"]
     argv += ["--set", f"cloudflared.enabled={str(opts.tunnel).lower()}"]
     if opts.tunnel:
         argv += ["--set", f"cloudflared.mode={opts.tunnel_mode}"]
@@ -95,6 +103,14 @@ def rollout_argv(target: Target, component: str, timeout: int) -> list[str]:
     return target.kubectl("rollout", "status", f"deployment/{target.deployment(component)}", f"--timeout={timeout}s")
 
 
+def ensure_namespace(runner: Runner, target: Target) -> None:
+    """``kubectl apply`` the plain manifests' Namespace, so the chart's namespace carries the same
+    Pod Security labels ("restricted" enforced) as ``kubectl apply -f deploy/manifests/``."""
+    runner.run(target.kubectl("apply", "-f", NAMESPACE_MANIFEST), title=f"namespace {target.namespace} "
+               "(Pod Security restricted)", cwd=REPO_ROOT, timeout=120,
+               hint=f"is the cluster reachable? `kubectl --context {target.context} get nodes`")
+
+
 def install(runner: Runner, target: Target, opts: ChartOptions, *, rollout_timeout: int = 300) -> None:
     """``helm upgrade --install`` (idempotent: a second run upgrades in place), then wait for each
     Deployment's rollout. Rollouts wait on the readiness probes (``/readyz`` = models warmed up)."""
@@ -104,7 +120,7 @@ def install(runner: Runner, target: Target, opts: ChartOptions, *, rollout_timeo
     runner.run(helm_argv(target, opts), title=f"helm upgrade --install {target.release}", cwd=REPO_ROOT, timeout=600,
                hint=f"`helm status {target.release} -n {target.namespace} --kube-context {target.context}`; "
                     "an invalid value is named in the error above")
-    components = ["backend", "frontend"] + (["cloudflared"] if opts.tunnel else [])
+    components = ["backend"] + (["frontend"] if opts.frontend else []) + (["cloudflared"] if opts.tunnel else [])
     for component in components:
         runner.run(rollout_argv(target, component, rollout_timeout), title=f"wait for {component} rollout",
                    timeout=rollout_timeout + 30,
@@ -221,6 +237,51 @@ def tunnel_url(runner: Runner, target: Target, *, timeout: float = 120, interval
                                   "`visionctl logs cloudflared` shows its connection attempts; token mode "
                                   "uses the hostnames configured in the Cloudflare dashboard instead")
         sleep(interval)
+
+
+@contextmanager
+def port_forward(runner: Runner, target: Target, resource: str, remote: int, *, timeout: float = 30):
+    """``kubectl port-forward <resource> <free local port>:<remote>`` for the duration of the
+    block; yields ``http://127.0.0.1:<port>`` once the local port accepts connections. Works on
+    every cluster (NetworkPolicy does not apply to it), so it is the smoke test's universal route."""
+    local = _free_port()
+    argv = target.kubectl("port-forward", resource, f"{local}:{remote}", "--address", "127.0.0.1")
+    if runner.verbose:
+        runner.console.print(f"[dim]$ {shlex.join(argv)}[/]", highlight=False)
+    try:
+        proc = subprocess.Popen(argv, env=runner.environ(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    except OSError as exc:
+        raise StepFailed("port-forward", f"cannot start kubectl: {exc.strerror or exc}", argv=argv) from None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise StepFailed("port-forward", f"kubectl port-forward exited with {proc.returncode}", argv=argv,
+                                 tail=(proc.stderr.read() if proc.stderr else "")[-2000:],
+                                 hint=f"`kubectl --context {target.context} -n {target.namespace} get pods`")
+            try:
+                with socket.create_connection(("127.0.0.1", local), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise StepFailed("port-forward", f"127.0.0.1:{local} not open within {timeout:g}s",
+                                     argv=argv) from None
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{local}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def smoke_test_via_port_forward(runner: Runner, target: Target, *, api_key: str | None = None,
+                                timeout: float = 120) -> dict:
+    with port_forward(runner, target, f"svc/{target.deployment('backend')}", BACKEND_PORT) as url:
+        return smoke_test(url, api_key=api_key, timeout=timeout)
 
 
 def _free_port() -> int:

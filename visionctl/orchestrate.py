@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from visionctl import cluster, deploy, doctor, images
+from visionctl import cluster, deploy, distro, doctor, images
 from visionctl.constants import MODEL_NAMES, REPO_ROOT
 from visionctl.deploy import ChartOptions, Target
 from visionctl.runner import Runner, StepFailed
@@ -47,6 +47,7 @@ class UpResult:
     tunnel_url: str | None = None
     prediction: dict | None = None
     cluster_created: bool = False
+    note: str = ""  # how to reach the URLs (e.g. the port-forward to run first)
 
 
 def preflight(runner: Runner, tools: tuple[str, ...] = REQUIRED_TOOLS) -> None:
@@ -124,9 +125,64 @@ def deploy_only(runner: Runner, opts: UpOptions) -> UpResult:
     return _ship(runner, opts)
 
 
+def detect_distro(runner: Runner, context: str) -> distro.Distro:
+    """The distribution behind ``context``: from its name, else (not in dry-run) from the labels
+    of its nodes; unknown → a clear failure with the manual steps."""
+    found = distro.from_context(context)
+    if found is None and not runner.dry_run:
+        result = runner.query(["kubectl", "--context", context, "get", "nodes", "-o", "json"])
+        if not result.ok:
+            raise StepFailed("detect cluster", f"kube context {context!r} is not reachable",
+                             argv=["kubectl", "--context", context, "get", "nodes"],
+                             tail=result.stderr.strip()[-2000:], hint="`kubectl config get-contexts` lists them")
+        try:
+            found = distro.from_nodes(context, json.loads(result.stdout).get("items", []))
+        except ValueError:
+            found = None
+    if found is None:
+        raise StepFailed("detect cluster", f"cannot tell which distribution context {context!r} is "
+                         f"(known: {', '.join(distro.DISTROS)})", hint=distro.MANUAL_STEPS)
+    runner.note(f"cluster: {found.name}" + (f" {found.cluster}" if found.cluster else ""), f"context {context}")
+    return found
+
+
+def deploy_to_context(runner: Runner, opts: UpOptions) -> UpResult:
+    """``visionctl deploy --context NAME``: load the built images the way that distribution needs,
+    label the namespace, helm upgrade --install, wait, smoke-test through a port-forward (the one
+    route that works on every cluster)."""
+    t = opts.target
+    found = detect_distro(runner, t.context)
+    _record_image_ids(runner, opts, step="deploy", hint="`visionctl build` first")
+    refs = [img.ref for img in _images(opts)]
+    for title, argv in found.load_steps(refs):
+        runner.run(argv, title=title, timeout=900, hint="check the images exist (`docker images`) and the cluster "
+                   f"runs; manual steps: {distro.MANUAL_STEPS}")
+    if not found.load_steps(refs):
+        runner.note("images: nothing to load", "Docker Desktop's cluster uses Docker's own images")
+    deploy.ensure_namespace(runner, t)
+    deploy.install(runner, t, opts.chart, rollout_timeout=opts.rollout_timeout)
+    backend = f"svc/{t.deployment('backend')}"
+    prediction = runner.action(
+        "smoke test", f"kubectl port-forward {backend} <free port>:8080, POST /predict with "
+                      f"{deploy.SMOKE_SAMPLE}, expect label {deploy.SMOKE_LABEL}",
+        lambda: deploy.smoke_test_via_port_forward(runner, t, api_key=opts.api_key, timeout=opts.smoke_timeout))
+    url = "http://localhost:8080"
+    curl = deploy.curl_command(url, (REPO_ROOT / deploy.SMOKE_SAMPLE).read_bytes())
+    forward = f"kubectl --context {t.context} -n {t.namespace} port-forward"
+    note = f"first run: {forward} {backend} 8080:8080" + (
+        f"  and  {forward} svc/{t.deployment('frontend')} 8501:8501" if opts.chart.frontend else "")
+    return UpResult(ui_url="http://localhost:8501/" if opts.chart.frontend else "(UI not deployed)", api_url=url,
+                    curl=curl, prediction=prediction, note=note)
+
+
+def _images(opts: UpOptions) -> list[images.Image]:
+    return [img for img in images.project_images(opts.chart.tag)
+            if img.component == "backend" or opts.chart.frontend]
+
+
 def _record_image_ids(runner: Runner, opts: UpOptions, *, step: str, hint: str) -> None:
     """Remember each image's local ID so a rebuilt image under the same tag rolls the pods."""
-    for img in images.project_images(opts.chart.tag):
+    for img in _images(opts):
         if runner.dry_run:  # known only after the build; the plan shows where it goes
             opts.chart.image_ids[img.component] = f"<image ID of {img.ref}>"
             continue
@@ -139,7 +195,8 @@ def _record_image_ids(runner: Runner, opts: UpOptions, *, step: str, hint: str) 
 def _ship(runner: Runner, opts: UpOptions) -> UpResult:
     """The steps shared by ``up`` and ``deploy``: import → helm → rollouts → smoke test."""
     t = opts.target
-    cluster.import_images(runner, [img.ref for img in images.project_images(opts.chart.tag)], t.cluster)
+    cluster.import_images(runner, [img.ref for img in _images(opts)], t.cluster)
+    deploy.ensure_namespace(runner, t)
     deploy.install(runner, t, opts.chart, rollout_timeout=opts.rollout_timeout)
     prediction = runner.action(
         "smoke test", f"POST {t.url}/predict with {deploy.SMOKE_SAMPLE}, expect label {deploy.SMOKE_LABEL}",
