@@ -72,7 +72,8 @@ def test_usage_errors_exit_2(args):
 
 HELM = ["helm upgrade --install vision-ai charts/vision-ai --create-namespace --kube-context k3d-{c} --namespace vision-ai"
         " --set backend.image.repository=vision-ai-backend --set backend.image.tag={t}"
-        " --set frontend.image.repository=vision-ai-frontend --set frontend.image.tag={t}"]
+        " --set frontend.image.repository=vision-ai-frontend --set frontend.image.tag={t}"
+        " --set frontend.enabled=true"]
 
 
 def expected_up_plan(*, cluster="vision-ai", port=8080, tag=IMAGE_TAG, base=None, tunnel=False, models=()):
@@ -88,6 +89,7 @@ def expected_up_plan(*, cluster="vision-ai", port=8080, tag=IMAGE_TAG, base=None
             f"docker build -f Dockerfile.frontend -t vision-ai-frontend:{tag}{build_arg} .",
             f"k3d cluster create {cluster} -p {port}:80@loadbalancer --wait",
             f"k3d image import vision-ai-backend:{tag} vision-ai-frontend:{tag} --cluster {cluster}",
+            f"{kubectl} apply -f deploy/manifests/00-namespace.yaml",
             helm]
     plan += [f"{kubectl} rollout status deployment/vision-ai-{c} --timeout=300s"
              for c in ("backend", "frontend", *(["cloudflared"] if tunnel else []))]
@@ -181,8 +183,67 @@ def test_cluster_and_deploy_dry_run():
     res = invoke("deploy", "--dry-run")
     assert res.exit_code == 0
     lines = plan_lines(res.output)
-    assert lines[0].startswith("k3d image import") and lines[1].startswith("helm upgrade --install")
+    assert lines[0].startswith("k3d image import") and lines[1].endswith("apply -f deploy/manifests/00-namespace.yaml")
+    assert lines[2].startswith("helm upgrade --install")
     assert lines[-1].startswith("POST http://localhost:8080/predict")
+
+
+LOADS = {
+    "k3d-demo": [["k3d", "image", "import", "vision-ai-backend:0.1.0", "vision-ai-frontend:0.1.0", "--cluster", "demo"]],
+    "kind-dev": [["kind", "load", "docker-image", "vision-ai-backend:0.1.0", "vision-ai-frontend:0.1.0", "--name", "dev"]],
+    "minikube": [["minikube", "image", "load", "vision-ai-backend:0.1.0", "-p", "minikube"],
+                 ["minikube", "image", "load", "vision-ai-frontend:0.1.0", "-p", "minikube"]],
+    "default": [["docker", "save", "-o", "/tmp/vision-ai-images.tar", "vision-ai-backend:0.1.0", "vision-ai-frontend:0.1.0"],
+                ["sudo", "-n", "k3s", "ctr", "images", "import", "/tmp/vision-ai-images.tar"]],
+    "docker-desktop": [],
+}
+
+
+@pytest.mark.parametrize("context", LOADS)
+def test_deploy_context_plan_loads_images_the_clusters_way(context):
+    runner = Runner(dry_run=True)
+    opts = orchestrate.UpOptions(target=Target(kube_context=context))
+    result = orchestrate.deploy_to_context(runner, opts)
+    commands = [item.argv for item in runner.plan if item.argv]
+    loads = commands[:len(LOADS[context])]
+    assert loads == LOADS[context]
+    kube = ["kubectl", "--context", context, "--namespace", "vision-ai"]
+    rest = commands[len(loads):]
+    assert rest[0] == kube + ["apply", "-f", "deploy/manifests/00-namespace.yaml"]
+    assert rest[1][:4] == ["helm", "upgrade", "--install", "vision-ai"] and rest[1][rest[1].index("--kube-context") + 1] == context
+    assert "frontend.enabled=true" in rest[1]
+    assert [c[5:8] for c in rest[2:]] == [["rollout", "status", f"deployment/vision-ai-{c}"] for c in ("backend", "frontend")]
+    assert "port-forward svc/vision-ai-backend" in runner.plan[-1].detail
+    assert "port-forward svc/vision-ai-backend 8080:8080" in result.note
+
+
+def test_deploy_context_backend_only_and_unknown_context():
+    res = invoke("deploy", "--dry-run", "--context", "kind-x", "--no-frontend")
+    assert res.exit_code == 0, res.output
+    lines = plan_lines(res.output)
+    assert lines[1] == "kind load docker-image vision-ai-backend:0.1.0 --name x"
+    assert "frontend.enabled=false" in lines[3] and not any("vision-ai-frontend --timeout" in line for line in lines)
+    res = invoke("deploy", "--dry-run", "--context", "my-prod-cluster")
+    assert res.exit_code == 1
+    text = " ".join(res.output.split())
+    assert "cannot tell which distribution context 'my-prod-cluster' is" in text
+    assert "kubectl apply -f deploy/manifests/" in text and "port-forward" in text
+
+
+@pytest.mark.parametrize("node, expected", [
+    ({"metadata": {"name": "m", "labels": {"minikube.k8s.io/name": "work"}}}, ("minikube", "work")),
+    ({"metadata": {"name": "dev-control-plane", "labels": {}}, "spec": {"providerID": "kind://docker/dev/dev-control-plane"}},
+     ("kind", "dev")),
+    ({"metadata": {"name": "docker-desktop", "labels": {}}}, ("docker-desktop", "")),
+    ({"metadata": {"name": "k3d-lab-server-0", "labels": {"node.kubernetes.io/instance-type": "k3s"}}}, ("k3d", "lab")),
+    ({"metadata": {"name": "pi", "labels": {"node.kubernetes.io/instance-type": "k3s"}}}, ("k3s", "")),
+    ({"metadata": {"name": "gke-node", "labels": {}}, "spec": {"providerID": "gce://p/z/n"}}, None),
+])
+def test_renamed_contexts_are_recognised_from_their_nodes(node, expected):
+    from visionctl import distro
+
+    found = distro.from_nodes("kind-dev" if expected and expected[0] == "kind" else "renamed", [node])
+    assert (found and (found.name, found.cluster)) == expected
 
 
 # -- doctor with a PATH of fake tools ------------------------------------------------------------

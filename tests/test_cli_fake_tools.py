@@ -16,7 +16,7 @@ from backend_server import BackendServer, free_port, test_model_dir
 from visionctl.cli import app
 
 FAKE = Path(__file__).resolve().parent / "fakebin" / "fake_tool.py"
-TOOLS = ("docker", "k3d", "helm", "kubectl")
+TOOLS = ("docker", "k3d", "helm", "kubectl", "kind")
 
 
 @pytest.fixture
@@ -77,14 +77,15 @@ def test_up_runs_every_step_and_is_idempotent(fake, backend, monkeypatch):
     assert changed[1][:2] == ["docker", "build"]
     assert changed[2] == ["k3d", "image", "import", "vision-ai-backend:0.1.0", "vision-ai-frontend:0.1.0",
                           "--cluster", "vision-ai"]
-    helm = changed[3]
+    assert changed[3] == ["kubectl", *kube, "apply", "-f", "deploy/manifests/00-namespace.yaml"]
+    helm = changed[4]
     assert helm[:4] == ["helm", "upgrade", "--install", "vision-ai"]
     assert "cloudflared.enabled=true" in helm and "cloudflared.mode=quick" in helm
     ids = [a for a in helm if "podAnnotations.visionctl/image-id=sha256:" in a]
     assert len(ids) == 2  # the local image IDs roll the pods when a rebuild keeps the tag
-    assert [c[5:8] for c in changed[4:7]] == [["rollout", "status", f"deployment/vision-ai-{c}"]
+    assert [c[5:8] for c in changed[5:8]] == [["rollout", "status", f"deployment/vision-ai-{c}"]
                                               for c in ("backend", "frontend", "cloudflared")]
-    assert all(c[1:5] == kube for c in changed[4:7])
+    assert all(c[1:5] == kube for c in changed[5:8])
     assert not any(c[:3] == ["k3d", "cluster", "create"] for c in calls)
     # the real smoke test went through the (real) backend, the tunnel URL came via port-forward
     assert "smoke test: label 7" in res.output
@@ -94,7 +95,7 @@ def test_up_runs_every_step_and_is_idempotent(fake, backend, monkeypatch):
     again = invoke("up", "--port", str(backend.port), "--tunnel", "--no-train", "--base-image", "base:1")
     assert again.exit_code == 0, again.output
     # the same upgrade in place (the port-forward's local port is random), nothing created
-    assert mutating(fake.calls())[:7] == changed[:7]
+    assert mutating(fake.calls())[:8] == changed[:8]
 
 
 def test_cluster_create_when_absent_then_reuse(fake):
@@ -208,3 +209,28 @@ def test_missing_tool_is_a_clear_failure(fake, monkeypatch, tmp_path):
     res = invoke("logs")
     assert res.exit_code == 1
     assert "`kubectl` is not installed or not on PATH" in res.stderr and "visionctl doctor" in res.stderr
+
+
+def test_deploy_to_a_kind_context_smoke_tests_through_a_port_forward(fake, backend, monkeypatch):
+    """`visionctl deploy --context kind-dev`: kind's image load, the namespace, helm, the rollout,
+    then a real POST /predict through `kubectl port-forward` (the fake forwards to a real backend)."""
+    monkeypatch.setenv("FAKE_BACKEND_PORT", str(backend.port))
+    res = invoke("deploy", "--context", "kind-dev", "--no-frontend")
+    assert res.exit_code == 0, res.output
+    changed = mutating(fake.calls())
+    kube = ["kubectl", "--context", "kind-dev", "--namespace", "vision-ai"]
+    assert changed[0] == ["kind", "load", "docker-image", "vision-ai-backend:0.1.0", "--name", "dev"]
+    assert changed[1] == kube + ["apply", "-f", "deploy/manifests/00-namespace.yaml"]
+    assert changed[2][:4] == ["helm", "upgrade", "--install", "vision-ai"] and "frontend.enabled=false" in changed[2]
+    assert changed[3][5:8] == ["rollout", "status", "deployment/vision-ai-backend"]
+    forward = changed[4]
+    assert forward[:7] == kube + ["port-forward", "svc/vision-ai-backend"] and forward[7].endswith(":8080")
+    text = " ".join(res.output.replace("│", " ").split())
+    assert "smoke test: label 7" in text and "port-forward svc/vision-ai-backend 8080:8080" in text
+
+
+def test_deploy_fails_clearly_when_the_port_forward_finds_nothing(fake, backend, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL", "kubectl --context kind-dev --namespace vision-ai port-forward")
+    res = invoke("deploy", "--context", "kind-dev", "--no-frontend")
+    assert res.exit_code == 1
+    assert "port-forward failed" in res.output and "exited with 1" in res.output

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A stand-in for docker / k3d / helm / kubectl, for tests of visionctl's real command paths on a
+"""A stand-in for docker / k3d / kind / helm / kubectl, for tests of visionctl's real command paths on a
 machine without a Kubernetes control plane (tests/test_cli_fake_tools.py).
 
 Installed into a temp bin dir under each tool's name (a launcher script calls this file). Every call
@@ -73,6 +73,33 @@ elif tool == "kubectl":
         print("2025-11-25T12:00:00Z INF |  https://quiet-fox-example.trycloudflare.com  |")
     elif has("get"):
         print((state / "get.json").read_text() if (state / "get.json").exists() else '{"items": []}')
+    elif has("port-forward") and any(a.endswith(":8080") for a in args):
+        # The backend Service: relay TCP to the real test backend on $FAKE_BACKEND_PORT.
+        import socket
+        import threading
+
+        local = int(next(a for a in args if a.endswith(":8080")).split(":")[0])
+        upstream = int(os.environ["FAKE_BACKEND_PORT"])
+        listener = socket.create_server(("127.0.0.1", local))
+
+        def pipe(src, dst):
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        while True:
+            client, _ = listener.accept()
+            server = socket.create_connection(("127.0.0.1", upstream))
+            threading.Thread(target=pipe, args=(client, server), daemon=True).start()
+            threading.Thread(target=pipe, args=(server, client), daemon=True).start()
     elif has("port-forward"):
         local = int(next(a for a in args if a.endswith(":2000")).split(":")[0])
 
