@@ -111,7 +111,7 @@ def combinations():
             yield pytest.param(profile, extra, id=f"{profile.name}+{'+'.join(extra) or 'default'}")
 
 
-@pytest.mark.parametrize("profile, extra", combinations())
+@pytest.mark.parametrize("profile, extra", list(combinations()))
 def test_every_client_of_every_cluster_reaches_the_api(profile, extra):
     """For each documented client of the distribution: follow the path its request takes (Ingress
     route → Service, LoadBalancer Service, cluster DNS Service, port-forward) to the backend pod

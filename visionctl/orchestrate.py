@@ -152,7 +152,8 @@ def deploy_to_context(runner: Runner, opts: UpOptions) -> UpResult:
     route that works on every cluster)."""
     t = opts.target
     found = detect_distro(runner, t.context)
-    _record_image_ids(runner, opts, step="deploy", hint="`visionctl build` first")
+    _record_image_ids(runner, opts, step="deploy",
+                      hint="`visionctl build` first (or `--no-frontend` to deploy the API with the backend image only)")
     refs = [img.ref for img in _images(opts)]
     for title, argv in found.load_steps(refs):
         runner.run(argv, title=title, timeout=900, hint="check the images exist (`docker images`) and the cluster "
