@@ -85,3 +85,20 @@ def test_compare_torchserve_short_mode(tmp_path):
     assert len(results["servers"]["torchserve"]["rss_mib"]) >= 3  # launcher, Java frontend, Python workers
     assert (tmp_path / "compare_torchserve.png").stat().st_size > 10_000
     assert "| **ratio** |" in proc.stdout
+
+
+def test_scaling_benchmark_short_mode(tmp_path):
+    if not shutil.which("wrk"):
+        pytest.fail("wrk is missing (apt-get install wrk; scripts/test.sh installs it)")
+    proc = run("benchmarks/scaling.py", "--short", "--workers", "1,2", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "scaling.json").read_text())
+    assert [b["workers"] for b in results["workers"]] == [1, 2]
+    for block in results["workers"]:
+        assert [r["concurrency"] for r in block["runs"]] == [1, 8]
+        assert all(r["requests"] > 0 and sum(r["errors"].values()) == 0 for r in block["runs"])
+        assert all(r["server_cpu_us_per_request"] > 0 for r in block["runs"])
+        assert len(block["rss_mib"]["workers"]) == block["workers"]
+        assert 30 < block["rss_mib_per_worker"] < 1000  # a real worker with ONNX Runtime and two models
+    assert results["workers"][1]["rss_mib"]["supervisor"] > 0
+    assert (tmp_path / "scaling.png").stat().st_size > 10_000
