@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests"), str(ROOT)]
 
-from load import WRK_SCRIPT, machine_busy_seconds, rss_mib, run_wrk, training_running  # noqa: E402
+from load import WRK_SCRIPT, machine_busy_seconds, rss_mib, run_wrk, training_running
 
 RESULTS = ROOT / "benchmarks" / "results"
 SAMPLE = ROOT / "samples" / "mnist" / "7-7.png"
@@ -80,13 +80,14 @@ class TorchServe:
         self.port, self.mgmt, self.metrics = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.log = None
 
     def env(self) -> dict:
         return {**os.environ, "PATH": f"{self.bin_dir}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
                 "PYTHONPATH": str(ROOT), "TS_DISABLE_SYSTEM_METRICS": "true", "LOG_LOCATION": str(self.work / "logs"),
                 "METRICS_LOCATION": str(self.work / "logs")}
 
-    def start(self, timeout: float = 180) -> "TorchServe":
+    def start(self, timeout: float = 180) -> TorchServe:
         store = self.work / "store"
         store.mkdir()
         subprocess.run([str(self.bin_dir / "torch-model-archiver"), "--model-name", "mnist", "--version", "1.0",
@@ -100,7 +101,7 @@ class TorchServe:
             f"model_store={store}", "load_models=mnist.mar", f"default_workers_per_model={self.workers}",
             "disable_token_authorization=true", "enable_metrics_api=false", "async_logging=true",
             "install_py_dep_per_model=false", "disable_system_metrics=true", "job_queue_size=1000", ""]))
-        self.log = open(self.work / "torchserve.out", "w")
+        self.log = open(self.work / "torchserve.out", "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen([str(self.bin_dir / "torchserve"), "--start", "--foreground", "--ncs",
                                       "--ts-config", str(config), "--model-store", str(store)],
                                      cwd=self.work, env=self.env(), stdout=self.log, stderr=subprocess.STDOUT,
@@ -126,13 +127,15 @@ class TorchServe:
         return (self.work / "torchserve.out").read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        if self.proc and self.proc.poll() is None:  # the launcher, the JVM and its Python workers
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        if self.log:
+            self.log.close()
         shutil.rmtree(self.work, ignore_errors=True)
 
 

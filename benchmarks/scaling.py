@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests"), str(ROOT)]
 
-from load import WRK_SCRIPT, rss_mib, run_wrk, training_running  # noqa: E402
+from load import WRK_SCRIPT, rss_mib, run_wrk, training_running
 
 RESULTS = ROOT / "benchmarks" / "results"
 SAMPLE = ROOT / "samples" / "mnist" / "7-7.png"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from helm_render import find, load_docs, template
 
 from backend.cpus import cpu_budget
-from helm_render import find, load_docs, template
 
 
 def rendered_workers(*set_values: str) -> str:

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from backend_server import ROOT, free_port, test_model_dir
 
 from backend.config import Config
 from backend.cpus import cgroup_quota, cpu_budget, usable_cpus
-from backend_server import ROOT, free_port, test_model_dir
 
 
 def fake_tree(tmp_path: Path, proc_cgroup: str, files: dict[str, str]) -> tuple[Path, Path]:

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from compare_torchserve import BEGIN, END, markdown_table  # noqa: E402
+from compare_torchserve import BEGIN, END, markdown_table
 
 
 def test_readme_table_matches_saved_results():
