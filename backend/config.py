@@ -31,7 +31,8 @@ class Config:
     port: int = BACKEND_PORT
     threads: int = 8
     # Server processes sharing the port (backend.supervisor). One process uses about one core (the
-    # GIL), so a machine with N cores wants N; in Kubernetes keep 1 and scale replicas instead.
+    # GIL), so the default (VISION_WORKERS=auto) is one per CPU this process may use: affinity and
+    # cgroup quota, not the host's core count (backend.cpus). A number overrides it.
     workers: int = 1
     model_dir: Path = Path("models")
     models: tuple[str, ...] = MODEL_NAMES
@@ -123,6 +124,16 @@ class Config:
         if level not in LOG_LEVELS:
             raise ConfigError(f"VISION_LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
 
+        def workers() -> int:
+            raw = (get("VISION_WORKERS") or "auto").lower()
+            if raw != "auto":
+                if not raw.isdigit():
+                    raise ConfigError(f"VISION_WORKERS={raw!r} is neither 'auto' nor an integer (expected 1..64)")
+                return integer("VISION_WORKERS", d.workers, 1, 64)
+            from backend.cpus import usable_cpus
+
+            return min(usable_cpus(), 64)
+
         raw_batching = (get("VISION_BATCHING") or "1").lower()
         if raw_batching not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
             raise ConfigError(f"VISION_BATCHING={raw_batching!r} is not a boolean (1/0, true/false)")
@@ -131,7 +142,7 @@ class Config:
             host=host,
             port=integer("VISION_PORT", d.port, 1, 65535),
             threads=integer("VISION_THREADS", d.threads, 1, 256),
-            workers=integer("VISION_WORKERS", d.workers, 1, 64),
+            workers=workers(),
             model_dir=model_dir,
             models=models,
             max_body_bytes=integer("VISION_MAX_BODY_BYTES", d.max_body_bytes, 1024, 1024**3),

@@ -61,20 +61,36 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def process_seconds(pid: int | None) -> float:
-    """utime + stime of ``pid`` and its child processes (the workers with ``--workers`` > 1), in
-    seconds; 0 when we did not start the server."""
-    if pid is None:
-        return 0.0
-    total = 0
+def process_tree(pid: int) -> dict[int, list[str]]:
+    """``pid`` and all its descendants → their /proc/<pid>/stat fields after the command name
+    (the workers with ``--workers`` > 1; TorchServe's Java frontend and its Python workers)."""
+    procs = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # exited meanwhile
+            procs[int(stat.parent.name)] = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):  # exited meanwhile
             continue
-        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1] = parent pid
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    tree, frontier = {}, [pid]
+    while frontier:
+        p = frontier.pop()
+        if p in procs and p not in tree:
+            tree[p] = procs[p]
+            frontier += [c for c, f in procs.items() if f[1] == str(p)]  # f[1] = parent pid
+    return tree
+
+
+def process_seconds(pid: int | None) -> float:
+    """utime + stime of ``pid`` and its descendants, in seconds; 0 when we did not start the server."""
+    if pid is None:
+        return 0.0
+    ticks = sum(int(f[11]) + int(f[12]) for f in process_tree(pid).values())
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> dict[int, float]:
+    """Resident memory of ``pid`` and each descendant, MiB (from /proc/<pid>/stat)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    return {p: round(int(f[21]) * page / 2**20, 1) for p, f in process_tree(pid).items()}
 
 
 def run_wrk(url: str, connections: int, duration: float, body_file: str | None, script: str,

@@ -77,6 +77,9 @@ class BackendServer:
             "VISION_PORT": str(self.port),
             "VISION_MODEL_DIR": str(self.model_dir),
             "PYTHONUNBUFFERED": "1",
+            # One process unless a test asks for more: the production default (auto) depends on
+            # the machine's CPUs, and a test's expectations must not.
+            "VISION_WORKERS": "1",
         })
         env.update(self.extra_env)
         return env

@@ -69,7 +69,8 @@ def test_config_parses_values(tmp_path):
     ("VISION_DRAIN_DELAY", "nan", "out of range"),
     ("VISION_BATCHING", "maybe", "not a boolean"),
     ("VISION_WORKERS", "0", "out of range"),
-    ("VISION_WORKERS", "auto", "not an integer"),
+    ("VISION_WORKERS", "many", "neither 'auto' nor an integer"),
+    ("VISION_WORKERS", "-2", "neither 'auto' nor an integer"),
 ])
 def test_bad_values_fail_with_the_variable_named(tmp_path, var, value, fragment):
     env = {"VISION_MODEL_DIR": str(tmp_path), var: value}
@@ -80,7 +81,7 @@ def test_bad_values_fail_with_the_variable_named(tmp_path, var, value, fragment)
 
 def run_backend(env: dict, timeout: float = 30) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
-    full.update({"VISION_HOST": "127.0.0.1", "VISION_PORT": str(free_port()), **env})
+    full.update({"VISION_HOST": "127.0.0.1", "VISION_PORT": str(free_port()), "VISION_WORKERS": "1", **env})
     return subprocess.run([sys.executable, "-m", "backend"], cwd=ROOT, env=full, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -64,3 +64,41 @@ def test_finetune_strategies_benchmark_on_a_subset(tmp_path):
     assert [r["strategy"] for r in rows] == ["fc2", "fc1+fc2", "all"]
     assert all(0.0 <= r["test_accuracy"] <= 1.0 and len(r["per_epoch"]) == 1 for r in rows)
     assert "best: " in proc.stdout
+
+
+def test_compare_torchserve_short_mode(tmp_path):
+    """Real TorchServe (installed into its own cached venv) and the real backend, 2 short rounds."""
+    if not shutil.which("wrk"):
+        pytest.fail("wrk is missing (apt-get install wrk; scripts/test.sh installs it)")
+    if not shutil.which("java"):
+        pytest.fail("java is missing (TorchServe's frontend needs a JDK 17; apt-get install openjdk-17-jre-headless)")
+    proc = run("benchmarks/compare_torchserve.py", "--short", "--out", str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "compare_torchserve.json").read_text())
+    assert results["short"] and results["rounds"] == 2
+    for key in ("vision", "torchserve", "healthz"):
+        runs = results["runs"][key]
+        assert [r["round"] for r in runs] == [1, 2]
+        assert all(r["requests"] > 0 and sum(r["errors"].values()) == 0 for r in runs), runs  # only 200s count
+        assert all(r["server_cpu_us_per_request"] > 0 for r in runs)  # the whole process tree is measured
+    assert results["summary"]["ratio_median"] > 0
+    assert len(results["servers"]["torchserve"]["rss_mib"]) >= 3  # launcher, Java frontend, Python workers
+    assert (tmp_path / "compare_torchserve.png").stat().st_size > 10_000
+    assert "| **ratio** |" in proc.stdout
+
+
+def test_scaling_benchmark_short_mode(tmp_path):
+    if not shutil.which("wrk"):
+        pytest.fail("wrk is missing (apt-get install wrk; scripts/test.sh installs it)")
+    proc = run("benchmarks/scaling.py", "--short", "--workers", "1,2", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "scaling.json").read_text())
+    assert [b["workers"] for b in results["workers"]] == [1, 2]
+    for block in results["workers"]:
+        assert [r["concurrency"] for r in block["runs"]] == [1, 8]
+        assert all(r["requests"] > 0 and sum(r["errors"].values()) == 0 for r in block["runs"])
+        assert all(r["server_cpu_us_per_request"] > 0 for r in block["runs"])
+        assert len(block["rss_mib"]["workers"]) == block["workers"]
+        assert 30 < block["rss_mib_per_worker"] < 1000  # a real worker with ONNX Runtime and two models
+    assert results["workers"][1]["rss_mib"]["supervisor"] > 0
+    assert (tmp_path / "scaling.png").stat().st_size > 10_000

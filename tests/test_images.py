@@ -312,6 +312,22 @@ def test_sigterm_under_load_drops_no_request(images, workers):
         c.remove()
 
 
+@pytest.mark.parametrize("cpus, expected", [("1", 1), ("1.5", 1), ("2", 2)])
+def test_image_starts_one_worker_per_cpu_of_its_quota(images, cpus, expected):
+    """VISION_WORKERS=auto (the image's default) counts the container's CPU quota, not the host's."""
+    if expected > len(os.sched_getaffinity(0)):
+        pytest.fail(f"this test needs a machine with at least {expected} CPUs")
+    c = Container(BACKEND, env={"VISION_MODELS": "mnist"}, publish=constants.BACKEND_PORT,
+                  run_flags=["--cpus", cpus])
+    try:
+        c.wait_http("/readyz")
+        events = [json.loads(line) for line in c.logs().splitlines() if line.startswith("{")]
+        started = [e for e in events if e.get("message") == "workers started"]
+        assert (started[0]["workers"] if started else 1) == expected, c.logs()[-2000:]
+    finally:
+        c.remove()
+
+
 # ---- frontend + backend on one network, helm test script -------------------------------------------
 
 def test_frontend_reaches_backend_by_name(images, network, backend):

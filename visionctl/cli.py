@@ -500,7 +500,7 @@ def serve(
     models_dir: Optional[Path] = typer.Option(None, "--models-dir", help="Model folder [default: VISION_MODEL_DIR or models]."),
     models: Optional[str] = typer.Option(None, help="Comma-separated models to load [default: VISION_MODELS or all]."),
     threads: Optional[int] = typer.Option(None, min=1, help="Waitress threads [default: VISION_THREADS or 8]."),
-    workers: Optional[int] = typer.Option(None, min=1, help="Server processes, ~1 core each [default: VISION_WORKERS or 1]."),
+    workers: Optional[str] = typer.Option(None, help="Server processes, ~1 core each: a number, or auto = one per usable CPU (affinity, cgroup quota) [default: VISION_WORKERS or auto]."),
     log_level: Optional[str] = typer.Option(None, help="DEBUG, INFO, WARNING, ERROR [default: VISION_LOG_LEVEL or INFO]."),
 ) -> None:
     """Run the API locally on Waitress (no Docker, no cluster). Ctrl-C or SIGTERM stops it gracefully.

@@ -142,3 +142,24 @@ timeoutSeconds: {{ .probe.timeoutSeconds }}
 failureThreshold: {{ .probe.failureThreshold }}
 successThreshold: {{ .probe.successThreshold }}
 {{- end }}
+
+{{/*
+VISION_WORKERS for the backend: backend.workers when set (a number or "auto"); otherwise one worker
+per whole CPU of resources.limits.cpu (at least 1; "1500m" → 1, so no worker is throttled), and
+"auto" (cgroup-aware in the container) when there is no CPU limit.
+*/}}
+{{- define "vision-ai.backend.workers" -}}
+{{- $w := .Values.backend.workers -}}
+{{- if and (ne (toString $w) "") (ne (toString $w) "<nil>") -}}
+{{- $w -}}
+{{- else -}}
+{{- $cpu := toString (dig "limits" "cpu" "" (.Values.backend.resources | default dict)) -}}
+{{- if eq $cpu "" -}}
+auto
+{{- else if hasSuffix "m" $cpu -}}
+{{- max 1 (div (trimSuffix "m" $cpu | int64) 1000) -}}
+{{- else -}}
+{{- max 1 (floor (float64 $cpu)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
