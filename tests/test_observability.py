@@ -293,3 +293,15 @@ def test_restart_of_the_backend_fires_the_restart_alert(stack):
     backend.start()  # same port: the same target to Prometheus, as a container restart in a pod
     firing = prom.wait_for('ALERTS{alertname="VisionAIWorkersRestarting",alertstate="firing"}', timeout=20)
     assert firing[0]["metric"]["instance"] == f"127.0.0.1:{backend.port}"
+
+
+def test_render_dashboard_script_draws_the_panels(tmp_path):
+    """README's dashboard picture comes from this script; a short run must still draw a PNG."""
+    import sys
+
+    require_prometheus("prometheus")
+    out = tmp_path / "dashboard.png"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "render-dashboard.py"), "--seconds", "2",
+                             "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 50_000
