@@ -30,6 +30,7 @@ log "python environment ($VENV)"
 
 apt_install chromium chromium
 apt_install wrk wrk
+apt_install prometheus prometheus   # + promtool: rule unit tests, PromQL against a real server
 
 log "helm + kubectl"
 if ! command -v helm >/dev/null; then
@@ -48,6 +49,7 @@ fi
 export VISION_REQUIRE_DOCKER=${VISION_REQUIRE_DOCKER:-1}
 export VISION_REQUIRE_BROWSER=${VISION_REQUIRE_BROWSER:-1}
 export VISION_REQUIRE_HELM=${VISION_REQUIRE_HELM:-1}
+export VISION_REQUIRE_PROMETHEUS=${VISION_REQUIRE_PROMETHEUS:-1}
 
 log "pytest"
 set +e
