@@ -119,6 +119,9 @@ def _read_json() -> object:
         raise ApiError("body is not UTF-8 text; " + USAGE, code="invalid_json") from None
     except RecursionError:
         raise ApiError("JSON is nested too deeply; " + USAGE, code="invalid_json") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits (int() refuses to parse it)
+        raise ApiError(f"body has a value JSON parsing refused ({str(exc)[:120]}); {USAGE}",
+                       code="invalid_json") from None
 
 
 def _type_name(value) -> str:

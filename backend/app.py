@@ -141,7 +141,7 @@ def _install_lifecycle(app: Flask, state: State) -> None:
         duration = time.perf_counter() - start if start is not None else 0.0
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         model = g.get("model", "")
-        metrics.requests.labels(request.method, route, model, str(response.status_code)).inc()
+        metrics.requests.labels(metrics.method_label(request.method), route, model, str(response.status_code)).inc()
         metrics.latency.labels(route).observe(duration)
         if request.method == "POST":
             metrics.request_size.labels(route).observe(request.content_length or 0)

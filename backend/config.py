@@ -39,6 +39,14 @@ class Config:
     max_body_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 16_000_000
     max_batch: int = 64
+    # Connection safety (backend.guard). Each open socket costs a file descriptor and a few KiB, not
+    # a thread, so admit many and bound them by time: a request must arrive completely within
+    # read_timeout seconds of its first byte, an idle keep-alive connection closes after
+    # idle_timeout. At most max_queue complete requests wait for a thread; more get a 503 at once.
+    max_connections: int = 1000
+    read_timeout: float = 10.0
+    idle_timeout: float = 15.0
+    max_queue: int = 64
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # never print secrets
     log_level: str = "INFO"
     # Seconds to keep serving after SIGTERM while /readyz already says 503, so Kubernetes can take
@@ -148,6 +156,10 @@ class Config:
             max_body_bytes=integer("VISION_MAX_BODY_BYTES", d.max_body_bytes, 1024, 1024**3),
             max_pixels=integer("VISION_MAX_PIXELS", d.max_pixels, 28 * 28, 1_000_000_000),
             max_batch=integer("VISION_MAX_BATCH", d.max_batch, 1, 4096),
+            max_connections=integer("VISION_MAX_CONNECTIONS", d.max_connections, 16, 100_000),
+            read_timeout=number("VISION_READ_TIMEOUT", d.read_timeout, 0.5, 3600.0),
+            idle_timeout=number("VISION_IDLE_TIMEOUT", d.idle_timeout, 0.5, 3600.0),
+            max_queue=integer("VISION_MAX_QUEUE", d.max_queue, 1, 100_000),
             api_keys=keys,
             log_level=level,
             drain_delay=number("VISION_DRAIN_DELAY", d.drain_delay, 0.0, 300.0),

@@ -31,6 +31,11 @@ FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 # decodes ~10× faster, and 256 px is far more than the 28×28 the model sees.
 JPEG_DRAFT_SIZE = 256
 
+# Progressive JPEGs are decoded scan by scan, each pass over the whole image: a small file that
+# repeats its last scan thousands of times costs minutes of CPU. Real encoders write ≤ ~20 scans.
+MAX_JPEG_SCANS = 64
+_JPEG_SOS = b"\xff\xda"  # start-of-scan marker; 0xFF inside entropy-coded data is always stuffed
+
 _DATA_URL = re.compile(r"^data:[^,]{0,200},", re.IGNORECASE)
 # Delete whitespace; map the URL-safe alphabet onto the standard one.
 _NORMALISE = str.maketrans({" ": None, "\t": None, "\n": None, "\r": None, "\f": None, "\v": None,
@@ -81,6 +86,11 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         raise UnsupportedImage(f"corrupt image header: {_reason(exc)}") from None
 
     _check_size(img.size, max_pixels)
+    if img.format in ("JPEG", "MPO"):
+        scans = data.count(_JPEG_SOS)
+        if scans > MAX_JPEG_SCANS:
+            raise UnsupportedImage(f"the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are accepted "
+                                   "(re-save it as a baseline JPEG or a PNG)")
     try:
         if img.format in ("JPEG", "MPO") and min(img.size) > 2 * JPEG_DRAFT_SIZE:
             img.draft(None, (JPEG_DRAFT_SIZE, JPEG_DRAFT_SIZE))
