@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from backend.budget import MemoryBudget
 from backend.config import Config
 from backend.errors import ApiError
 from backend.inference import Registry
@@ -42,6 +43,7 @@ class State:
     config: Config
     registry: Registry
     metrics: Metrics
+    memory: MemoryBudget
     draining: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -79,7 +81,9 @@ def create_app(config: Config | None = None, registry: Registry | None = None) -
     config = config or Config.from_env()
     registry = registry or Registry(config.model_dir, config.models, batching=config.batching)
     metrics = Metrics()
-    state = State(config=config, registry=registry, metrics=metrics)
+    memory = MemoryBudget(config.decode_memory_mb * 2**20, config.decode_wait,
+                          on_shed=lambda: metrics.shed.labels("memory").inc())
+    state = State(config=config, registry=registry, metrics=metrics, memory=memory)
     metrics.track(metrics.ready, lambda: 1.0 if state.ready else 0.0)
 
     app = Flask(__name__)

@@ -47,6 +47,12 @@ class Config:
     read_timeout: float = 10.0
     idle_timeout: float = 15.0
     max_queue: int = 64
+    # Memory for images being decoded at once, per process (backend.budget). Budget math for the
+    # chart's 512 MiB pod limit: ~130 MiB baseline (Python, Flask, ORT, two models) + 192 MiB of
+    # decoding + transient body buffers (threads × max_body_bytes in the worst case, 8 × 10 MiB)
+    # ≈ 400 MiB. One 16 MP RGBA image needs 16 M × (4 + 8) B = 192 MiB: it fits, alone.
+    decode_memory_mb: int = 192
+    decode_wait: float = 5.0
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # never print secrets
     log_level: str = "INFO"
     # Seconds to keep serving after SIGTERM while /readyz already says 503, so Kubernetes can take
@@ -160,6 +166,8 @@ class Config:
             read_timeout=number("VISION_READ_TIMEOUT", d.read_timeout, 0.5, 3600.0),
             idle_timeout=number("VISION_IDLE_TIMEOUT", d.idle_timeout, 0.5, 3600.0),
             max_queue=integer("VISION_MAX_QUEUE", d.max_queue, 1, 100_000),
+            decode_memory_mb=integer("VISION_DECODE_MEMORY_MB", d.decode_memory_mb, 16, 65536),
+            decode_wait=number("VISION_DECODE_WAIT", d.decode_wait, 0.0, 300.0),
             api_keys=keys,
             log_level=level,
             drain_delay=number("VISION_DRAIN_DELAY", d.drain_delay, 0.0, 300.0),

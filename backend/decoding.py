@@ -66,10 +66,11 @@ def decode_base64(text: str) -> bytes:
         raise InvalidBase64(f"the string is not valid base64{hint}") from None
 
 
-def open_image(data: bytes, max_pixels: int) -> Image.Image:
+def open_image(data: bytes, max_pixels: int, reserve=None) -> Image.Image:
     """Decode ``data`` into a loaded PIL image: first frame, EXIF orientation applied.
 
-    Raises :class:`ImageTooLarge` (413) when width × height exceeds ``max_pixels`` — checked from the
+    ``reserve(size, mode)``, if given, is called with the size to be decoded before decoding (see
+    ``backend.budget``). Raises :class:`ImageTooLarge` (413) when width × height exceeds ``max_pixels`` — checked from the
     header before decoding — and :class:`UnsupportedImage` (422) for anything that is not a complete
     PNG/JPEG/WebP/BMP/GIF/TIFF image.
     """
@@ -91,9 +92,11 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         if scans > MAX_JPEG_SCANS:
             raise UnsupportedImage(f"the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are accepted "
                                    "(re-save it as a baseline JPEG or a PNG)")
+    if img.format in ("JPEG", "MPO") and min(img.size) > 2 * JPEG_DRAFT_SIZE:
+        img.draft(None, (JPEG_DRAFT_SIZE, JPEG_DRAFT_SIZE))  # sets the reduced size before decoding
+    if reserve is not None:  # the caller's memory budget, charged before any pixel is decompressed
+        reserve(img.size, img.mode)
     try:
-        if img.format in ("JPEG", "MPO") and min(img.size) > 2 * JPEG_DRAFT_SIZE:
-            img.draft(None, (JPEG_DRAFT_SIZE, JPEG_DRAFT_SIZE))
         img.load()  # first frame of animations: a freshly opened image is positioned at frame 0
         _check_size(img.size, max_pixels)  # GIF frames may grow the canvas once decoded
         if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:

@@ -32,7 +32,7 @@ SIZE_BUCKETS = tuple(float(4 ** i * 64) for i in range(10))  # 64 B .. 16 MiB
 
 # HTTP methods used as label values; anything else (clients can send any token) is "other".
 KNOWN_METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
-SHED_REASONS = ("overloaded", "rate_limited")
+SHED_REASONS = ("overloaded", "memory", "rate_limited")
 
 SAMPLE_INTERVAL = 1.0  # seconds between samples of tracked gauges in multiprocess mode
 
@@ -54,7 +54,8 @@ class Metrics:
             ["method", "route", "model", "status"], registry=r)
         self.shed = Counter(
             "vision_http_requests_shed", "Requests refused to protect the server, by reason "
-            "(overloaded: 503 when the queue is full; rate_limited: 429).", ["reason"], registry=r)
+            "(overloaded: 503, the queue is full; memory: 503, the decode budget stayed full; "
+            "rate_limited: 429).", ["reason"], registry=r)
         for reason in SHED_REASONS:  # export zeros so alerts and rate() work before the first event
             self.shed.labels(reason)
         self.latency = Histogram(

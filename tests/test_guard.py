@@ -192,3 +192,11 @@ def test_overload_is_shed_with_503_and_retry_after():
         assert all(r[1]["retry-after"] == "1" and r[2]["error"]["code"] == "overloaded" for r in shed)
         assert 200 in statuses
         assert 'vision_http_requests_shed_total{reason="overloaded"}' in metrics(srv)
+
+
+def test_a_body_of_millions_of_empty_objects_is_refused_before_parsing(server):
+    body = b'{"instances":[' + b"{}," * 3_000_000 + b"{}]}"
+    status, _, payload = raw(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body,
+                             timeout=30)
+    assert status == 400 and payload["error"]["code"] == "invalid_json"
