@@ -19,7 +19,7 @@ from PIL import Image
 from backend.app import get_state, json_response
 from backend.budget import estimate
 from backend.decoding import decode_base64, open_image
-from backend.errors import ApiError
+from backend.errors import ApiError, ImageTooLarge
 from backend.inference import Model
 from backend.preprocessing import preprocess
 from visionctl.constants import DEFAULT_MODEL
@@ -184,10 +184,18 @@ def _parse_body(body, max_batch: int) -> tuple[list[str], bool, bool]:
 
 
 def _prepare(text: str, model: Model, max_pixels: int) -> np.ndarray:
-    budget = get_state().memory
+    state = get_state()
+
+    def reserve(size: tuple[int, int], mode: str) -> None:
+        # A batch costs at most what one image of the batch pixel limit costs, whatever its count.
+        g.pixels = g.get("pixels", 0) + size[0] * size[1]
+        if g.pixels > state.config.max_batch_pixels:
+            raise ImageTooLarge(f"the images of this request have more than {state.config.max_batch_pixels} "
+                                "pixels in all (VISION_MAX_BATCH_PIXELS); send fewer or smaller images")
+        held.enter_context(state.memory.reserve(estimate(size, mode)))
+
     with ExitStack() as held:  # the reservation lasts until the image is reduced to 28×28
-        img = open_image(decode_base64(text), max_pixels,
-                         reserve=lambda size, mode: held.enter_context(budget.reserve(estimate(size, mode))))
+        img = open_image(decode_base64(text), max_pixels, reserve=reserve)
         return preprocess(img, model.card.preprocessing)
 
 

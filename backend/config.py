@@ -52,7 +52,15 @@ class Config:
     # decoding + transient body buffers (threads × max_body_bytes in the worst case, 8 × 10 MiB)
     # ≈ 400 MiB. One 16 MP RGBA image needs 16 M × (4 + 8) B = 192 MiB: it fits, alone.
     decode_memory_mb: int = 192
+    # Decoded pixels per request, all images of a batch together: bounds a batch's CPU (~1 s at
+    # 16 MP) as VISION_MAX_PIXELS bounds one image's.
+    max_batch_pixels: int = 16_000_000
     decode_wait: float = 5.0
+    # Per-client limits (backend.ratelimit): "100/second;2000/minute" syntax, "" = off.
+    rate_limit: str = ""
+    auth_fail_limit: str = "20/minute"
+    rate_limit_storage: str = "memory://"
+    trusted_proxies: tuple[str, ...] = ()
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # never print secrets
     log_level: str = "INFO"
     # Seconds to keep serving after SIGTERM while /readyz already says 503, so Kubernetes can take
@@ -152,8 +160,32 @@ class Config:
         if raw_batching not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
             raise ConfigError(f"VISION_BATCHING={raw_batching!r} is not a boolean (1/0, true/false)")
 
+        def rate(name: str, default: str) -> str:
+            raw = env.get(name)
+            value = default if raw is None else raw.strip()
+            if value:
+                from limits import parse_many
+
+                try:
+                    parse_many(value)
+                except ValueError:
+                    raise ConfigError(f"{name}={value!r} is not a rate limit (e.g. 100/second;2000/minute, "
+                                      "or empty for none)") from None
+            return value
+
+        proxies = tuple(p.strip() for p in (get("VISION_TRUSTED_PROXIES") or "").split(",") if p.strip())
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"VISION_TRUSTED_PROXIES: {proxy!r} is not an address or CIDR range") from None
+
         return cls(
             host=host,
+            rate_limit=rate("VISION_RATE_LIMIT", d.rate_limit),
+            auth_fail_limit=rate("VISION_AUTH_FAIL_LIMIT", d.auth_fail_limit),
+            rate_limit_storage=get("VISION_RATE_LIMIT_STORAGE") or d.rate_limit_storage,
+            trusted_proxies=proxies,
             port=integer("VISION_PORT", d.port, 1, 65535),
             threads=integer("VISION_THREADS", d.threads, 1, 256),
             workers=workers(),
@@ -166,6 +198,7 @@ class Config:
             read_timeout=number("VISION_READ_TIMEOUT", d.read_timeout, 0.5, 3600.0),
             idle_timeout=number("VISION_IDLE_TIMEOUT", d.idle_timeout, 0.5, 3600.0),
             max_queue=integer("VISION_MAX_QUEUE", d.max_queue, 1, 100_000),
+            max_batch_pixels=integer("VISION_MAX_BATCH_PIXELS", d.max_batch_pixels, 28 * 28, 1_000_000_000),
             decode_memory_mb=integer("VISION_DECODE_MEMORY_MB", d.decode_memory_mb, 16, 65536),
             decode_wait=number("VISION_DECODE_WAIT", d.decode_wait, 0.0, 300.0),
             api_keys=keys,

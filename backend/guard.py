@@ -27,6 +27,7 @@ from waitress.task import ErrorTask
 from waitress.utilities import Error
 
 from backend.app import OPEN_PATHS, State, key_is_valid
+from backend.errors import ApiError
 from backend.logs import REQUEST_ID_HEADER, request_id
 
 access_log = logging.getLogger("backend.access")
@@ -43,6 +44,15 @@ class Unauthorized(Error):
     code, reason = 401, "Unauthorized"
     error_code = "unauthorized"
     headers = (("WWW-Authenticate", 'Bearer realm="vision-ai"'),)
+
+
+class TooManyRequests(Error):
+    code, reason = 429, "Too Many Requests"
+    error_code = "rate_limited"
+
+    def __init__(self, body, retry_after: str):
+        super().__init__(body)
+        self.headers = (("Retry-After", retry_after),)
 
 
 class RequestTimeout(Error):
@@ -90,6 +100,12 @@ class Guard:
     def check_headers(self, request: HTTPRequestParser) -> Error | None:
         """Called once the headers are parsed, before any of the body is read."""
         if self.keys and _path(request) not in OPEN_PATHS and not key_is_valid(_presented_key(request), self.keys):
+            limiter = self.state.limiter
+            client = limiter.client_address(getattr(request, "peer", None), _header(request, "X-Forwarded-For"))
+            try:
+                limiter.check(client, _path(request), auth_failed=True)
+            except ApiError as exc:
+                return TooManyRequests(exc.message, exc.headers["Retry-After"])
             return Unauthorized("missing or invalid API key: send it as 'X-API-Key: <key>' or "
                                 "'Authorization: Bearer <key>'")
         return None
@@ -169,7 +185,16 @@ class GuardedParser(HTTPRequestParser):
 def guarded_channel(base: type[HTTPChannel], guard: Guard) -> type[HTTPChannel]:
     """``base`` with the guard's parser and JSON error answers (one class per server)."""
     parser = type("Parser", (GuardedParser,), {"guard": guard})
-    return type("GuardedChannel", (base,), {"parser_class": parser, "error_task_class": JsonErrorTask})
+
+    def parser_class(channel):  # a property: each parser learns its peer (for rate limits)
+        def make(adj):
+            request = parser(adj)
+            request.peer = channel.addr[0] if isinstance(channel.addr, tuple) else None
+            return request
+        return make
+
+    return type("GuardedChannel", (base,), {"parser_class": property(parser_class),
+                                            "error_task_class": JsonErrorTask})
 
 
 def install(waitress_server, guard: Guard) -> None:

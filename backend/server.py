@@ -81,6 +81,9 @@ class Server:
             connection_limit=config.max_connections,
             channel_timeout=config.idle_timeout,  # idle keep-alive connections
             cleanup_interval=1,                   # how often the slow-client deadline is checked
+            # Keep X-Forwarded-For: backend.ratelimit trusts it only from VISION_TRUSTED_PROXIES (CIDRs,
+            # which Waitress's single trusted_proxy address cannot express for ingress pods).
+            clear_untrusted_proxy_headers=False,
             # Waitress answers bodies over its limit with a plain-text 413 before reading them.
             # Keep its limit above ours so ordinary oversize requests get the JSON 413 from the app,
             # while a gigabyte upload is still refused without being buffered to disk.
@@ -244,6 +247,24 @@ def _drop_new_connections(sock: socket.socket) -> None:
         log.debug("cannot attach the drain filter", extra={"fields": {"error": str(exc)}})
 
 
+def _return_freed_memory_to_the_os() -> None:
+    """Make glibc give big freed buffers back, so RSS falls to baseline after a burst of images.
+
+    glibc raises its mmap threshold after a large block is freed (up to 32 MiB), after which decoded
+    images land on the heap, which it rarely shrinks: RSS then stays at the peak of the last burst.
+    A fixed threshold keeps every image-sized buffer an mmap that is unmapped when freed, and few
+    arenas stop eight threads from each keeping their own high-water mark.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl): nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+    libc.mallopt(m_mmap_threshold, 256 * 1024)
+    libc.mallopt(m_trim_threshold, 1024 * 1024)
+    libc.mallopt(m_arena_max, 2)
+
+
 def _raise_fd_limit(wanted: int) -> None:
     """Lift the soft open-files limit towards ``wanted`` (containers often start at 1024)."""
     import resource
@@ -272,6 +293,7 @@ def serve(config: Config | None = None, install_signals: bool | None = None) -> 
     # Our own VISION_MAX_PIXELS check is what limits decoded size; Pillow's warning is noise.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     _raise_fd_limit(config.max_connections + 256)
+    _return_freed_memory_to_the_os()
     server = Server(config)
     if install_signals is None:
         install_signals = threading.current_thread() is threading.main_thread()

@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -200,3 +201,33 @@ def test_a_body_of_millions_of_empty_objects_is_refused_before_parsing(server):
                              b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body,
                              timeout=30)
     assert status == 400 and payload["error"]["code"] == "invalid_json"
+
+
+def test_key_guessing_is_rate_limited_with_429_and_retry_after():
+    with BackendServer(env={"VISION_API_KEYS": KEY, "VISION_AUTH_FAIL_LIMIT": "5/minute"}) as srv:
+        statuses, answers = [], []
+        for i in range(8):
+            status, headers, body = raw(srv, f"POST /predict HTTP/1.1\r\nHost: x\r\nX-API-Key: guess{i:012d}\r\n"
+                                             "Content-Length: 2\r\nConnection: close\r\n\r\n{}".encode())
+            statuses.append(status)
+            answers.append((headers, body))
+        assert statuses == [401] * 5 + [429] * 3
+        headers, body = answers[-1]
+        assert body["error"]["code"] == "rate_limited" and int(headers["retry-after"]) >= 1
+        assert 'vision_http_requests_shed_total{reason="rate_limited"} 3.0' in metrics(srv)
+
+
+def test_per_client_rate_limit_trusts_forwarded_for_only_from_trusted_proxies():
+    payload = json.dumps({"base64": base64.b64encode(PNG).decode()}).encode()
+    with BackendServer(env={"VISION_RATE_LIMIT": "3/minute", "VISION_TRUSTED_PROXIES": "127.0.0.1/32"}) as srv:
+        def predict(client: str) -> int:
+            req = urllib.request.Request(f"{srv.url}/predict", data=payload, headers={
+                "Content-Type": "application/json", "X-Forwarded-For": f"203.0.113.9, {client}"})
+            try:
+                return urllib.request.urlopen(req, timeout=10).status
+            except urllib.error.HTTPError as exc:
+                assert exc.headers["Retry-After"] and json.loads(exc.read())["error"]["code"] == "rate_limited"
+                return exc.code
+        assert [predict("198.51.100.1") for _ in range(4)] == [200, 200, 200, 429]
+        assert predict("198.51.100.2") == 200  # another client behind the same proxy has its own budget
+        assert urllib.request.urlopen(f"{srv.url}/healthz", timeout=5).status == 200  # probes never limited
