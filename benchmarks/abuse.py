@@ -153,6 +153,8 @@ def attack_cases(short: bool):
         ("bad header line / 431 / 501", [(b"GET / HTTP/1.1\r\nBad\r\n\r\n", 5, 1),
                                          (b"GET /healthz HTTP/1.1\r\nX: " + b"a" * 300_000 + b"\r\n\r\n", 5, 1),
                                          (b"POST /predict HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 5, 1)]),
+        ("1,000 wrong keys", [(post("/predict", b"{}", key=f"wrong-key-{i:08d}-xxxxxxxx"), 1, 1)
+                             for i in range(100 if short else 1000)]),
         ("valid predictions (control)", [(post("/predict", b64_json(sample)), 50, 4)]),
     ]
     return cases
