@@ -10,14 +10,16 @@ import base64
 import io
 import json
 import time
+from contextlib import ExitStack
 
 import numpy as np
 from flask import Blueprint, Response, g, request
 from PIL import Image
 
 from backend.app import get_state, json_response
+from backend.budget import estimate
 from backend.decoding import decode_base64, open_image
-from backend.errors import ApiError
+from backend.errors import ApiError, ImageTooLarge
 from backend.inference import Model
 from backend.preprocessing import preprocess
 from visionctl.constants import DEFAULT_MODEL
@@ -110,6 +112,7 @@ def _read_json() -> object:
     raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: werkzeug raises 413 here
     if not raw.strip():
         raise ApiError(f"request body is empty; {USAGE}", code="invalid_json")
+    _check_structure(raw, get_state().config.max_batch)
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -119,6 +122,23 @@ def _read_json() -> object:
         raise ApiError("body is not UTF-8 text; " + USAGE, code="invalid_json") from None
     except RecursionError:
         raise ApiError("JSON is nested too deeply; " + USAGE, code="invalid_json") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits (int() refuses to parse it)
+        raise ApiError(f"body has a value JSON parsing refused ({str(exc)[:120]}); {USAGE}",
+                       code="invalid_json") from None
+
+
+def _check_structure(raw: bytes, max_batch: int) -> None:
+    """Refuse bodies with far more JSON structure than any valid request before parsing them.
+
+    A valid body holds at most ``max_batch`` small objects of base64 text (which contains no
+    ``{ [ ,``), but 10 MiB of ``[{},{},…]`` parses into millions of Python objects (~280 MB).
+    Counting bytes is ~1 ms for 10 MiB and bounds what ``json.loads`` can allocate.
+    """
+    limit = 8 * max_batch + 32
+    if raw.count(b"{") > limit or raw.count(b",") > limit or raw.count(b"[") > limit:
+        raise ApiError(f"the JSON body is nested too deeply or has far more objects, arrays or items than a "
+                       f"request of at most {max_batch} images (VISION_MAX_BATCH) can have; {USAGE}",
+                       code="invalid_json")
 
 
 def _type_name(value) -> str:
@@ -164,8 +184,19 @@ def _parse_body(body, max_batch: int) -> tuple[list[str], bool, bool]:
 
 
 def _prepare(text: str, model: Model, max_pixels: int) -> np.ndarray:
-    img = open_image(decode_base64(text), max_pixels)
-    return preprocess(img, model.card.preprocessing)
+    state = get_state()
+
+    def reserve(size: tuple[int, int], mode: str) -> None:
+        # A batch costs at most what one image of the batch pixel limit costs, whatever its count.
+        g.pixels = g.get("pixels", 0) + size[0] * size[1]
+        if g.pixels > state.config.max_batch_pixels:
+            raise ImageTooLarge(f"the images of this request have more than {state.config.max_batch_pixels} "
+                                "pixels in all (VISION_MAX_BATCH_PIXELS); send fewer or smaller images")
+        held.enter_context(state.memory.reserve(estimate(size, mode)))
+
+    with ExitStack() as held:  # the reservation lasts until the image is reduced to 28×28
+        img = open_image(decode_base64(text), max_pixels, reserve=reserve)
+        return preprocess(img, model.card.preprocessing)
 
 
 def _png_base64(image: np.ndarray) -> str:

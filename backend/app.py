@@ -7,6 +7,7 @@ an ``X-Request-ID``, one access-log line and its metrics.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -17,11 +18,13 @@ from dataclasses import dataclass, field
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from backend.budget import MemoryBudget
 from backend.config import Config
 from backend.errors import ApiError
 from backend.inference import Registry
 from backend.logs import REQUEST_ID_HEADER, request_id
 from backend.metrics import Metrics
+from backend.ratelimit import RateLimiter
 
 log = logging.getLogger("backend.app")
 access_log = logging.getLogger("backend.access")
@@ -42,6 +45,8 @@ class State:
     config: Config
     registry: Registry
     metrics: Metrics
+    memory: MemoryBudget
+    limiter: RateLimiter
     draining: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -79,7 +84,11 @@ def create_app(config: Config | None = None, registry: Registry | None = None) -
     config = config or Config.from_env()
     registry = registry or Registry(config.model_dir, config.models, batching=config.batching)
     metrics = Metrics()
-    state = State(config=config, registry=registry, metrics=metrics)
+    memory = MemoryBudget(config.decode_memory_mb * 2**20, config.decode_wait,
+                          on_shed=lambda: metrics.shed.labels("memory").inc())
+    limiter = RateLimiter(config.rate_limit, config.auth_fail_limit, config.rate_limit_storage,
+                          config.trusted_proxies, on_limited=lambda: metrics.shed.labels("rate_limited").inc())
+    state = State(config=config, registry=registry, metrics=metrics, memory=memory, limiter=limiter)
     metrics.track(metrics.ready, lambda: 1.0 if state.ready else 0.0)
 
     app = Flask(__name__)
@@ -128,10 +137,17 @@ def _install_lifecycle(app: Flask, state: State) -> None:
         g.model = ""
         metrics.in_flight.inc()
         g.in_flight = True
-        if keys and request.path not in OPEN_PATHS and not key_is_valid(_presented_key(), keys):
+        limiter = state.limiter
+        client = limiter.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"))
+        presented = _presented_key()
+        if keys and request.path not in OPEN_PATHS and not key_is_valid(presented, keys):
+            limiter.check(client, request.path, auth_failed=True)
             raise ApiError("missing or invalid API key: send it as 'X-API-Key: <key>' or "
                            "'Authorization: Bearer <key>'", status=401, code="unauthorized",
                            headers={"WWW-Authenticate": 'Bearer realm="vision-ai"'})
+        # A valid key identifies its consumer (its hash, never the key, is the limiter's identity).
+        limiter.check(hashlib.sha256(presented.encode()).hexdigest()[:16] if keys and presented else client,
+                      request.path)
 
     @app.after_request
     def finish_request(response: Response) -> Response:
@@ -141,7 +157,7 @@ def _install_lifecycle(app: Flask, state: State) -> None:
         duration = time.perf_counter() - start if start is not None else 0.0
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         model = g.get("model", "")
-        metrics.requests.labels(request.method, route, model, str(response.status_code)).inc()
+        metrics.requests.labels(metrics.method_label(request.method), route, model, str(response.status_code)).inc()
         metrics.latency.labels(route).observe(duration)
         if request.method == "POST":
             metrics.request_size.labels(route).observe(request.content_length or 0)

@@ -39,6 +39,28 @@ class Config:
     max_body_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 16_000_000
     max_batch: int = 64
+    # Connection safety (backend.guard). Each open socket costs a file descriptor and a few KiB, not
+    # a thread, so admit many and bound them by time: a request must arrive completely within
+    # read_timeout seconds of its first byte, an idle keep-alive connection closes after
+    # idle_timeout. At most max_queue complete requests wait for a thread; more get a 503 at once.
+    max_connections: int = 1000
+    read_timeout: float = 10.0
+    idle_timeout: float = 15.0
+    max_queue: int = 64
+    # Memory for images being decoded at once, per process (backend.budget). Budget math for the
+    # chart's 512 MiB pod limit: ~130 MiB baseline (Python, Flask, ORT, two models) + 192 MiB of
+    # decoding + transient body buffers (threads × max_body_bytes in the worst case, 8 × 10 MiB)
+    # ≈ 400 MiB. One 16 MP RGBA image needs 16 M × (4 + 8) B = 192 MiB: it fits, alone.
+    decode_memory_mb: int = 192
+    # Decoded pixels per request, all images of a batch together: bounds a batch's CPU (~1 s at
+    # 16 MP) as VISION_MAX_PIXELS bounds one image's.
+    max_batch_pixels: int = 16_000_000
+    decode_wait: float = 5.0
+    # Per-client limits (backend.ratelimit): "100/second;2000/minute" syntax, "" = off.
+    rate_limit: str = ""
+    auth_fail_limit: str = "20/minute"
+    rate_limit_storage: str = "memory://"
+    trusted_proxies: tuple[str, ...] = ()
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # never print secrets
     log_level: str = "INFO"
     # Seconds to keep serving after SIGTERM while /readyz already says 503, so Kubernetes can take
@@ -138,8 +160,32 @@ class Config:
         if raw_batching not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
             raise ConfigError(f"VISION_BATCHING={raw_batching!r} is not a boolean (1/0, true/false)")
 
+        def rate(name: str, default: str) -> str:
+            raw = env.get(name)
+            value = default if raw is None else raw.strip()
+            if value:
+                from limits import parse_many
+
+                try:
+                    parse_many(value)
+                except ValueError:
+                    raise ConfigError(f"{name}={value!r} is not a rate limit (e.g. 100/second;2000/minute, "
+                                      "or empty for none)") from None
+            return value
+
+        proxies = tuple(p.strip() for p in (get("VISION_TRUSTED_PROXIES") or "").split(",") if p.strip())
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"VISION_TRUSTED_PROXIES: {proxy!r} is not an address or CIDR range") from None
+
         return cls(
             host=host,
+            rate_limit=rate("VISION_RATE_LIMIT", d.rate_limit),
+            auth_fail_limit=rate("VISION_AUTH_FAIL_LIMIT", d.auth_fail_limit),
+            rate_limit_storage=get("VISION_RATE_LIMIT_STORAGE") or d.rate_limit_storage,
+            trusted_proxies=proxies,
             port=integer("VISION_PORT", d.port, 1, 65535),
             threads=integer("VISION_THREADS", d.threads, 1, 256),
             workers=workers(),
@@ -148,6 +194,13 @@ class Config:
             max_body_bytes=integer("VISION_MAX_BODY_BYTES", d.max_body_bytes, 1024, 1024**3),
             max_pixels=integer("VISION_MAX_PIXELS", d.max_pixels, 28 * 28, 1_000_000_000),
             max_batch=integer("VISION_MAX_BATCH", d.max_batch, 1, 4096),
+            max_connections=integer("VISION_MAX_CONNECTIONS", d.max_connections, 16, 100_000),
+            read_timeout=number("VISION_READ_TIMEOUT", d.read_timeout, 0.5, 3600.0),
+            idle_timeout=number("VISION_IDLE_TIMEOUT", d.idle_timeout, 0.5, 3600.0),
+            max_queue=integer("VISION_MAX_QUEUE", d.max_queue, 1, 100_000),
+            max_batch_pixels=integer("VISION_MAX_BATCH_PIXELS", d.max_batch_pixels, 28 * 28, 1_000_000_000),
+            decode_memory_mb=integer("VISION_DECODE_MEMORY_MB", d.decode_memory_mb, 16, 65536),
+            decode_wait=number("VISION_DECODE_WAIT", d.decode_wait, 0.0, 300.0),
             api_keys=keys,
             log_level=level,
             drain_delay=number("VISION_DRAIN_DELAY", d.drain_delay, 0.0, 300.0),

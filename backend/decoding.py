@@ -31,6 +31,11 @@ FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 # decodes ~10× faster, and 256 px is far more than the 28×28 the model sees.
 JPEG_DRAFT_SIZE = 256
 
+# Progressive JPEGs are decoded scan by scan, each pass over the whole image: a small file that
+# repeats its last scan thousands of times costs minutes of CPU. Real encoders write ≤ ~20 scans.
+MAX_JPEG_SCANS = 64
+_JPEG_SOS = b"\xff\xda"  # start-of-scan marker; 0xFF inside entropy-coded data is always stuffed
+
 _DATA_URL = re.compile(r"^data:[^,]{0,200},", re.IGNORECASE)
 # Delete whitespace; map the URL-safe alphabet onto the standard one.
 _NORMALISE = str.maketrans({" ": None, "\t": None, "\n": None, "\r": None, "\f": None, "\v": None,
@@ -61,10 +66,11 @@ def decode_base64(text: str) -> bytes:
         raise InvalidBase64(f"the string is not valid base64{hint}") from None
 
 
-def open_image(data: bytes, max_pixels: int) -> Image.Image:
+def open_image(data: bytes, max_pixels: int, reserve=None) -> Image.Image:
     """Decode ``data`` into a loaded PIL image: first frame, EXIF orientation applied.
 
-    Raises :class:`ImageTooLarge` (413) when width × height exceeds ``max_pixels`` — checked from the
+    ``reserve(size, mode)``, if given, is called with the size to be decoded before decoding (see
+    ``backend.budget``). Raises :class:`ImageTooLarge` (413) when width × height exceeds ``max_pixels`` — checked from the
     header before decoding — and :class:`UnsupportedImage` (422) for anything that is not a complete
     PNG/JPEG/WebP/BMP/GIF/TIFF image.
     """
@@ -81,9 +87,16 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         raise UnsupportedImage(f"corrupt image header: {_reason(exc)}") from None
 
     _check_size(img.size, max_pixels)
+    if img.format in ("JPEG", "MPO"):
+        scans = data.count(_JPEG_SOS)
+        if scans > MAX_JPEG_SCANS:
+            raise UnsupportedImage(f"the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are accepted "
+                                   "(re-save it as a baseline JPEG or a PNG)")
+    if img.format in ("JPEG", "MPO") and min(img.size) > 2 * JPEG_DRAFT_SIZE:
+        img.draft(None, (JPEG_DRAFT_SIZE, JPEG_DRAFT_SIZE))  # sets the reduced size before decoding
+    if reserve is not None:  # the caller's memory budget, charged before any pixel is decompressed
+        reserve(img.size, img.mode)
     try:
-        if img.format in ("JPEG", "MPO") and min(img.size) > 2 * JPEG_DRAFT_SIZE:
-            img.draft(None, (JPEG_DRAFT_SIZE, JPEG_DRAFT_SIZE))
         img.load()  # first frame of animations: a freshly opened image is positioned at frame 0
         _check_size(img.size, max_pixels)  # GIF frames may grow the canvas once decoded
         if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:

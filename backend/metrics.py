@@ -30,6 +30,10 @@ STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 SIZE_BUCKETS = tuple(float(4 ** i * 64) for i in range(10))  # 64 B .. 16 MiB
 
 
+# HTTP methods used as label values; anything else (clients can send any token) is "other".
+KNOWN_METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
+SHED_REASONS = ("overloaded", "memory", "rate_limited")
+
 SAMPLE_INTERVAL = 1.0  # seconds between samples of tracked gauges in multiprocess mode
 
 
@@ -48,6 +52,12 @@ class Metrics:
         self.requests = Counter(
             "vision_http_requests", "HTTP requests by route template, model and status code.",
             ["method", "route", "model", "status"], registry=r)
+        self.shed = Counter(
+            "vision_http_requests_shed", "Requests refused to protect the server, by reason "
+            "(overloaded: 503, the queue is full; memory: 503, the decode budget stayed full; "
+            "rate_limited: 429).", ["reason"], registry=r)
+        for reason in SHED_REASONS:  # export zeros so alerts and rate() work before the first event
+            self.shed.labels(reason)
         self.latency = Histogram(
             "vision_http_request_duration_seconds", "End-to-end request handling time in the app.",
             ["route"], buckets=LATENCY_BUCKETS, registry=r)
@@ -78,6 +88,10 @@ class Metrics:
         # With several workers: 1 only when every live worker is ready.
         self.ready = Gauge("vision_ready", "1 when every model is loaded and warm and not draining.",
                            multiprocess_mode="livemin", registry=r)
+
+    @staticmethod
+    def method_label(method: str) -> str:
+        return method if method in KNOWN_METHODS else "other"
 
     def track(self, gauge: Gauge, fn: Callable[[], float]) -> None:
         """Keep ``gauge`` equal to ``fn()``: read at scrape time with one process; sampled every

@@ -35,6 +35,7 @@ from waitress.task import WSGITask
 from backend.app import create_app
 from backend.config import Config
 from backend.errors import ModelLoadError
+from backend.guard import Guard, guarded_channel, install as install_guard
 from backend.logs import configure_logging
 from backend.supervisor import supervise
 
@@ -75,14 +76,22 @@ class Server:
             self.app, map=self.map, threads=config.threads, **where,
             ident="vision-ai",
             asyncore_use_poll=True,          # select() breaks above 1024 file descriptors
-            connection_limit=512,
-            channel_timeout=60,              # idle keep-alive connections
+            # Stalled or slow sockets cost a file descriptor, not a thread: admit many, cut them off
+            # by time (backend.guard), so a flood of half-open requests cannot lock out probes.
+            connection_limit=config.max_connections,
+            channel_timeout=config.idle_timeout,  # idle keep-alive connections
+            cleanup_interval=1,                   # how often the slow-client deadline is checked
+            # Keep X-Forwarded-For: backend.ratelimit trusts it only from VISION_TRUSTED_PROXIES (CIDRs,
+            # which Waitress's single trusted_proxy address cannot express for ingress pods).
+            clear_untrusted_proxy_headers=False,
             # Waitress answers bodies over its limit with a plain-text 413 before reading them.
             # Keep its limit above ours so ordinary oversize requests get the JSON 413 from the app,
             # while a gigabyte upload is still refused without being buffered to disk.
             max_request_body_size=max(2 * config.max_body_bytes, config.max_body_bytes + 2**20),
         )
-        self.waitress.channel_class = _Channel
+        guard = Guard(self.state, self.app)
+        self.waitress.channel_class = guarded_channel(_Channel, guard)
+        install_guard(self.waitress, guard)
         self.waitress.draining = self.state.draining
         dispatcher = self.waitress.task_dispatcher
         self.state.metrics.track(self.state.metrics.queue_depth, lambda: len(dispatcher.queue))
@@ -238,6 +247,34 @@ def _drop_new_connections(sock: socket.socket) -> None:
         log.debug("cannot attach the drain filter", extra={"fields": {"error": str(exc)}})
 
 
+def _return_freed_memory_to_the_os() -> None:
+    """Make glibc give big freed buffers back, so RSS falls to baseline after a burst of images.
+
+    glibc raises its mmap threshold after a large block is freed (up to 32 MiB), after which decoded
+    images land on the heap, which it rarely shrinks: RSS then stays at the peak of the last burst.
+    A fixed threshold keeps every image-sized buffer an mmap that is unmapped when freed, and few
+    arenas stop eight threads from each keeping their own high-water mark.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl): nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+    libc.mallopt(m_mmap_threshold, 256 * 1024)
+    libc.mallopt(m_trim_threshold, 1024 * 1024)
+    libc.mallopt(m_arena_max, 2)
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Lift the soft open-files limit towards ``wanted`` (containers often start at 1024)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def serve(config: Config | None = None, install_signals: bool | None = None) -> None:
     """Run the backend until SIGTERM/SIGINT (blocking). Library entry used by ``visionctl serve``.
 
@@ -255,6 +292,8 @@ def serve(config: Config | None = None, install_signals: bool | None = None) -> 
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     # Our own VISION_MAX_PIXELS check is what limits decoded size; Pillow's warning is noise.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    _raise_fd_limit(config.max_connections + 256)
+    _return_freed_memory_to_the_os()
     server = Server(config)
     if install_signals is None:
         install_signals = threading.current_thread() is threading.main_thread()

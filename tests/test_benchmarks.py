@@ -102,3 +102,18 @@ def test_scaling_benchmark_short_mode(tmp_path):
         assert 30 < block["rss_mib_per_worker"] < 1000  # a real worker with ONNX Runtime and two models
     assert results["workers"][1]["rss_mib"]["supervisor"] > 0
     assert (tmp_path / "scaling.png").stat().st_size > 10_000
+
+
+def test_abuse_benchmark_short_mode_stays_within_budgets(tmp_path):
+    """Every attack of benchmarks/abuse.py, smaller counts: exits 1 past a CPU, memory or status budget."""
+    out = tmp_path / "abuse.json"
+    proc = run("benchmarks/abuse.py", "--short", "--output", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())
+    assert not results["failures"]
+    cases = results["results"]
+    assert cases["progressive JPEG, last scan ×2000"]["statuses"] == {"422": 1}
+    assert cases["5,000-digit integer"]["statuses"] == {"400": 4}
+    assert "429" in cases["1,000 wrong keys"]["statuses"]
+    assert cases["valid predictions (control)"]["statuses"] == {"200": 50}
+    assert all(p["status"] == 200 for p in cases["stalled sockets"]["probes"].values())

@@ -495,7 +495,7 @@ def predict(
 
 @app.command()
 def serve(
-    host: Optional[str] = typer.Option(None, help="Bind address [default: VISION_HOST or 0.0.0.0]."),
+    host: Optional[str] = typer.Option(None, help="Bind address [default: VISION_HOST or 127.0.0.1; 0.0.0.0 shares it on your network]."),
     port: Optional[int] = typer.Option(None, min=1, max=65535, help="Port [default: VISION_PORT or 8080]."),
     models_dir: Optional[Path] = typer.Option(None, "--models-dir", help="Model folder [default: VISION_MODEL_DIR or models]."),
     models: Optional[str] = typer.Option(None, help="Comma-separated models to load [default: VISION_MODELS or all]."),
@@ -511,6 +511,8 @@ def serve(
     flags = {"VISION_HOST": host, "VISION_PORT": port, "VISION_MODEL_DIR": models_dir, "VISION_MODELS": models,
              "VISION_THREADS": threads, "VISION_WORKERS": workers, "VISION_LOG_LEVEL": log_level}
     os.environ.update({k: str(v) for k, v in flags.items() if v is not None})
+    # A developer's server stays on this machine unless asked; the image sets VISION_HOST=0.0.0.0.
+    os.environ.setdefault("VISION_HOST", "127.0.0.1")
     try:
         from backend.config import ConfigError
         from backend.errors import ModelLoadError, WorkerError

@@ -1,0 +1,237 @@
+"""Protection at the HTTP layer: what Waitress must refuse before a request reaches Flask.
+
+Flask only sees complete requests, so everything that costs the server while a request is still
+arriving or waiting for a thread is decided here, in Waitress's event-loop thread:
+
+* **Auth before the body.** With API keys on, a request to a protected path is answered 401 as soon
+  as its headers are parsed; its body is never read, buffered or spooled to a temp file.
+* **Slow clients.** A request must arrive completely within ``read_timeout`` of its first byte (a
+  sender trickling one byte every few seconds is cut off with a 408), idle keep-alive connections
+  close after ``idle_timeout``.
+* **Load shedding.** When more than ``max_queue`` requests already wait for a worker thread, a new
+  one is answered at once with 503 + ``Retry-After`` instead of queueing without bound. Probes and
+  ``/metrics`` are never shed, so an overloaded pod is not killed by its liveness probe.
+* **JSON errors.** Waitress's own rejections (bad request line or headers, 413 over its body limit,
+  431, 501) get the API's JSON error shape and, like every answer, an access-log line and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.task import ErrorTask
+from waitress.utilities import Error
+
+from backend.app import OPEN_PATHS, State, key_is_valid
+from backend.errors import ApiError
+from backend.logs import REQUEST_ID_HEADER, request_id
+
+access_log = logging.getLogger("backend.access")
+
+# Never shed: kubelet probes and scrapes must get through an overload (they are tiny).
+UNSHEDDABLE = frozenset({"/healthz", "/readyz", "/metrics"})
+
+# Waitress's error classes by status → our stable error codes.
+WAITRESS_CODES = {400: "invalid_request", 408: "request_timeout", 413: "body_too_large",
+                  431: "headers_too_large", 501: "not_implemented"}
+
+
+class Unauthorized(Error):
+    code, reason = 401, "Unauthorized"
+    error_code = "unauthorized"
+    headers = (("WWW-Authenticate", 'Bearer realm="vision-ai"'),)
+
+
+class TooManyRequests(Error):
+    code, reason = 429, "Too Many Requests"
+    error_code = "rate_limited"
+
+    def __init__(self, body, retry_after: str):
+        super().__init__(body)
+        self.headers = (("Retry-After", retry_after),)
+
+
+class RequestTimeout(Error):
+    code, reason = 408, "Request Timeout"
+    error_code = "request_timeout"
+    headers = ()
+
+
+class Overloaded(Error):
+    code, reason = 503, "Service Unavailable"
+    error_code = "overloaded"
+    headers = (("Retry-After", "1"),)
+
+
+def _header(request: HTTPRequestParser, name: str) -> str:
+    return request.headers.get(name.upper().replace("-", "_"), "")
+
+
+def _path(request: HTTPRequestParser) -> str:
+    """The request path, or "" when the request line could not be parsed (no attribute then)."""
+    return getattr(request, "path", None) or ""
+
+
+def _method(request: HTTPRequestParser) -> str:
+    return getattr(request, "command", None) or ""
+
+
+def _presented_key(request: HTTPRequestParser) -> str | None:
+    key = _header(request, "X-API-Key").strip()
+    if key:
+        return key
+    scheme, _, token = _header(request, "Authorization").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class Guard:
+    """Per-server policy, consulted by the channel and the server's maintenance pass."""
+
+    def __init__(self, state: State, app):
+        self.state = state
+        self.config = state.config
+        self.keys = tuple(k.encode() for k in state.config.api_keys)
+        self.url_map = app.url_map
+
+    def check_headers(self, request: HTTPRequestParser) -> Error | None:
+        """Called once the headers are parsed, before any of the body is read."""
+        if self.keys and _path(request) not in OPEN_PATHS and not key_is_valid(_presented_key(request), self.keys):
+            limiter = self.state.limiter
+            client = limiter.client_address(getattr(request, "peer", None), _header(request, "X-Forwarded-For"))
+            try:
+                limiter.check(client, _path(request), auth_failed=True)
+            except ApiError as exc:
+                return TooManyRequests(exc.message, exc.headers["Retry-After"])
+            return Unauthorized("missing or invalid API key: send it as 'X-API-Key: <key>' or "
+                                "'Authorization: Bearer <key>'")
+        return None
+
+    def route(self, request: HTTPRequestParser) -> str:
+        """The route template of ``request``'s path (a closed set, safe as a metrics label)."""
+        try:
+            rule, _ = self.url_map.bind("").match(_path(request) or "/", method=_method(request) or "GET",
+                                                  return_rule=True)
+            return rule.rule
+        except Exception:  # NotFound, MethodNotAllowed, malformed paths
+            return "unmatched"
+
+    def record(self, request: HTTPRequestParser, status: int, duration: float, remote: str | None) -> None:
+        """Access log + metrics for an answer Flask never saw."""
+        metrics = self.state.metrics
+        route = self.route(request)
+        method = _method(request)
+        metrics.requests.labels(metrics.method_label(method), route, "", str(status)).inc()
+        metrics.latency.labels(route).observe(duration)
+        if status == 503:
+            metrics.shed.labels("overloaded").inc()
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("request", extra={"fields": {
+                "request_id": request_id(_header(request, REQUEST_ID_HEADER) or None), "method": method[:16],
+                "path": _path(request)[:200], "route": route, "model": None, "status": status,
+                "duration_ms": round(duration * 1000, 3), "bytes_in": request.content_length or 0,
+                "remote_addr": remote, "rejected_by": "http-layer"}})
+
+
+class JsonErrorTask(ErrorTask):
+    """Waitress's error answer with the API's JSON body, logged and counted like any response."""
+
+    def execute(self):
+        e = self.request.error
+        code = getattr(e, "error_code", None) or WAITRESS_CODES.get(e.code, "invalid_request")
+        message = str(e.body).strip() or e.reason
+        if e.code == 413:
+            message = f"request body is too large ({message}); send a smaller image"
+        elif e.code == 408:
+            message = f"the request did not arrive within {message} seconds; send it in one go"
+        body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+        self.status = f"{e.code} {e.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.response_headers.extend(getattr(e, "headers", ()))
+        rid = request_id(_header(self.request, REQUEST_ID_HEADER) or None)
+        self.response_headers.append((REQUEST_ID_HEADER, rid))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+        guard = getattr(self.channel.server, "vision_guard", None)
+        if guard is not None:  # after the answer is queued: accounting must never cost the client it
+            started = getattr(self.request, "vision_started", None) or time.monotonic()
+            guard.record(self.request, e.code, time.monotonic() - started, self.channel.addr[0]
+                         if isinstance(self.channel.addr, tuple) else None)
+
+
+class GuardedParser(HTTPRequestParser):
+    """Runs the guard's header check the moment the headers are complete."""
+
+    guard: Guard | None = None
+
+    def received(self, data):
+        if not hasattr(self, "vision_started"):
+            self.vision_started = time.monotonic()
+        headers_were_finished = self.headers_finished
+        consumed = super().received(data)
+        if (not headers_were_finished and self.headers_finished and self.error is None
+                and self.guard is not None):
+            error = self.guard.check_headers(self)
+            if error is not None:  # answer now; the body (if any) is never buffered
+                self.error = error
+                self.completed = True
+        return consumed
+
+
+def guarded_channel(base: type[HTTPChannel], guard: Guard) -> type[HTTPChannel]:
+    """``base`` with the guard's parser and JSON error answers (one class per server)."""
+    parser = type("Parser", (GuardedParser,), {"guard": guard})
+
+    def parser_class(channel):  # a property: each parser learns its peer (for rate limits)
+        def make(adj):
+            request = parser(adj)
+            request.peer = channel.addr[0] if isinstance(channel.addr, tuple) else None
+            return request
+        return make
+
+    return type("GuardedChannel", (base,), {"parser_class": property(parser_class),
+                                            "error_task_class": JsonErrorTask})
+
+
+def install(waitress_server, guard: Guard) -> None:
+    """Wire the guard into a Waitress server: slow-client deadline and load shedding."""
+    config = guard.config
+    server = waitress_server
+    server.vision_guard = guard
+    dispatcher = server.task_dispatcher
+    base_maintenance = server.maintenance
+    base_add_task = server.add_task
+
+    def maintenance(now):
+        base_maintenance(now)  # idle keep-alive connections (channel_timeout)
+        cutoff = time.monotonic() - config.read_timeout
+        for channel in list(server.active_channels.values()):
+            request = getattr(channel, "request", None)
+            started = getattr(request, "vision_started", None)
+            if request is not None and not request.completed and started is not None and started < cutoff:
+                # Answer 408 through the normal task path (JSON, logged), then close.
+                request.error = RequestTimeout(f"{config.read_timeout:g}")
+                request.completed = True
+                with channel.requests_lock:
+                    channel.request = None
+                    channel.requests.append(request)
+                    if len(channel.requests) == 1:
+                        base_add_task(channel)
+
+    def add_task(channel):
+        request = channel.requests[0] if channel.requests else None
+        if (request is not None and request.error is None and len(dispatcher.queue) >= config.max_queue
+                and _path(request) not in UNSHEDDABLE and channel.total_outbufs_len == 0):
+            # Answer from the event-loop thread: a tiny JSON 503 that needs no worker thread. Deferred
+            # through the trigger because the caller holds the channel's (non-reentrant) requests lock.
+            request.error = Overloaded("the server is at capacity; retry after the Retry-After delay")
+            server.trigger.pull_trigger(channel.service)
+            return
+        base_add_task(channel)
+
+    server.maintenance = maintenance
+    server.add_task = add_task
