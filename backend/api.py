@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import time
 
 import numpy as np
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, g
 from PIL import Image
 
 from backend.app import get_state, json_response
+from backend.bodies import Body, read_body
 from backend.decoding import decode_base64, open_image
 from backend.errors import ApiError
 from backend.inference import Model
@@ -23,8 +23,6 @@ from backend.preprocessing import preprocess
 from visionctl.constants import DEFAULT_MODEL
 
 bp = Blueprint("api", __name__)
-
-USAGE = 'send {"base64": "<base64-encoded image>"} with Content-Type: application/json'
 
 
 @bp.get("/healthz")
@@ -101,71 +99,29 @@ def _model(name: str) -> Model:
     return model
 
 
-def _read_json() -> object:
-    mimetype = request.mimetype
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
-        got = request.content_type or "none"
-        raise ApiError(f"Content-Type must be application/json (got {got}); with curl add "
-                       "-H 'Content-Type: application/json'", status=415, code="unsupported_media_type")
-    raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: werkzeug raises 413 here
-    if not raw.strip():
-        raise ApiError(f"request body is empty; {USAGE}", code="invalid_json")
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ApiError(f"body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-                       f"{USAGE} — the base64 value must be a quoted string", code="invalid_json") from None
-    except UnicodeDecodeError:
-        raise ApiError("body is not UTF-8 text; " + USAGE, code="invalid_json") from None
-    except RecursionError:
-        raise ApiError("JSON is nested too deeply; " + USAGE, code="invalid_json") from None
+def _prepare(item: bytes | str, model: Model, max_pixels: int) -> np.ndarray:
+    data = item if isinstance(item, bytes) else decode_base64(item)
+    return preprocess(open_image(data, max_pixels), model.card.preprocessing)
 
 
-def _type_name(value) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
-            int: "number", float: "number"}.get(type(value), type(value).__name__)
+def prepared_inputs(name: str) -> tuple[Model, Body, np.ndarray]:
+    """Resolve the model, parse the body (any accepted form) and preprocess every image → (N, 28, 28).
 
-
-def _parse_body(body, max_batch: int) -> tuple[list[str], bool, bool]:
-    """→ (base64 strings, is_batch, return_input); raises ApiError 400/413 naming the bad field."""
-    if not isinstance(body, dict):
-        raise ApiError(f"body must be a JSON object, got {_type_name(body)}; {USAGE}", code="invalid_request")
-    return_input = body.get("return_input", False)
-    if not isinstance(return_input, bool):
-        raise ApiError(f"'return_input' must be true or false, got {_type_name(return_input)}",
-                       code="invalid_request")
-    if "instances" in body:
-        if "base64" in body:
-            raise ApiError("send either 'base64' (one image) or 'instances' (a batch), not both",
-                           code="invalid_request")
-        instances = body["instances"]
-        if not isinstance(instances, list):
-            raise ApiError(f"'instances' must be an array of {{\"base64\": ...}} objects, got "
-                           f"{_type_name(instances)}", code="invalid_request")
-        if not instances:
-            raise ApiError("'instances' is empty; send at least one image", code="invalid_request")
-        if len(instances) > max_batch:
-            raise ApiError(f"'instances' has {len(instances)} images; the maximum per request is {max_batch} "
-                           "(VISION_MAX_BATCH)", status=413, code="batch_too_large")
-        texts = []
-        for i, item in enumerate(instances):
-            if not isinstance(item, dict) or not isinstance(item.get("base64"), str):
-                got = _type_name(item.get("base64")) if isinstance(item, dict) else _type_name(item)
-                raise ApiError(f"instances[{i}] must be an object with a string 'base64' field (got {got})",
-                               code="invalid_request")
-            texts.append(item["base64"])
-        return texts, True, return_input
-    if "base64" not in body:
-        raise ApiError(f"missing field 'base64'; {USAGE}", code="invalid_request")
-    text = body["base64"]
-    if not isinstance(text, str):
-        raise ApiError(f"'base64' must be a string, got {_type_name(text)}; {USAGE}", code="invalid_request")
-    return [text], False, return_input
-
-
-def _prepare(text: str, model: Model, max_pixels: int) -> np.ndarray:
-    img = open_image(decode_base64(text), max_pixels)
-    return preprocess(img, model.card.preprocessing)
+    Shared by predict and explain so both have the same limits, errors and preprocessing metrics."""
+    state = get_state()
+    model = _model(name)
+    body = read_body(state.config.max_batch)
+    images = []
+    for i, item in enumerate(body.images):
+        start = time.perf_counter()
+        try:
+            images.append(_prepare(item, model, state.config.max_pixels))
+        except ApiError as exc:
+            if body.is_batch:  # say which image is wrong
+                raise ApiError(f"instances[{i}]: {exc.message}", status=exc.status, code=exc.code) from None
+            raise
+        state.metrics.preprocessing.labels(name).observe(time.perf_counter() - start)
+    return model, body, np.stack(images)
 
 
 def _png_base64(image: np.ndarray) -> str:
@@ -178,22 +134,9 @@ def _png_base64(image: np.ndarray) -> str:
 
 def _predict(name: str):
     state = get_state()
-    model = _model(name)
-    texts, is_batch, return_input = _parse_body(_read_json(), state.config.max_batch)
+    model, body, batch = prepared_inputs(name)
+    is_batch, return_input, images = body.is_batch, body.return_input, batch
     metrics = state.metrics
-
-    images = []
-    for i, text in enumerate(texts):
-        start = time.perf_counter()
-        try:
-            images.append(_prepare(text, model, state.config.max_pixels))
-        except ApiError as exc:
-            if is_batch:  # say which image is wrong
-                raise ApiError(f"instances[{i}]: {exc.message}", status=exc.status, code=exc.code) from None
-            raise
-        metrics.preprocessing.labels(name).observe(time.perf_counter() - start)
-
-    batch = np.stack(images)
     start = time.perf_counter()
     probs = model.predict(batch)
     metrics.inference.labels(name).observe(time.perf_counter() - start)
