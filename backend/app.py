@@ -87,8 +87,12 @@ def create_app(config: Config | None = None, registry: Registry | None = None) -
     app.extensions["vision"] = state
 
     from backend.api import bp
+    from backend.docs import bp as docs_bp
+    from backend.explain import bp as explain_bp
+    from backend.v2 import bp as v2_bp
 
-    app.register_blueprint(bp)
+    for blueprint in (bp, docs_bp, v2_bp, explain_bp):
+        app.register_blueprint(blueprint)
     _install_lifecycle(app, state)
     _install_error_handlers(app, state)
     return app
