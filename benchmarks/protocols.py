@@ -37,6 +37,11 @@ def measure(fn, n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=200)
+    # Budgets (generous for a shared 2-core CI box; a regression such as un-batched occlusion —
+    # 145 separate runs — or a per-request session would blow them).
+    parser.add_argument("--max-explain-ms", type=float, default=400.0, help="budget for explain p50")
+    parser.add_argument("--max-v2-ratio", type=float, default=2.0,
+                        help="budget: v2 BYTES p50 / raw-PNG /predict p50")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "protocols.json"))
     args = parser.parse_args()
     import tritonclient.http as triton
@@ -70,6 +75,14 @@ def main() -> None:
               "results": results}
     print(json.dumps(report, indent=2))
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    failures = []
+    if results["explain"]["p50_ms"] > args.max_explain_ms:
+        failures.append(f"explain p50 {results['explain']['p50_ms']} ms > {args.max_explain_ms} ms")
+    ratio = results["v2_infer_bytes_tritonclient"]["p50_ms"] / results["predict_raw_png"]["p50_ms"]
+    if ratio > args.max_v2_ratio:
+        failures.append(f"v2 BYTES p50 is {ratio:.2f}× /predict (budget {args.max_v2_ratio}×)")
+    if failures:
+        sys.exit("over budget: " + "; ".join(failures))
 
 
 if __name__ == "__main__":

@@ -64,3 +64,13 @@ def test_finetune_strategies_benchmark_on_a_subset(tmp_path):
     assert [r["strategy"] for r in rows] == ["fc2", "fc1+fc2", "all"]
     assert all(0.0 <= r["test_accuracy"] <= 1.0 and len(r["per_epoch"]) == 1 for r in rows)
     assert "best: " in proc.stdout
+
+
+def test_protocols_benchmark_short(tmp_path):
+    """Explain latency and v2 vs /predict latency stay inside the script's budgets."""
+    out = tmp_path / "protocols.json"
+    proc = run("benchmarks/protocols.py", "--requests", "30", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"predict_json", "predict_raw_png", "v2_infer_bytes_tritonclient",
+                            "v2_infer_fp32_json_tritonclient", "explain"}
