@@ -25,9 +25,11 @@ def server():
         yield s
 
 
-@pytest.mark.parametrize("name,dataset,mode", [("mnist", "mnist", "digit"),
-                                               ("fashion-mnist", "fashion-mnist", "frame")])
-def test_attribution_concentrates_on_the_object(server, name, dataset, mode):
+# Measured per-pixel ratio (object / background): digits 4.6-10.6 on every sample; clothing median
+# ~3.8, with two garments (T-shirt, pullover) that fill most of the frame near 1.
+@pytest.mark.parametrize("name,dataset,mode,min_share", [("mnist", "mnist", "digit", 1.0),
+                                                         ("fashion-mnist", "fashion-mnist", "frame", 0.6)])
+def test_attribution_concentrates_on_the_object(server, name, dataset, mode, min_share):
     ratios = []
     for path in sorted((SAMPLES / dataset).glob("*.png")):
         data = path.read_bytes()
@@ -52,7 +54,7 @@ def test_attribution_concentrates_on_the_object(server, name, dataset, mode):
     assert len(ratios) >= 8
     # Mean importance per object pixel is several times that of a background pixel, for most images.
     assert np.median(ratios) > 2.0, ratios
-    assert np.mean(np.array(ratios) > 1.0) >= 0.8, ratios
+    assert np.mean(np.array(ratios) > 2.0) >= min_share, ratios
 
 
 def test_explain_rejects_like_predict(server):
