@@ -6,7 +6,6 @@ import re
 
 import pytest
 import requests
-
 from backend_server import BackendServer, test_model_dir
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from backend_server import BackendServer, test_model_dir
 from PIL import Image
 
 from backend.decoding import open_image
 from backend.preprocessing import preprocess
-from backend_server import BackendServer, test_model_dir
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

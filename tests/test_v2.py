@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.http as triton
-from tritonclient.utils import InferenceServerException
-
 from backend_server import BackendServer, test_model_dir
+from tritonclient.utils import InferenceServerException
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -66,8 +65,10 @@ def test_bytes_input_matches_predict(server, client, name, dataset, binary):
 
 @pytest.mark.parametrize("binary", [True, False])
 def test_fp32_input_is_the_normalised_tensor(server, client, binary):
-    from PIL import Image
     import io
+
+    from PIL import Image
+
     from backend.preprocessing import preprocess
 
     card = json.loads((test_model_dir() / "mnist.json").read_text())
