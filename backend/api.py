@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import time
 from contextlib import ExitStack
 
 import numpy as np
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, g
 from PIL import Image
 
 from backend.app import get_state, json_response
 from backend.budget import estimate
+from backend.bodies import Body, read_body
 from backend.decoding import decode_base64, open_image
 from backend.errors import ApiError, ImageTooLarge
 from backend.inference import Model
@@ -25,8 +25,6 @@ from backend.preprocessing import preprocess
 from visionctl.constants import DEFAULT_MODEL
 
 bp = Blueprint("api", __name__)
-
-USAGE = 'send {"base64": "<base64-encoded image>"} with Content-Type: application/json'
 
 
 @bp.get("/healthz")
@@ -103,88 +101,11 @@ def _model(name: str) -> Model:
     return model
 
 
-def _read_json() -> object:
-    mimetype = request.mimetype
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
-        got = request.content_type or "none"
-        raise ApiError(f"Content-Type must be application/json (got {got}); with curl add "
-                       "-H 'Content-Type: application/json'", status=415, code="unsupported_media_type")
-    raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: werkzeug raises 413 here
-    if not raw.strip():
-        raise ApiError(f"request body is empty; {USAGE}", code="invalid_json")
-    _check_structure(raw, get_state().config.max_batch)
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ApiError(f"body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-                       f"{USAGE} — the base64 value must be a quoted string", code="invalid_json") from None
-    except UnicodeDecodeError:
-        raise ApiError("body is not UTF-8 text; " + USAGE, code="invalid_json") from None
-    except RecursionError:
-        raise ApiError("JSON is nested too deeply; " + USAGE, code="invalid_json") from None
-    except ValueError as exc:  # e.g. an integer of more than 4,300 digits (int() refuses to parse it)
-        raise ApiError(f"body has a value JSON parsing refused ({str(exc)[:120]}); {USAGE}",
-                       code="invalid_json") from None
-
-
-def _check_structure(raw: bytes, max_batch: int) -> None:
-    """Refuse bodies with far more JSON structure than any valid request before parsing them.
-
-    A valid body holds at most ``max_batch`` small objects of base64 text (which contains no
-    ``{ [ ,``), but 10 MiB of ``[{},{},…]`` parses into millions of Python objects (~280 MB).
-    Counting bytes is ~1 ms for 10 MiB and bounds what ``json.loads`` can allocate.
-    """
-    limit = 8 * max_batch + 32
-    if raw.count(b"{") > limit or raw.count(b",") > limit or raw.count(b"[") > limit:
-        raise ApiError(f"the JSON body is nested too deeply or has far more objects, arrays or items than a "
-                       f"request of at most {max_batch} images (VISION_MAX_BATCH) can have; {USAGE}",
-                       code="invalid_json")
-
-
-def _type_name(value) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
-            int: "number", float: "number"}.get(type(value), type(value).__name__)
-
-
-def _parse_body(body, max_batch: int) -> tuple[list[str], bool, bool]:
-    """→ (base64 strings, is_batch, return_input); raises ApiError 400/413 naming the bad field."""
-    if not isinstance(body, dict):
-        raise ApiError(f"body must be a JSON object, got {_type_name(body)}; {USAGE}", code="invalid_request")
-    return_input = body.get("return_input", False)
-    if not isinstance(return_input, bool):
-        raise ApiError(f"'return_input' must be true or false, got {_type_name(return_input)}",
-                       code="invalid_request")
-    if "instances" in body:
-        if "base64" in body:
-            raise ApiError("send either 'base64' (one image) or 'instances' (a batch), not both",
-                           code="invalid_request")
-        instances = body["instances"]
-        if not isinstance(instances, list):
-            raise ApiError(f"'instances' must be an array of {{\"base64\": ...}} objects, got "
-                           f"{_type_name(instances)}", code="invalid_request")
-        if not instances:
-            raise ApiError("'instances' is empty; send at least one image", code="invalid_request")
-        if len(instances) > max_batch:
-            raise ApiError(f"'instances' has {len(instances)} images; the maximum per request is {max_batch} "
-                           "(VISION_MAX_BATCH)", status=413, code="batch_too_large")
-        texts = []
-        for i, item in enumerate(instances):
-            if not isinstance(item, dict) or not isinstance(item.get("base64"), str):
-                got = _type_name(item.get("base64")) if isinstance(item, dict) else _type_name(item)
-                raise ApiError(f"instances[{i}] must be an object with a string 'base64' field (got {got})",
-                               code="invalid_request")
-            texts.append(item["base64"])
-        return texts, True, return_input
-    if "base64" not in body:
-        raise ApiError(f"missing field 'base64'; {USAGE}", code="invalid_request")
-    text = body["base64"]
-    if not isinstance(text, str):
-        raise ApiError(f"'base64' must be a string, got {_type_name(text)}; {USAGE}", code="invalid_request")
-    return [text], False, return_input
-
-
-def _prepare(text: str, model: Model, max_pixels: int) -> np.ndarray:
+def prepare_image(item: bytes | str, model: Model, max_pixels: int) -> np.ndarray:
+    """Encoded image (bytes or base64 text) → the 28×28 model input, inside the memory and batch-pixel
+    budgets of the current request."""
     state = get_state()
+    data = item if isinstance(item, bytes) else decode_base64(item)
 
     def reserve(size: tuple[int, int], mode: str) -> None:
         # A batch costs at most what one image of the batch pixel limit costs, whatever its count.
@@ -195,8 +116,27 @@ def _prepare(text: str, model: Model, max_pixels: int) -> np.ndarray:
         held.enter_context(state.memory.reserve(estimate(size, mode)))
 
     with ExitStack() as held:  # the reservation lasts until the image is reduced to 28×28
-        img = open_image(decode_base64(text), max_pixels, reserve=reserve)
-        return preprocess(img, model.card.preprocessing)
+        return preprocess(open_image(data, max_pixels, reserve=reserve), model.card.preprocessing)
+
+
+def prepared_inputs(name: str) -> tuple[Model, Body, np.ndarray]:
+    """Resolve the model, parse the body (any accepted form) and preprocess every image → (N, 28, 28).
+
+    Shared by predict and explain so both have the same limits, errors and preprocessing metrics."""
+    state = get_state()
+    model = _model(name)
+    body = read_body(state.config.max_batch)
+    images = []
+    for i, item in enumerate(body.images):
+        start = time.perf_counter()
+        try:
+            images.append(prepare_image(item, model, state.config.max_pixels))
+        except ApiError as exc:
+            if body.is_batch:  # say which image is wrong
+                raise ApiError(f"instances[{i}]: {exc.message}", status=exc.status, code=exc.code) from None
+            raise
+        state.metrics.preprocessing.labels(name).observe(time.perf_counter() - start)
+    return model, body, np.stack(images)
 
 
 def _png_base64(image: np.ndarray) -> str:
@@ -209,22 +149,9 @@ def _png_base64(image: np.ndarray) -> str:
 
 def _predict(name: str):
     state = get_state()
-    model = _model(name)
-    texts, is_batch, return_input = _parse_body(_read_json(), state.config.max_batch)
+    model, body, batch = prepared_inputs(name)
+    is_batch, return_input, images = body.is_batch, body.return_input, batch
     metrics = state.metrics
-
-    images = []
-    for i, text in enumerate(texts):
-        start = time.perf_counter()
-        try:
-            images.append(_prepare(text, model, state.config.max_pixels))
-        except ApiError as exc:
-            if is_batch:  # say which image is wrong
-                raise ApiError(f"instances[{i}]: {exc.message}", status=exc.status, code=exc.code) from None
-            raise
-        metrics.preprocessing.labels(name).observe(time.perf_counter() - start)
-
-    batch = np.stack(images)
     start = time.perf_counter()
     probs = model.predict(batch)
     metrics.inference.labels(name).observe(time.perf_counter() - start)

@@ -31,7 +31,16 @@ access_log = logging.getLogger("backend.access")
 
 # Probes, metrics and the API description stay reachable without a key (kubelet and Prometheus
 # carry none, and the document reveals nothing a client could not learn from an error).
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json",
+                        # the index and the docs page (the page sends the key itself via "Authorize"),
+                        # and the Open Inference Protocol's health probes
+                        "/", "/docs", "/v2/health/live", "/v2/health/ready"})
+OPEN_PREFIXES = ("/docs/",)  # the docs page's static assets
+
+
+def is_open(path: str) -> bool:
+    """Paths served without an API key."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 # Werkzeug's HTTP errors → our stable error codes.
 HTTP_ERROR_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found",
@@ -96,8 +105,12 @@ def create_app(config: Config | None = None, registry: Registry | None = None) -
     app.extensions["vision"] = state
 
     from backend.api import bp
+    from backend.docs import bp as docs_bp
+    from backend.explain import bp as explain_bp
+    from backend.v2 import bp as v2_bp
 
-    app.register_blueprint(bp)
+    for blueprint in (bp, docs_bp, v2_bp, explain_bp):
+        app.register_blueprint(blueprint)
     _install_lifecycle(app, state)
     _install_error_handlers(app, state)
     return app
@@ -140,7 +153,7 @@ def _install_lifecycle(app: Flask, state: State) -> None:
         limiter = state.limiter
         client = limiter.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"))
         presented = _presented_key()
-        if keys and request.path not in OPEN_PATHS and not key_is_valid(presented, keys):
+        if keys and not is_open(request.path) and not key_is_valid(presented, keys):
             limiter.check(client, request.path, auth_failed=True)
             raise ApiError("missing or invalid API key: send it as 'X-API-Key: <key>' or "
                            "'Authorization: Bearer <key>'", status=401, code="unauthorized",

@@ -26,7 +26,7 @@ from waitress.parser import HTTPRequestParser
 from waitress.task import ErrorTask
 from waitress.utilities import Error
 
-from backend.app import OPEN_PATHS, State, key_is_valid
+from backend.app import State, is_open, key_is_valid
 from backend.errors import ApiError
 from backend.logs import REQUEST_ID_HEADER, request_id
 
@@ -99,7 +99,7 @@ class Guard:
 
     def check_headers(self, request: HTTPRequestParser) -> Error | None:
         """Called once the headers are parsed, before any of the body is read."""
-        if self.keys and _path(request) not in OPEN_PATHS and not key_is_valid(_presented_key(request), self.keys):
+        if self.keys and not is_open(_path(request)) and not key_is_valid(_presented_key(request), self.keys):
             limiter = self.state.limiter
             client = limiter.client_address(getattr(request, "peer", None), _header(request, "X-Forwarded-For"))
             try:

@@ -7,6 +7,7 @@ Tests validate the document and check live responses against these schemas.
 
 from __future__ import annotations
 
+from backend import openapi_protocols as protocols
 from backend.config import Config
 from backend.errors import ERROR_CODES
 from visionctl import __version__
@@ -144,7 +145,6 @@ def openapi_document(config: Config) -> dict:
                                f"{config.max_pixels} pixels (VISION_MAX_PIXELS, checked before decoding) or more "
                                f"than {config.max_batch} instances", "body_too_large", "image_too_large",
                                "batch_too_large"),
-        "415": _error_response("Content-Type is not application/json", "unsupported_media_type"),
         "422": _error_response("The bytes are not a complete image in a supported format", "unsupported_image"),
         **common_errors,
     }
@@ -156,7 +156,7 @@ def openapi_document(config: Config) -> dict:
                 "schema": {"oneOf": [{"$ref": REF + "SingleRequest"}, {"$ref": REF + "BatchRequest"}]},
                 "examples": {"single": {"value": {"base64": "iVBORw0KGgoAAAANSUhEUg..."}},
                              "batch": {"value": {"instances": [{"base64": "iVBORw0..."}, {"base64": "iVBORw0..."}]}}},
-            }}},
+            }, **protocols.raw_image_content()}},
             "responses": {
                 "200": {"description": "Prediction (single) or predictions in request order (batch)",
                         "headers": request_id_header,
@@ -201,6 +201,9 @@ def openapi_document(config: Config) -> dict:
                                                             "schema": {"type": "object"}}}}}}},
     }
 
+    paths.update(protocols.paths(model_names, predict_errors, common_errors))
+    schemas.update(protocols.schemas(model_names))
+
     doc = {
         "openapi": "3.1.0",
         "info": {
@@ -208,7 +211,8 @@ def openapi_document(config: Config) -> dict:
             "version": __version__,
             "description": "MNIST / Fashion-MNIST image classification. Every error is JSON "
                            "`{\"error\": {\"code\", \"message\"}}`; `code` values are stable. "
-                           "Unknown routes answer 404 `not_found`.",
+                           "Unknown routes answer 404 `not_found`. The `/v2` routes follow the Open Inference "
+                           "Protocol instead: errors there are `{\"error\": \"...\"}`.",
         },
         "paths": paths,
         "components": {

@@ -198,7 +198,7 @@ def _pixelated(data: bytes, side: int = PREVIEW_SIDE) -> Image.Image | bytes:
     return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
 
 
-def _show_result(prediction: Prediction, labels: list[str], image: bytes) -> None:
+def _show_result(prediction: Prediction, labels: list[str], image: bytes, settings: Settings) -> None:
     res = prediction.result
     confidence = float(res["confidence"])
     label_col, conf_col, time_col = st.columns(3)
@@ -216,7 +216,26 @@ def _show_result(prediction: Prediction, labels: list[str], image: bytes) -> Non
     if res.get("input_image"):
         seen.image(_pixelated(base64.b64decode(res["input_image"])), width=PREVIEW_SIDE,
                    caption="What the model sees (28×28)", alt="The 28×28 image after preprocessing")
+    if st.toggle("Show what the model looked at", key="explain",
+                 help="Occlusion sensitivity: red pixels are those whose blanking lowers the confidence most."):
+        _show_explanation(settings, prediction, image)
     st.caption(f"Model {res['model']} · version {res['model_version']}")
+
+
+def _show_explanation(settings: Settings, prediction: Prediction, image: bytes) -> None:
+    """Fetched only when asked for (it costs ~145 model runs) and kept for this (model, image)."""
+    cached = st.session_state.get("explanation")
+    if cached is None or cached[0] != prediction.key:
+        try:
+            with st.spinner("Explaining…"):
+                result = _clients(settings)[0].explain(image, model=prediction.result["model"])
+        except ClientError as exc:
+            st.error(f"No explanation: {exc}", icon=":material/error:")
+            return
+        cached = (prediction.key, result["overlay"])
+        st.session_state["explanation"] = cached
+    st.image(base64.b64decode(cached[1]), width=PREVIEW_SIDE,
+             caption="What the model looked at (red = most important)", alt="Occlusion attribution overlay")
 
 
 # -- page ------------------------------------------------------------------------------------
@@ -311,7 +330,7 @@ def main() -> None:
         if isinstance(outcome, str):
             st.error(outcome, icon=":material/error:")
         else:
-            _show_result(outcome, labels, image)
+            _show_result(outcome, labels, image, settings)
 
 
 main()

@@ -221,7 +221,8 @@ def test_real_world_images_never_fail(server, http, kind, fmt):
 PNG = sample("mnist", 1)
 ERROR_CASES = [
     # (id, method, path, body, content-type, status, code, message fragment)
-    ("unquoted-base64", "POST", "/predict", b'{"base64": iVBORw0KGgo}', "application/json", 400, "invalid_json", "quoted"),
+    # the literal unquoted form is accepted; this value is just a PNG signature, not a whole image
+    ("unquoted-base64", "POST", "/predict", b'{"base64": iVBORw0KGgo}', "application/json", 422, "unsupported_image", ""),
     ("trailing-comma", "POST", "/predict", b'{"base64": "abc",}', "application/json", 400, "invalid_json", "line 1"),
     ("empty-body", "POST", "/predict", b"", "application/json", 400, "invalid_json", "empty"),
     ("not-utf8", "POST", "/predict", b'{"base64": "\xff\xfe"}', "application/json", 400, "invalid_json", ""),
@@ -257,12 +258,15 @@ ERROR_CASES = [
      "batch_too_large", str(MAX_BATCH)),
     ("body-too-large", "POST", "/predict", b'{"base64": "' + b"A" * MAX_BODY + b'"}', "application/json", 413,
      "body_too_large", str(MAX_BODY)),
-    ("form-content-type", "POST", "/predict", json.dumps({"base64": b64(PNG)}).encode(),
-     "application/x-www-form-urlencoded", 415, "unsupported_media_type", "Content-Type: application/json"),
-    ("no-content-type", "POST", "/predict", json.dumps({"base64": b64(PNG)}).encode(), None, 415,
-     "unsupported_media_type", "none"),
-    ("text-content-type", "POST", "/v1/models/fashion-mnist/predict", b"{}", "text/plain", 415,
-     "unsupported_media_type", ""),
+    ("text-content-type", "POST", "/v1/models/fashion-mnist/predict", b"{}", "text/plain", 400,
+     "invalid_request", "base64"),
+    ("unquoted-but-not-base64", "POST", "/predict", b'{"base64": hello!}', "application/json", 400,
+     "invalid_json", "not valid JSON"),
+    ("unquoted-extra-key", "POST", "/predict", b'{"base64": iVBOR, "x": 1}', None, 400, "invalid_json", ""),
+    ("empty-raw-image", "POST", "/predict", b"", "image/png", 400, "invalid_request", "empty"),
+    ("raw-not-an-image", "POST", "/predict", b"hello", "application/octet-stream", 422, "unsupported_image", ""),
+    ("multipart-without-file", "POST", "/predict", b"--b\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n--b--\r\n",
+     "multipart/form-data; boundary=b", 400, "invalid_request", "file part"),
     ("unknown-model", "POST", "/v1/models/cifar/predict", b"{}", "application/json", 404, "model_not_found", "cifar"),
     ("unknown-model-card", "GET", "/v1/models/cifar", None, None, 404, "model_not_found", "available"),
     ("unknown-route", "GET", "/v2/everything", None, None, 404, "not_found", "/openapi.json"),

@@ -117,3 +117,13 @@ def test_abuse_benchmark_short_mode_stays_within_budgets(tmp_path):
     assert "429" in cases["1,000 wrong keys"]["statuses"]
     assert cases["valid predictions (control)"]["statuses"] == {"200": 50}
     assert all(p["status"] == 200 for p in cases["stalled sockets"]["probes"].values())
+
+
+def test_protocols_benchmark_short(tmp_path):
+    """Explain latency and v2 vs /predict latency stay inside the script's budgets."""
+    out = tmp_path / "protocols.json"
+    proc = run("benchmarks/protocols.py", "--requests", "30", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"predict_json", "predict_raw_png", "v2_infer_bytes_tritonclient",
+                            "v2_infer_fp32_json_tritonclient", "explain"}

@@ -254,3 +254,35 @@ def test_narrow_screen_has_nothing_wider_than_the_phone(browser, servers, tmp_pa
         assert page.evaluate(RIGHTMOST_EDGE_JS) <= width
     finally:
         context.close()
+
+
+def test_explanation_overlay(page, servers, screenshots):
+    _, ui = servers
+    open_app(page, ui)
+    page.get_by_role("radio", name="3").click()
+    expect_prediction(page, "3")
+    page.get_by_text("Show what the model looked at").click()
+    page.get_by_text("What the model looked at (red = most important)").wait_for()
+    page.get_by_test_id("stImage").last.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    shot = screenshots / "frontend-explain.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_api_docs_page_renders_offline(browser, servers):
+    backend, _ = servers
+    context = browser.new_context()
+    requested: list[str] = []
+    context.on("request", lambda req: requested.append(req.url))
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(backend.url + "/docs")
+    # Swagger UI fetched and rendered the document (paths carry data-path; their text has <wbr>s).
+    for path in ("/v2/models/{name}/infer", "/v1/models/{name}/explain", "/predict"):
+        page.locator(f'[data-path="{path}"]').first.wait_for()
+    assert not errors, errors
+    assert {urlsplit(u).hostname for u in requested} == {"127.0.0.1"}
+    context.close()

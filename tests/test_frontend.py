@@ -239,3 +239,17 @@ def test_samples_folder_is_configurable(backend, monkeypatch, tmp_path):
     no_traceback(at)
     assert at.main.info[0].value == f"No sample images found in {tmp_path / 'mnist'}."
     assert "Prediction" not in shown(at)
+
+
+def test_explanation_overlay_on_request(backend, monkeypatch):
+    at = make_app(monkeypatch, backend.url).run()
+    no_traceback(at)
+    captions = lambda: [c for img in at.image for c in img.captions]  # noqa: E731
+    assert "What the model looked at (red = most important)" not in captions()  # only when asked
+    at.toggle(key="explain").set_value(True).run()
+    no_traceback(at)
+    assert "What the model looked at (red = most important)" in captions()
+    at.pills(key="sample-mnist").set_value(sample("mnist", 4)).run()  # a new image gets its own overlay
+    no_traceback(at)
+    assert shown(at)["Prediction"] == "4"
+    assert "What the model looked at (red = most important)" in captions()

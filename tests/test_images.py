@@ -236,6 +236,13 @@ def test_backend_serves_chart_probes_and_predicts(backend):
     assert resp.status_code == 200, resp.text
     hits = sum(p["class_index"] == int(s.name.split("-")[0]) for p, s in zip(resp.json()["predictions"], fashion))
     assert hits >= 8, f"fashion-mnist samples: {hits}/10 right"
+    # The packaged Swagger UI, explain and the v2 protocol work in the image (no torch, no CDN).
+    assert requests.get(backend.url + "/docs/swagger-ui-bundle.js", timeout=5).status_code == 200
+    seven = (ROOT / "samples" / "mnist" / "7-7.png").read_bytes()
+    explained = requests.post(backend.url + "/v1/models/mnist/explain", data=seven,
+                              headers={"Content-Type": "image/png"}, timeout=10)
+    assert explained.status_code == 200 and explained.json()["label"] == "7", explained.text
+    assert requests.get(backend.url + "/v2/health/ready", timeout=5).status_code == 200
 
 
 def test_backend_container_is_hardened(backend):

@@ -132,6 +132,12 @@ class VisionClient:
             body["return_input"] = True
         return self._json("POST", f"/v1/models/{quote(model, safe='')}/predict", json=body)
 
+    def explain(self, image: bytes, model: str = DEFAULT_MODEL) -> dict:
+        """Occlusion explanation of one image: the prediction plus ``attributions`` (28×28) and
+        ``overlay`` (base64 PNG of the input with the important pixels in red)."""
+        return self._json("POST", f"/v1/models/{quote(model, safe='')}/explain",
+                          json={"base64": encode_image(image)})
+
     def predict_default(self, image: bytes) -> dict:
         """``POST /predict`` — the MNIST endpoint of the README's curl (smoke tests use it so they
         check exactly what users will call)."""

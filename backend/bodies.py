@@ -1,0 +1,155 @@
+"""Request-body forms of the predict/explain routes → a list of images (raw bytes or base64 text).
+
+Clients reach for what they know, so one route accepts:
+
+* JSON ``{"base64": "..."}`` / ``{"instances": [...]}`` whatever the Content-Type says (curl ``-d``
+  without ``-H`` sends ``application/x-www-form-urlencoded``);
+* the assignment's literal, unquoted ``{"base64": iVBOR...}`` — a fallback for exactly that shape
+  (one key, a bare base64 value), nothing looser;
+* a raw image body (``image/*``, ``application/octet-stream``, or any Content-Type when the bytes start
+  with a known image signature), as ``curl --data-binary @digit.png`` sends it;
+* ``multipart/form-data`` (``curl -F file=@digit.png``): the first file part, any field name.
+
+Structure errors are ``ApiError`` 400s that name the bad field; image errors come later from
+``backend.decoding`` so every form shares the same limits and messages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from flask import request
+
+from backend.errors import ApiError
+
+USAGE = ('send {"base64": "<base64-encoded image>"} as JSON, the image file itself '
+         "(--data-binary @digit.png), or a multipart upload (-F file=@digit.png)")
+
+# The literal form of the assignment: {"base64": <bare base64>} — standard or URL-safe alphabet,
+# optional padding, line breaks from `base64` wrapping. Anything else stays a JSON error.
+_UNQUOTED = re.compile(rb'\A\s*\{\s*"base64"\s*:\s*([A-Za-z0-9+/_\-\s]+=*)\s*\}\s*\Z')
+
+# File signatures of the formats backend.decoding opens (a raw upload sent with a wrong Content-Type).
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+@dataclass(frozen=True)
+class Body:
+    images: list  # each item: bytes (an encoded image file) or str (base64 text)
+    is_batch: bool
+    return_input: bool
+
+
+def read_body(max_batch: int) -> Body:
+    """Parse the current request's body in whichever accepted form it came; raises ApiError."""
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        return _multipart()
+    raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: werkzeug raises 413 here
+    if mimetype.startswith("image/") or mimetype == "application/octet-stream" or _looks_like_image(raw):
+        if not raw:
+            raise ApiError(f"request body is empty; {USAGE}", code="invalid_request")
+        return Body([raw], False, False)
+    return parse_json_body(raw, max_batch)
+
+
+def parse_json_body(raw: bytes, max_batch: int) -> Body:
+    if not raw.strip():
+        raise ApiError(f"request body is empty; {USAGE}", code="invalid_json")
+    _check_structure(raw, max_batch)
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        literal = _UNQUOTED.match(raw)
+        if literal:
+            return Body([literal.group(1).decode("ascii")], False, False)
+        raise ApiError(f"body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                       f"{USAGE}", code="invalid_json") from None
+    except UnicodeDecodeError:
+        raise ApiError("body is neither UTF-8 JSON nor a supported image; " + USAGE, code="invalid_json") from None
+    except RecursionError:
+        raise ApiError("JSON is nested too deeply; " + USAGE, code="invalid_json") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits (int() refuses to parse it)
+        raise ApiError(f"body has a value JSON parsing refused ({str(exc)[:120]}); {USAGE}",
+                       code="invalid_json") from None
+    return _from_json(body, max_batch)
+
+
+def _check_structure(raw: bytes, max_batch: int) -> None:
+    """Refuse bodies with far more JSON structure than any valid request before parsing them.
+
+    A valid body holds at most ``max_batch`` small objects of base64 text (which contains no
+    ``{ [ ,``), but 10 MiB of ``[{},{},…]`` parses into millions of Python objects (~280 MB).
+    Counting bytes is ~1 ms for 10 MiB and bounds what ``json.loads`` can allocate.
+    """
+    limit = 8 * max_batch + 32
+    if raw.count(b"{") > limit or raw.count(b",") > limit or raw.count(b"[") > limit:
+        raise ApiError(f"the JSON body is nested too deeply or has far more objects, arrays or items than a "
+                       f"request of at most {max_batch} images (VISION_MAX_BATCH) can have; {USAGE}",
+                       code="invalid_json")
+
+
+def _looks_like_image(raw: bytes) -> bool:
+    return raw.startswith(_IMAGE_MAGIC) or (raw[:4] == b"RIFF" and raw[8:12] == b"WEBP")
+
+
+def _multipart() -> Body:
+    files = request.files  # werkzeug streams parts to disk; MAX_CONTENT_LENGTH still applies (413)
+    for storage in files.values():
+        data = storage.read()
+        if data:
+            return Body([data], False, _flag(request.form.get("return_input", "false")))
+    raise ApiError("multipart body has no (non-empty) file part; upload the image with -F file=@digit.png",
+                   code="invalid_request")
+
+
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise ApiError(f"'return_input' must be true or false, got {text[:20]!r}", code="invalid_request")
+
+
+def type_name(value) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
+            int: "number", float: "number"}.get(type(value), type(value).__name__)
+
+
+def _from_json(body, max_batch: int) -> Body:
+    if not isinstance(body, dict):
+        raise ApiError(f"body must be a JSON object, got {type_name(body)}; {USAGE}", code="invalid_request")
+    return_input = body.get("return_input", False)
+    if not isinstance(return_input, bool):
+        raise ApiError(f"'return_input' must be true or false, got {type_name(return_input)}",
+                       code="invalid_request")
+    if "instances" in body:
+        if "base64" in body:
+            raise ApiError("send either 'base64' (one image) or 'instances' (a batch), not both",
+                           code="invalid_request")
+        instances = body["instances"]
+        if not isinstance(instances, list):
+            raise ApiError(f"'instances' must be an array of {{\"base64\": ...}} objects, got "
+                           f"{type_name(instances)}", code="invalid_request")
+        if not instances:
+            raise ApiError("'instances' is empty; send at least one image", code="invalid_request")
+        if len(instances) > max_batch:
+            raise ApiError(f"'instances' has {len(instances)} images; the maximum per request is {max_batch} "
+                           "(VISION_MAX_BATCH)", status=413, code="batch_too_large")
+        texts = []
+        for i, item in enumerate(instances):
+            if not isinstance(item, dict) or not isinstance(item.get("base64"), str):
+                got = type_name(item.get("base64")) if isinstance(item, dict) else type_name(item)
+                raise ApiError(f"instances[{i}] must be an object with a string 'base64' field (got {got})",
+                               code="invalid_request")
+            texts.append(item["base64"])
+        return Body(texts, True, return_input)
+    if "base64" not in body:
+        raise ApiError(f"missing field 'base64'; {USAGE}", code="invalid_request")
+    text = body["base64"]
+    if not isinstance(text, str):
+        raise ApiError(f"'base64' must be a string, got {type_name(text)}; {USAGE}", code="invalid_request")
+    return Body([text], False, return_input)
