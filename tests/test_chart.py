@@ -571,3 +571,16 @@ def test_service_monitor_scrapes_backend_metrics_port():
     assert endpoint["port"] in {p["name"] for p in svc["spec"]["ports"]} and endpoint["path"] == "/metrics"
     assert "/metrics" in backend_routes()
     assert find(render("default"), "ServiceMonitor") == []
+
+
+def test_notes_warn_loudly_when_publishing_without_keys():
+    def notes(*sets):
+        args = [a for s in sets for a in ("--set", s)]
+        return helm("install", "vision-ai", str(CHART), "--dry-run=client", "-n", "vision-ai", *args).stdout.split(
+            "NOTES:", 1)[1]
+
+    assert "WARNING" not in notes()
+    assert "API keys OFF" in notes("cloudflared.enabled=true")
+    assert "API keys OFF" in notes("ingress.hostname=vision.example.com")
+    assert "WARNING" not in notes("cloudflared.enabled=true", "apiKeys.enabled=true", "apiKeys.keys={"
+                                  "abcdefghijklmnopqrstuvwxyz}")

@@ -255,6 +255,9 @@ def up(
         target=_target(cluster, port), chart=_chart(tag, tunnel, tunnel_mode, values),
         train=train, build=build, base_image=base_image, api_key=api_key, data_dir=data_dir,
         rollout_timeout=rollout_timeout)
+    if tunnel and not api_key:
+        err.print("[bold red]WARNING:[/] --tunnel publishes the API on the internet; without --api-key "
+                  "(or apiKeys enabled in --values) anyone with the URL can use it.")
     if dry_run:
         console.print("[bold]Plan[/] (dry run — nothing is executed):")
     result = _steps(lambda: orchestrate.up(runner, opts), runner)
