@@ -57,9 +57,14 @@ ERROR_CODES = {
     "image_too_large": 413,
     "batch_too_large": 413,
     "unsupported_media_type": 415,
+    "request_timeout": 408,
     "unsupported_image": 422,
+    "headers_too_large": 431,
+    "rate_limited": 429,
     "internal_error": 500,
+    "not_implemented": 501,
     "not_ready": 503,
+    "overloaded": 503,
 }
 
 

@@ -584,3 +584,16 @@ def test_notes_warn_loudly_when_publishing_without_keys():
     assert "API keys OFF" in notes("ingress.hostname=vision.example.com")
     assert "WARNING" not in notes("cloudflared.enabled=true", "apiKeys.enabled=true", "apiKeys.keys={"
                                   "abcdefghijklmnopqrstuvwxyz}")
+
+
+def test_traefik_rate_limit_only_where_its_crds_exist():
+    base = ["template", "vision-ai", str(CHART), "-n", "vision-ai", "--set", "ingress.traefikRateLimit.enabled=true"]
+    without = load_docs(helm(*base).stdout)
+    assert not find(without, "Middleware")  # a cluster without Traefik still installs
+    assert all("traefik.ingress.kubernetes.io/router.middlewares" not in (i["metadata"].get("annotations") or {})
+               for i in find(without, "Ingress"))
+    with_crds = load_docs(helm(*base, "--api-versions", "traefik.io/v1alpha1/Middleware").stdout)
+    mw = find(with_crds, "Middleware")[0]
+    assert mw["spec"]["rateLimit"] == {"average": 20, "burst": 40}
+    annotation = find(with_crds, "Ingress")[0]["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"]
+    assert annotation == f"vision-ai-{mw['metadata']['name']}@kubernetescrd"
