@@ -8,6 +8,7 @@ against a local ``visionctl serve``, the cluster or a tunnel URL (``VISION_API_U
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import time
@@ -81,7 +82,8 @@ def _friendly_error(exc: ClientError, settings: Settings, elapsed: float | None 
                 "or point VISION_API_URL at a running one.")
     assert isinstance(exc, ApiError)
     if exc.status in (401, 403):
-        return f"The backend refused the request ({exc.message or exc.code}). Check VISION_API_KEY."
+        return (f"The backend refused the request ({exc.message or exc.code}). Enter your API key in the "
+                "sidebar (or set VISION_API_KEY).")
     if exc.status == 404:
         return f"The backend does not serve this model ({exc.message or exc.code})."
     if exc.status == 413:
@@ -281,6 +283,13 @@ def main() -> None:
     except ValueError as exc:
         st.error(f"Configuration error: {exc}")
         st.stop()
+    if settings.api_key is None:
+        # No key of its own: a visitor may bring theirs (a backend with keys on then serves only
+        # visitors who have one — the public UI never predicts anonymously on someone's key).
+        entered = st.sidebar.text_input("API key", type="password", key="api_key",
+                                        help="Needed when the backend has API keys on (X-API-Key).")
+        if entered.strip():
+            settings = dataclasses.replace(settings, api_key=entered.strip())
 
     # The model list doubles as the connectivity check: when it fails there is no point in
     # probing (a silent host would cost another probe timeout before the page could say so).

@@ -292,6 +292,9 @@ def test_ingress_routes_ui_and_api_but_not_metrics(scenario, controller):
     ui = "frontend" if scenario == "ui" else None
     for path in ("/metrics", "/metrics/", "/", "/_stcore/health", "/v1x", "/predictx"):
         assert to(path) == ui, path
+    # Streamlit's internal metrics never reach the UI (the backend answers them with a JSON 404).
+    assert to("/_stcore/metrics") == ("backend" if scenario == "ui" else None)
+    assert "/_stcore/metrics" not in backend_routes()
     for ing in find(docs, "Ingress"):  # every backend reference names a real Service port
         for rule in ing["spec"]["rules"]:
             for p in rule["http"]["paths"]:
@@ -412,9 +415,13 @@ def test_api_keys_come_from_a_secret():
     frontend_env = env_of(container(component(docs, "Deployment", "frontend")))
     ref = {"name": secret["metadata"]["name"]}
     assert backend_env["VISION_API_KEYS"]["valueFrom"]["secretKeyRef"] == {**ref, "key": "api-keys"}
-    assert frontend_env["VISION_API_KEY"]["valueFrom"]["secretKeyRef"] == {**ref, "key": "client-api-key"}
+    # The public UI does not launder the key: by default it asks each visitor for theirs.
+    assert "VISION_API_KEY" not in frontend_env
     test_env = env_of(find(docs, "Pod")[0]["spec"]["containers"][0])
-    assert test_env["VISION_API_KEY"] == frontend_env["VISION_API_KEY"]
+    assert test_env["VISION_API_KEY"]["valueFrom"]["secretKeyRef"] == {**ref, "key": "client-api-key"}
+    shared = load_docs(template(SCENARIOS["api-keys"], ["frontend.shareApiKey=true"]).stdout)
+    shared_env = env_of(container(component(shared, "Deployment", "frontend")))
+    assert shared_env["VISION_API_KEY"] == test_env["VISION_API_KEY"]
     # The key values appear nowhere but in the Secret.
     others = yaml.safe_dump_all([d for d in docs if d["kind"] != "Secret"])
     assert not any(k in others for k in keys)

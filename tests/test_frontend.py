@@ -167,12 +167,26 @@ def test_api_key_is_sent_and_a_wrong_one_is_explained(monkeypatch):
         at = make_app(monkeypatch, server.url, VISION_API_KEY="x" * 32).run()
         no_traceback(at)
         (error,) = at.main.error
-        assert "Check VISION_API_KEY" in error.value
+        assert "Enter your API key" in error.value
 
         at = make_app(monkeypatch, server.url, VISION_API_KEY=key).run()
         no_traceback(at)
         assert shown(at)["Prediction"] == "0"
         assert "API key sent" in at.sidebar.caption[0].value
+        assert not [t for t in at.sidebar.text_input if t.label == "API key"]  # configured: no prompt
+
+
+def test_without_a_key_of_its_own_the_ui_asks_the_visitor_for_one(monkeypatch):
+    """With keys on and no VISION_API_KEY (the chart's default), nobody predicts anonymously."""
+    key = secrets.token_hex(16)
+    with BackendServer(model_dir=test_model_dir(), env={"VISION_API_KEYS": key}) as server:
+        at = make_app(monkeypatch, server.url).run()
+        no_traceback(at)
+        assert "Enter your API key" in at.main.error[0].value
+        assert "Prediction" not in shown(at)
+        at.sidebar.text_input(key="api_key").input(key).run()
+        no_traceback(at)
+        assert shown(at)["Prediction"] == "0"
 
 
 def test_page_recovers_when_the_backend_comes_up(monkeypatch):
