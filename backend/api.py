@@ -12,7 +12,7 @@ import time
 from contextlib import ExitStack
 
 import numpy as np
-from flask import Blueprint, Response, g
+from flask import Blueprint, Response, g, request
 from PIL import Image
 
 from backend.app import get_state, json_response
@@ -127,8 +127,12 @@ def prepared_inputs(name: str) -> tuple[Model, Body, np.ndarray]:
     model = _model(name)
     body = read_body(state.config.max_batch)
     images = []
+    deadline = g.start + state.config.request_deadline
+    client_gone = request.environ.get("waitress.client_disconnected")
     for i, item in enumerate(body.images):
         start = time.perf_counter()
+        if i:  # between images: stop work nobody will read, or that ran past its deadline
+            _check_still_wanted(client_gone, deadline, start)
         try:
             images.append(prepare_image(item, model, state.config.max_pixels))
         except ApiError as exc:
@@ -137,6 +141,16 @@ def prepared_inputs(name: str) -> tuple[Model, Body, np.ndarray]:
             raise
         state.metrics.preprocessing.labels(name).observe(time.perf_counter() - start)
     return model, body, np.stack(images)
+
+
+def _check_still_wanted(client_gone, deadline: float, now: float) -> None:
+    if client_gone is not None and client_gone():
+        raise ApiError("the client closed the connection; the rest of the batch was not processed",
+                       status=499, code="client_closed_request")
+    if now > deadline:
+        raise ApiError("the request ran past its deadline (VISION_REQUEST_DEADLINE); send fewer or smaller "
+                       "images, or retry when the server is less busy", status=503, code="deadline_exceeded",
+                       headers={"Retry-After": "1"})
 
 
 def _png_base64(image: np.ndarray) -> str:

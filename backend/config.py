@@ -47,6 +47,9 @@ class Config:
     read_timeout: float = 10.0
     idle_timeout: float = 15.0
     max_queue: int = 64
+    # Seconds a request may spend being processed; checked between the images of a batch, which
+    # also stop once the client has hung up (decoding one image is bounded by the pixel limits).
+    request_deadline: float = 5.0
     # Memory for images being decoded at once, per process (backend.budget). Budget math for the
     # chart's 512 MiB pod limit: ~130 MiB baseline (Python, Flask, ORT, two models) + 192 MiB of
     # decoding + transient body buffers (threads × max_body_bytes in the worst case, 8 × 10 MiB)
@@ -197,6 +200,7 @@ class Config:
             max_connections=integer("VISION_MAX_CONNECTIONS", d.max_connections, 16, 100_000),
             read_timeout=number("VISION_READ_TIMEOUT", d.read_timeout, 0.5, 3600.0),
             idle_timeout=number("VISION_IDLE_TIMEOUT", d.idle_timeout, 0.5, 3600.0),
+            request_deadline=number("VISION_REQUEST_DEADLINE", d.request_deadline, 0.01, 3600.0),
             max_queue=integer("VISION_MAX_QUEUE", d.max_queue, 1, 100_000),
             max_batch_pixels=integer("VISION_MAX_BATCH_PIXELS", d.max_batch_pixels, 28 * 28, 1_000_000_000),
             decode_memory_mb=integer("VISION_DECODE_MEMORY_MB", d.decode_memory_mb, 16, 65536),

@@ -60,11 +60,13 @@ ERROR_CODES = {
     "request_timeout": 408,
     "unsupported_image": 422,
     "headers_too_large": 431,
+    "client_closed_request": 499,
     "rate_limited": 429,
     "internal_error": 500,
     "not_implemented": 501,
     "not_ready": 503,
     "overloaded": 503,
+    "deadline_exceeded": 503,
 }
 
 

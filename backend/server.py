@@ -84,6 +84,9 @@ class Server:
             # Keep X-Forwarded-For: backend.ratelimit trusts it only from VISION_TRUSTED_PROXIES (CIDRs,
             # which Waitress's single trusted_proxy address cannot express for ingress pods).
             clear_untrusted_proxy_headers=False,
+            # Waitress watches the socket while the app runs, so a batch can stop when the client left
+            # (a client that half-closes its side after sending counts as gone, as in most servers).
+            channel_request_lookahead=1,
             # Waitress answers bodies over its limit with a plain-text 413 before reading them.
             # Keep its limit above ours so ordinary oversize requests get the JSON 413 from the app,
             # while a gigabyte upload is still refused without being buffered to disk.

@@ -22,8 +22,7 @@ PNG = (__import__("pathlib").Path(__file__).resolve().parent.parent / "samples" 
 def raw(server: BackendServer, data: bytes, timeout: float = 5.0) -> tuple[int, dict, dict | None]:
     """Send ``data`` as-is, read the whole answer; → (status, headers, JSON body or None)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as s:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR) if not data.endswith(b"PARTIAL") else None
+        s.sendall(data)  # no half-close: the server reads a closed read side as "client gone"
         chunks = []
         while True:
             try:
@@ -231,3 +230,30 @@ def test_per_client_rate_limit_trusts_forwarded_for_only_from_trusted_proxies():
         assert [predict("198.51.100.1") for _ in range(4)] == [200, 200, 200, 429]
         assert predict("198.51.100.2") == 200  # another client behind the same proxy has its own budget
         assert urllib.request.urlopen(f"{srv.url}/healthz", timeout=5).status == 200  # probes never limited
+
+
+def _batch_request(count: int, side: int) -> bytes:
+    import io as _io
+
+    from PIL import Image as _Image
+
+    buf = _io.BytesIO()
+    _Image.effect_noise((side, side), 60).convert("L").save(buf, "PNG")
+    item = {"base64": base64.b64encode(buf.getvalue()).decode()}
+    body = json.dumps({"instances": [item] * count}).encode()
+    return (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def test_a_batch_stops_at_its_deadline_and_when_the_client_leaves():
+    with BackendServer(env={"VISION_REQUEST_DEADLINE": "0.05", "VISION_LOG_LEVEL": "INFO"}) as srv:
+        status, headers, body = raw(srv, _batch_request(30, 256), timeout=30)
+        assert status == 503 and body["error"]["code"] == "deadline_exceeded" and headers["retry-after"] == "1"
+    with BackendServer(env={"VISION_REQUEST_DEADLINE": "60"}) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(_batch_request(50, 320))
+            time.sleep(0.05)  # the batch is being decoded; hang up
+        deadline = time.monotonic() + 20
+        while '"status": 499' not in srv.logs() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert '"status": 499' in srv.logs(), "the server went on with a batch nobody waited for"
