@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from backend.config import Config
 from backend.errors import ERROR_CODES
-from visionctl import __version__
+from backend.contract import __version__
 
 REF = "#/components/schemas/"
 
