@@ -22,7 +22,7 @@ from backend.decoding import decode_base64, open_image
 from backend.errors import ApiError, ImageTooLarge
 from backend.inference import Model
 from backend.preprocessing import preprocess
-from visionctl.constants import DEFAULT_MODEL
+from backend.contract import DEFAULT_MODEL
 
 bp = Blueprint("api", __name__)
 

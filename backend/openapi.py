@@ -10,7 +10,7 @@ from __future__ import annotations
 from backend import openapi_protocols as protocols
 from backend.config import Config
 from backend.errors import ERROR_CODES
-from visionctl import __version__
+from backend.contract import __version__
 
 REF = "#/components/schemas/"
 

@@ -21,7 +21,7 @@ import streamlit as st
 from PIL import Image
 
 from frontend.config import Settings, load_settings
-from visionctl import __version__
+from backend.contract import __version__
 from visionctl.client import ApiError, ApiUnavailable, ClientError, VisionClient
 
 HERE = Path(__file__).resolve().parent

@@ -6,7 +6,7 @@
 #   offline: BASE_IMAGE=$(../shared/tools/offline-base-image.sh) scripts/build-images.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' visionctl/__init__.py)
+version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' backend/contract.py)
 revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # Commit time, not build time: same commit, same labels (reproducible metadata).
 created=$(git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)

@@ -1,3 +1,3 @@
 """visionctl — train, package, deploy and operate the Vision AI service."""
 
-__version__ = "0.1.0"
+from backend.contract import __version__  # noqa: F401  (one definition, in the lowest layer)

@@ -6,13 +6,12 @@ tests/test_chart.py asserts the two agree.
 
 from pathlib import Path
 
-from visionctl import __version__
+from backend.contract import BACKEND_PORT, DEFAULT_MODEL, MODEL_NAMES, __version__  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Models
-MODEL_NAMES = ("mnist", "fashion-mnist")
-DEFAULT_MODEL = "mnist"
+# MODEL_NAMES, DEFAULT_MODEL: re-exported from backend.contract
 
 # Images (built locally, imported into the cluster; explicit tags, never "latest")
 IMAGE_TAG = __version__
@@ -22,7 +21,7 @@ DOCKERFILE_BACKEND = "Dockerfile.backend"
 DOCKERFILE_FRONTEND = "Dockerfile.frontend"
 
 # Ports inside containers / local processes
-BACKEND_PORT = 8080
+# BACKEND_PORT: re-exported from backend.contract
 FRONTEND_PORT = 8501
 RUN_AS_UID = 10001
 
