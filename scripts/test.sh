@@ -51,6 +51,9 @@ export VISION_REQUIRE_BROWSER=${VISION_REQUIRE_BROWSER:-1}
 export VISION_REQUIRE_HELM=${VISION_REQUIRE_HELM:-1}
 export VISION_REQUIRE_PROMETHEUS=${VISION_REQUIRE_PROMETHEUS:-1}
 
+log "import contracts (lint-imports, pyproject.toml)"
+"$VENV/bin/lint-imports"
+
 log "pytest"
 set +e
 "$VENV/bin/python" -m pytest "$@"
