@@ -24,7 +24,7 @@ from visionctl.cluster import kube_context
 from visionctl.constants import (BACKEND_PORT, CHART_DIR, CLUSTER_NAME, DEFAULT_HOST_PORT, IMAGE_TAG,
                                  MANIFESTS_DIR, NAMESPACE, RELEASE_NAME, REPO_ROOT)
 from visionctl.images import project_images
-from visionctl.runner import Runner, StepFailed
+from visionctl.runner import Runner, StepFailed, stop_process
 
 COMPONENTS = ("backend", "frontend", "cloudflared")
 TUNNEL_MODES = ("quick", "token")
@@ -214,12 +214,7 @@ def tunnel_url_from_metrics(runner: Runner, target: Target, *, timeout: float = 
                 time.sleep(0.3)
         return None
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def tunnel_url(runner: Runner, target: Target, *, timeout: float = 120, interval: float = 3,
@@ -270,12 +265,7 @@ def port_forward(runner: Runner, target: Target, resource: str, remote: int, *, 
                 time.sleep(0.2)
         yield f"http://127.0.0.1:{local}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def smoke_test_via_port_forward(runner: Runner, target: Target, *, api_key: str | None = None,

@@ -164,11 +164,7 @@ class Runner:
         try:
             return proc.wait()
         except KeyboardInterrupt:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, grace=10)
             return 0
 
     # -- internals ------------------------------------------------------------------------------
@@ -266,3 +262,13 @@ def render_failure(console: Console, exc: StepFailed, *, verbose: bool = False) 
         console.print(f"  [bold]what to do:[/] {escape(exc.hint)}")
     if not verbose:
         console.print("  [dim](re-run with --verbose to see every command and its output)[/]")
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited within ``grace`` seconds; reaps it."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
