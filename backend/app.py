@@ -116,12 +116,13 @@ def create_app(config: Config | None = None, registry: Registry | None = None) -
     return app
 
 
-def _presented_key() -> str | None:
-    key = request.headers.get("X-API-Key")
+def presented_key(header) -> str | None:
+    """The key a client sent (``X-API-Key``, else ``Authorization: Bearer``); ``header(name)`` reads
+    one request header, so Flask's request and Waitress's parser share this."""
+    key = header("X-API-Key")
     if key:
         return key.strip()
-    auth = request.headers.get("Authorization", "")
-    scheme, _, token = auth.partition(" ")
+    scheme, _, token = (header("Authorization") or "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     return None
@@ -152,7 +153,7 @@ def _install_lifecycle(app: Flask, state: State) -> None:
         g.in_flight = True
         limiter = state.limiter
         client = limiter.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"))
-        presented = _presented_key()
+        presented = presented_key(request.headers.get)
         if keys and not is_open(request.path) and not key_is_valid(presented, keys):
             limiter.check(client, request.path, auth_failed=True)
             raise ApiError("missing or invalid API key: send it as 'X-API-Key: <key>' or "

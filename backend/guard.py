@@ -26,7 +26,7 @@ from waitress.parser import HTTPRequestParser
 from waitress.task import ErrorTask
 from waitress.utilities import Error
 
-from backend.app import State, is_open, key_is_valid
+from backend.app import State, is_open, key_is_valid, presented_key
 from backend.errors import ApiError
 from backend.logs import REQUEST_ID_HEADER, request_id
 
@@ -80,14 +80,6 @@ def _method(request: HTTPRequestParser) -> str:
     return getattr(request, "command", None) or ""
 
 
-def _presented_key(request: HTTPRequestParser) -> str | None:
-    key = _header(request, "X-API-Key").strip()
-    if key:
-        return key
-    scheme, _, token = _header(request, "Authorization").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 class Guard:
     """Per-server policy, consulted by the channel and the server's maintenance pass."""
 
@@ -99,7 +91,8 @@ class Guard:
 
     def check_headers(self, request: HTTPRequestParser) -> Error | None:
         """Called once the headers are parsed, before any of the body is read."""
-        if self.keys and not is_open(_path(request)) and not key_is_valid(_presented_key(request), self.keys):
+        presented = presented_key(lambda name: _header(request, name))
+        if self.keys and not is_open(_path(request)) and not key_is_valid(presented, self.keys):
             limiter = self.state.limiter
             client = limiter.client_address(getattr(request, "peer", None), _header(request, "X-Forwarded-For"))
             try:
