@@ -16,13 +16,13 @@ from flask import Blueprint, Response, g, request
 from PIL import Image
 
 from backend.app import get_state, json_response
-from backend.budget import estimate
 from backend.bodies import Body, read_body
+from backend.budget import estimate
+from backend.contract import DEFAULT_MODEL
 from backend.decoding import decode_base64, open_image
 from backend.errors import ApiError, ImageTooLarge
 from backend.inference import Model
 from backend.preprocessing import preprocess
-from backend.contract import DEFAULT_MODEL
 
 bp = Blueprint("api", __name__)
 
@@ -173,7 +173,7 @@ def _predict(name: str):
 
     labels = model.card.labels
     predictions = []
-    for image, row in zip(images, probs):
+    for image, row in zip(images, probs, strict=True):
         index = int(row.argmax())
         metrics.predictions.labels(name, labels[index]).inc()
         item = {"label": labels[index], "class_index": index, "confidence": float(row[index]),

@@ -83,7 +83,7 @@ class Config:
         return bool(self.api_keys)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         """Parse and validate the environment (``os.environ`` by default); raises :class:`ConfigError`."""
         env = os.environ if environ is None else environ
         d = cls()

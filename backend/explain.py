@@ -42,7 +42,7 @@ def attributions(probs: np.ndarray, class_index: int) -> np.ndarray:
     drop = probs[0, class_index] - probs[1:, class_index]
     total = np.zeros((IMAGE_SIDE, IMAGE_SIDE))
     count = np.zeros((IMAGE_SIDE, IMAGE_SIDE))
-    for d, (r, c) in zip(drop, PATCHES):
+    for d, (r, c) in zip(drop, PATCHES, strict=True):
         total[r:r + WINDOW, c:c + WINDOW] += d
         count[r:r + WINDOW, c:c + WINDOW] += 1
     return total / np.maximum(count, 1)

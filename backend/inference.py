@@ -42,7 +42,7 @@ class ModelCard:
     raw: dict  # the whole card, served by GET /v1/models/<name>
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str) -> "ModelCard":
+    def from_dict(cls, raw: dict, source: str) -> ModelCard:
         try:
             labels = tuple(str(x) for x in raw["labels"])
             card = cls(
@@ -272,7 +272,7 @@ class Registry:
         self.ready = threading.Event()
         self.error: str | None = None
 
-    def load(self) -> "Registry":
+    def load(self) -> Registry:
         """Load and warm up every model (blocking); raises :class:`ModelLoadError`."""
         for name in self.names:
             start = time.perf_counter()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from backend import openapi_protocols as protocols
 from backend.config import Config
-from backend.errors import ERROR_CODES
 from backend.contract import __version__
+from backend.errors import ERROR_CODES
 
 REF = "#/components/schemas/"
 

@@ -24,7 +24,7 @@ photo (benchmarks/variants.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -210,7 +210,7 @@ def _main_span(profile: np.ndarray) -> tuple[int, int]:
         return int(idx[0]), int(idx[-1]) + 1
     runs = np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1)
     masses = np.array([profile[r].sum() for r in runs])
-    keep = [r for r, m in zip(runs, masses) if m >= SPECK_SHARE * masses.sum()] or [runs[int(masses.argmax())]]
+    keep = [r for r, m in zip(runs, masses, strict=True) if m >= SPECK_SHARE * masses.sum()] or [runs[int(masses.argmax())]]
     return int(keep[0][0]), int(keep[-1][-1]) + 1
 
 
@@ -238,12 +238,12 @@ def ink_box(ink: Image.Image, threshold: float) -> tuple[int, int, int, int] | N
     return box[0] + region[0], box[1] + region[1], box[2] + region[0], box[3] + region[1]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _threshold_lut(cut: int) -> list[int]:
     return [0] * (cut + 1) + [255] * (255 - cut)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _stretch_lut(peak: int) -> list[int]:
     return [min(255, v * 255 // peak) for v in range(256)]
 

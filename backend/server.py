@@ -35,7 +35,8 @@ from waitress.task import WSGITask
 from backend.app import create_app
 from backend.config import Config
 from backend.errors import ModelLoadError
-from backend.guard import Guard, guarded_channel, install as install_guard
+from backend.guard import Guard, guarded_channel
+from backend.guard import install as install_guard
 from backend.logs import configure_logging
 from backend.supervisor import supervise
 

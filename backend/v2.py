@@ -20,11 +20,10 @@ import numpy as np
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from backend.app import get_state, json_response
 from backend.api import prepare_image
+from backend.app import get_state, json_response
 from backend.errors import ApiError
 from backend.inference import IMAGE_SIDE, Model
-from backend.preprocessing import preprocess
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 

@@ -12,16 +12,16 @@ import dataclasses
 import hashlib
 import io
 import time
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from frontend.config import Settings, load_settings
 from backend.contract import __version__
+from frontend.config import Settings, load_settings
 from visionctl.client import ApiError, ApiUnavailable, ClientError, VisionClient
 
 HERE = Path(__file__).resolve().parent

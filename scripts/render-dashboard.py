@@ -58,7 +58,7 @@ def main() -> None:
         cols = 3
         rows = math.ceil(len(panels) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.2 * rows))
-        for ax, panel in zip(axes.flat, panels):
+        for ax, panel in zip(axes.flat, panels, strict=False):
             for target in panel["targets"]:
                 expr = target["expr"]
                 for var, value in VARIABLES.items():

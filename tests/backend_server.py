@@ -84,7 +84,7 @@ class BackendServer:
         env.update(self.extra_env)
         return env
 
-    def start(self) -> "BackendServer":
+    def start(self) -> BackendServer:
         import tempfile
 
         self._log = tempfile.NamedTemporaryFile(prefix="backend-", suffix=".log", delete=False)
@@ -132,7 +132,7 @@ class BackendServer:
                 self.proc.wait()
         return self.proc.returncode
 
-    def __enter__(self) -> "BackendServer":
+    def __enter__(self) -> BackendServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import pytest
@@ -62,7 +62,7 @@ def load_docs(text: str) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _render_cached(scenario: str) -> str:
     return template(SCENARIOS[scenario]).stdout
 

@@ -71,7 +71,7 @@ class PrometheusServer:
                                 "static_configs": [{"targets": self.targets}]}],
         }
 
-    def start(self) -> "PrometheusServer":
+    def start(self) -> PrometheusServer:
         self._dir = tempfile.TemporaryDirectory(prefix="prometheus-")
         work = Path(self._dir.name)
         (work / "prometheus.yml").write_text(json.dumps(self.config()))  # JSON is YAML
@@ -145,7 +145,7 @@ class PrometheusServer:
             self._dir.cleanup()
             self._dir = None
 
-    def __enter__(self) -> "PrometheusServer":
+    def __enter__(self) -> PrometheusServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import requests
+from backend_server import BackendServer, test_model_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -25,7 +26,6 @@ from PIL import Image
 from backend.decoding import open_image
 from backend.errors import ERROR_CODES
 from backend.preprocessing import preprocess
-from backend_server import BackendServer, test_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -154,7 +154,7 @@ def test_batch_keeps_order_and_matches_single_predictions(server, http):
     body = resp.json()
     assert set(body) == {"model", "model_version", "predictions"}
     assert len(body["predictions"]) == 4
-    for data, pred in zip(images, body["predictions"]):
+    for data, pred in zip(images, body["predictions"], strict=True):
         single = post(http, server.url + "/v1/models/fashion-mnist/predict", {"base64": b64(data)}).json()
         np.testing.assert_allclose(pred["probabilities"], single["probabilities"], atol=1e-6)
         assert pred["label"] == single["label"] and "input_image" in pred
@@ -176,7 +176,7 @@ REAL_WORLD = {
     "palette-transparency": lambda: _canvas("RGB").convert("P"),
     "1-bit": lambda: _canvas("RGB").convert("1"),
     "cmyk-jpeg": lambda: _canvas("RGB").convert("CMYK"),
-    "16-bit": lambda: Image.fromarray((np.asarray(_canvas("RGB").convert("L"), np.uint16) * 257)),
+    "16-bit": lambda: Image.fromarray(np.asarray(_canvas("RGB").convert("L"), np.uint16) * 257),
     "1x1": lambda: Image.new("RGB", (1, 1), "white"),
     "thin-strip": lambda: Image.new("L", (3000, 2), 255),
     "blank-white": lambda: Image.new("RGB", (64, 64), "white"),

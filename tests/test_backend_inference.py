@@ -8,9 +8,9 @@ import threading
 
 import numpy as np
 import pytest
+from backend_server import test_model_dir
 
 from backend.inference import Batcher, ModelLoadError, Registry, load_model
-from backend_server import test_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_concurrent_callers_get_their_own_results(model):
         t.start()
     for t in threads:
         t.join()
-    for got, want in zip(results, expected):
+    for got, want in zip(results, expected, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6)
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from backend_server import BackendServer, free_port, test_model_dir
 from waitress import wasyncore
 from waitress.server import create_server
 
 from backend.app import create_app
 from backend.config import Config, ConfigError
-from backend_server import BackendServer, free_port, test_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = (ROOT / "samples" / "mnist" / "8-8.png").read_bytes()

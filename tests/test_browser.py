@@ -20,7 +20,6 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import pytest
-
 from backend_server import BackendServer, free_port, test_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +55,7 @@ class StreamlitServer:
         self.workdir = tempfile.TemporaryDirectory(prefix="streamlit-")
         self.log_path = Path(self.workdir.name) / "streamlit.log"
 
-    def __enter__(self) -> "StreamlitServer":
+    def __enter__(self) -> StreamlitServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VISION_", "STREAMLIT_"))}
         env.update(VISION_API_URL=self.api_url, HOME=self.workdir.name, PYTHONUNBUFFERED="1")
         with open(self.log_path, "wb") as log:

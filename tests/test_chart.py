@@ -13,13 +13,27 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cluster_profiles import DEBUG_DEFAULT, INGRESS_NGINX, NODE, PORT_FORWARD, PROFILES, TRAEFIK
+from helm_render import (
+    CHART,
+    CI_VALUES,
+    ROOT,
+    SCENARIOS,
+    find,
+    helm,
+    kubernetes_versions,
+    load_docs,
+    matches,
+    pod_labels,
+    pod_specs,
+    render,
+    template,
+    validate_objects,
+)
+from netpol_eval import Cluster, Source, reaches, route, service_backend
 
 import visionctl
 from visionctl import constants
-from cluster_profiles import DEBUG_DEFAULT, INGRESS_NGINX, NODE, PORT_FORWARD, PROFILES, TRAEFIK
-from netpol_eval import Cluster, Source, reaches, route, service_backend
-from helm_render import (CHART, CI_VALUES, ROOT, SCENARIOS, find, helm, kubernetes_versions, load_docs, matches,
-                         pod_labels, pod_specs, render, template, validate_objects)
 
 SCENARIO_NAMES = list(SCENARIOS)
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -161,7 +175,7 @@ def check_restricted(name: str, spec: dict) -> list[str]:
         caps = sc.get("capabilities", {})
         if caps.get("drop") != ["ALL"] or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
             problems.append(f"{where}: capabilities {caps}")
-        if not (sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True):
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
             problems.append(f"{where}: runAsNonRoot not true")
         if sc.get("runAsUser", pod_sc.get("runAsUser")) in (0, None):
             problems.append(f"{where}: no numeric non-root runAsUser")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from backend_server import BackendServer, free_port, test_model_dir
 from typer.testing import CliRunner
 
-from backend_server import BackendServer, free_port, test_model_dir
 from visionctl import orchestrate
 from visionctl.cli import app
 from visionctl.constants import IMAGE_TAG

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from backend_server import BackendServer, free_port, test_model_dir
 from typer.testing import CliRunner
 
-from backend_server import BackendServer, free_port, test_model_dir
 from visionctl.cli import app
 
 FAKE = Path(__file__).resolve().parent / "fakebin" / "fake_tool.py"

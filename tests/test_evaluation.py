@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from backend_server import test_model_dir
 from PIL import Image
 from typer.testing import CliRunner
 
-from backend_server import test_model_dir
 from visionctl import evaluation, variants
 from visionctl.cli import app
 from visionctl.data import load_split
@@ -95,7 +95,7 @@ def test_variants_are_deterministic_images(test_images, dataset, variant):
     assert all(isinstance(im, Image.Image) and im.width >= 28 and im.height >= 28 for im in first)
     assert [im.tobytes() for im in again] == [im.tobytes() for im in first[:2]]
     if variant not in ("clean", "inverted"):  # those two have no randomness
-        assert any(a.tobytes() != b.tobytes() or a.size != b.size for a, b in zip(first, other))
+        assert any(a.tobytes() != b.tobytes() or a.size != b.size for a, b in zip(first, other, strict=True))
 
 
 def test_unknown_variant_is_an_error(model_dir, shared_datasets):

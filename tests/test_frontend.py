@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pyarrow.ipc
 import pytest
+from backend_server import BackendServer, free_port, test_model_dir
 from PIL import Image, ImageOps
 from prometheus_client.parser import text_string_to_metric_families
 from streamlit.testing.v1 import AppTest
 
-from backend_server import BackendServer, free_port, test_model_dir
 from visionctl.client import VisionClient
 
 ROOT = Path(__file__).resolve().parent.parent

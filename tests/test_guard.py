@@ -12,7 +12,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from backend_server import BackendServer
 
 KEY = "k" * 32

@@ -4,7 +4,6 @@ objects, one API rule at a time, so the distribution simulation in test_manifest
 from __future__ import annotations
 
 import pytest
-
 from netpol_eval import Cluster, Server, Source, reaches, route, service_backend
 
 APP = {"app": "api"}

@@ -15,13 +15,11 @@ import json
 import re
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import yaml
-
 from backend_server import BackendServer, free_port
-from helm_render import CHART, ROOT, helm, load_docs, validate_objects, kubernetes_versions
+from helm_render import CHART, ROOT, helm, kubernetes_versions, load_docs, validate_objects
 from prometheus_server import PrometheusServer, mixed_traffic, require_prometheus
 
 RULES = CHART / "files" / "vision-ai.rules.yml"

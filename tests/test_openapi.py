@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from backend_server import BackendServer, test_model_dir
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from backend.config import Config
 from backend.openapi import openapi_document
-from backend_server import BackendServer, test_model_dir
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 MAX_BATCH = 8

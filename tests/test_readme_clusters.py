@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from helm_render import MIN_KUBERNETES
 from test_readme import README, _shell_blocks
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -49,16 +48,16 @@ ModelsDirOpt = typer.Option(Path("models"), "--models-dir", envvar="VISION_MODEL
 @app.command()
 def train(
     dataset: Dataset = typer.Argument(..., help="mnist (from scratch) or fashion-mnist (fine-tuned from mnist)."),
-    data_dir: Optional[Path] = DataDirOpt,
+    data_dir: Path | None = DataDirOpt,
     models_dir: Path = ModelsDirOpt,
-    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs [default: 8 mnist, 5 fashion-mnist]."),
+    epochs: int | None = typer.Option(None, min=1, help="Epochs [default: 8 mnist, 5 fashion-mnist]."),
     batch_size: int = typer.Option(64, min=1),
     lr: float = typer.Option(1.0, min=0.0, help="Adadelta learning rate."),
     gamma: float = typer.Option(0.7, min=0.0, max=1.0, help="StepLR decay per epoch."),
     seed: int = typer.Option(1),
     threads: int = typer.Option(2, min=1, help="torch intra-op threads."),
-    strategy: Optional[Strategy] = typer.Option(None, help="Fine-tuning: which layers learn [default: all]."),
-    init_weights: Optional[Path] = typer.Option(None, help="Start from these weights [fashion-mnist default: <models-dir>/mnist.pt]."),
+    strategy: Strategy | None = typer.Option(None, help="Fine-tuning: which layers learn [default: all]."),
+    init_weights: Path | None = typer.Option(None, help="Start from these weights [fashion-mnist default: <models-dir>/mnist.pt]."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random shift/rotate/scale/stroke augmentation."),
     limit: int = typer.Option(0, min=0, help="Use only the first N samples (smoke runs)."),
 ) -> None:
@@ -80,9 +79,9 @@ def train(
 @app.command("export")
 def export_cmd(
     dataset: Dataset = typer.Argument(Dataset.mnist, help="Which model (sets labels and test set)."),
-    weights: Optional[Path] = typer.Option(None, help="State dict to convert [default: <models-dir>/<name>.pt]."),
+    weights: Path | None = typer.Option(None, help="State dict to convert [default: <models-dir>/<name>.pt]."),
     models_dir: Path = ModelsDirOpt,
-    data_dir: Optional[Path] = DataDirOpt,
+    data_dir: Path | None = DataDirOpt,
 ) -> None:
     """Export a state dict (yours or the assignment's mnist_cnn.pt) to ONNX with a parity check."""
     from visionctl import pipeline
@@ -99,7 +98,7 @@ def export_cmd(
 def evaluate(
     dataset: Dataset = typer.Argument(..., help="Which shipped model to evaluate."),
     models_dir: Path = ModelsDirOpt,
-    data_dir: Optional[Path] = DataDirOpt,
+    data_dir: Path | None = DataDirOpt,
     out_dir: Path = typer.Option(Path("docs/evaluation"), help="Where the PNGs go."),
     limit: int = typer.Option(0, min=0, help="Only the first N test images (quick checks; 0 = all)."),
 ) -> None:
@@ -181,7 +180,7 @@ def _target(cluster: str, port: int, context: str | None = None):
     return Target(cluster=cluster, port=port, kube_context=context)
 
 
-def _chart(tag: str | None, tunnel: bool, tunnel_mode: "TunnelMode", values: list[Path] | None):
+def _chart(tag: str | None, tunnel: bool, tunnel_mode: TunnelMode, values: list[Path] | None):
     """Chart options shared by `up` and `deploy`."""
     from visionctl.deploy import ChartOptions
     return ChartOptions(tag=tag or _default("IMAGE_TAG"), tunnel=tunnel, tunnel_mode=tunnel_mode.value,
@@ -238,11 +237,11 @@ def up(
                                            "token: named tunnel (token Secret via --values)."),
     train: bool = typer.Option(True, "--train/--no-train", help="Train models that are missing (else fail)."),
     build: bool = typer.Option(True, "--build/--no-build", help="Build the images (or reuse the local ones)."),
-    base_image: Optional[str] = BaseImageOpt,
-    tag: Optional[str] = TagOpt,
-    values: Optional[list[Path]] = ValuesOpt,
-    api_key: Optional[str] = ApiKeyOpt,
-    data_dir: Optional[Path] = DataDirOpt,
+    base_image: str | None = BaseImageOpt,
+    tag: str | None = TagOpt,
+    values: list[Path] | None = ValuesOpt,
+    api_key: str | None = ApiKeyOpt,
+    data_dir: Path | None = DataDirOpt,
     rollout_timeout: int = RolloutTimeoutOpt,
     dry_run: bool = DryRunOpt,
     verbose: bool = VerboseOpt,
@@ -268,7 +267,7 @@ def up(
 def deploy(
     cluster: str = ClusterOpt,
     port: int = PortOpt,
-    context: Optional[str] = typer.Option(
+    context: str | None = typer.Option(
         None, "--context", envvar="VISION_KUBE_CONTEXT",
         help="Deploy to this existing kube context instead of the k3d cluster: k3d-*, kind-*, minikube, "
              "docker-desktop or k3s (\"default\") are recognised and get their own image-load step; the smoke "
@@ -276,9 +275,9 @@ def deploy(
     frontend: bool = typer.Option(True, "--frontend/--no-frontend", help="Also deploy the UI (needs its image)."),
     tunnel: bool = typer.Option(False, "--tunnel/--no-tunnel", help="Deploy cloudflared too."),
     tunnel_mode: TunnelMode = typer.Option(TunnelMode.quick, help="quick or token (see `up --help`)."),
-    tag: Optional[str] = TagOpt,
-    values: Optional[list[Path]] = ValuesOpt,
-    api_key: Optional[str] = ApiKeyOpt,
+    tag: str | None = TagOpt,
+    values: list[Path] | None = ValuesOpt,
+    api_key: str | None = ApiKeyOpt,
     rollout_timeout: int = RolloutTimeoutOpt,
     dry_run: bool = DryRunOpt,
     verbose: bool = VerboseOpt,
@@ -300,9 +299,9 @@ def deploy(
 
 @app.command()
 def build(
-    tag: Optional[str] = TagOpt,
-    base_image: Optional[str] = BaseImageOpt,
-    only: Optional[Only] = typer.Option(None, help="Build just one image."),
+    tag: str | None = TagOpt,
+    base_image: str | None = BaseImageOpt,
+    only: Only | None = typer.Option(None, help="Build just one image."),
     dry_run: bool = DryRunOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -360,7 +359,7 @@ def down(
 
 
 @app.command()
-def status(cluster: str = ClusterOpt, port: int = PortOpt, api_key: Optional[str] = ApiKeyOpt,
+def status(cluster: str = ClusterOpt, port: int = PortOpt, api_key: str | None = ApiKeyOpt,
            verbose: bool = VerboseOpt) -> None:
     """Pods, readiness, HPA, model versions and URLs of the deployment."""
     from rich.table import Table
@@ -441,11 +440,11 @@ def tunnel(cluster: str = ClusterOpt,
 def predict(
     images: list[Path] = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="Image files."),
     model: Dataset = typer.Option(Dataset.mnist, "--model", "-m", help="Which model."),
-    url: Optional[str] = typer.Option(None, "--url", envvar="VISION_API_URL",
+    url: str | None = typer.Option(None, "--url", envvar="VISION_API_URL",
                                       help="API base URL: local serve, http://localhost:8080 (cluster) or the tunnel URL "
                                            "[default: http://127.0.0.1:8080]."),
-    api_key: Optional[str] = ApiKeyOpt,
-    timeout: Optional[float] = typer.Option(None, min=0.1, envvar="VISION_API_TIMEOUT", help="Seconds per request [default: 10]."),
+    api_key: str | None = ApiKeyOpt,
+    timeout: float | None = typer.Option(None, min=0.1, envvar="VISION_API_TIMEOUT", help="Seconds per request [default: 10]."),
     as_json: bool = typer.Option(False, "--json", help="Print the API's JSON answers (one array)."),
 ) -> None:
     """Classify images through the API: label, confidence and top-3 per image."""
@@ -498,13 +497,13 @@ def predict(
 
 @app.command()
 def serve(
-    host: Optional[str] = typer.Option(None, help="Bind address [default: VISION_HOST or 127.0.0.1; 0.0.0.0 shares it on your network]."),
-    port: Optional[int] = typer.Option(None, min=1, max=65535, help="Port [default: VISION_PORT or 8080]."),
-    models_dir: Optional[Path] = typer.Option(None, "--models-dir", help="Model folder [default: VISION_MODEL_DIR or models]."),
-    models: Optional[str] = typer.Option(None, help="Comma-separated models to load [default: VISION_MODELS or all]."),
-    threads: Optional[int] = typer.Option(None, min=1, help="Waitress threads [default: VISION_THREADS or 8]."),
-    workers: Optional[str] = typer.Option(None, help="Server processes, ~1 core each: a number, or auto = one per usable CPU (affinity, cgroup quota) [default: VISION_WORKERS or auto]."),
-    log_level: Optional[str] = typer.Option(None, help="DEBUG, INFO, WARNING, ERROR [default: VISION_LOG_LEVEL or INFO]."),
+    host: str | None = typer.Option(None, help="Bind address [default: VISION_HOST or 127.0.0.1; 0.0.0.0 shares it on your network]."),
+    port: int | None = typer.Option(None, min=1, max=65535, help="Port [default: VISION_PORT or 8080]."),
+    models_dir: Path | None = typer.Option(None, "--models-dir", help="Model folder [default: VISION_MODEL_DIR or models]."),
+    models: str | None = typer.Option(None, help="Comma-separated models to load [default: VISION_MODELS or all]."),
+    threads: int | None = typer.Option(None, min=1, help="Waitress threads [default: VISION_THREADS or 8]."),
+    workers: str | None = typer.Option(None, help="Server processes, ~1 core each: a number, or auto = one per usable CPU (affinity, cgroup quota) [default: VISION_WORKERS or auto]."),
+    log_level: str | None = typer.Option(None, help="DEBUG, INFO, WARNING, ERROR [default: VISION_LOG_LEVEL or INFO]."),
 ) -> None:
     """Run the API locally on Waitress (no Docker, no cluster). Ctrl-C or SIGTERM stops it gracefully.
 
@@ -536,11 +535,11 @@ def serve(
 
 @app.command()
 def ui(
-    api_url: Optional[str] = typer.Option(None, "--api-url", envvar="VISION_API_URL",
+    api_url: str | None = typer.Option(None, "--api-url", envvar="VISION_API_URL",
                                           help="Backend base URL [default: http://127.0.0.1:8080]."),
     port: int = typer.Option(8501, min=1, max=65535, help="Streamlit port."),
     host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 to share on your network)."),
-    api_key: Optional[str] = ApiKeyOpt,
+    api_key: str | None = ApiKeyOpt,
 ) -> None:
     """Run the Streamlit UI locally, talking to a backend (`visionctl serve` or the cluster)."""
     import importlib.util

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -169,7 +170,7 @@ class VisionClient:
     def close(self) -> None:
         self.session.close()
 
-    def __enter__(self) -> "VisionClient":
+    def __enter__(self) -> VisionClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -14,15 +14,24 @@ import shlex
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from visionctl.client import ApiError, ApiUnavailable, VisionClient, encode_image
 from visionctl.cluster import kube_context
-from visionctl.constants import (BACKEND_PORT, CHART_DIR, CLUSTER_NAME, DEFAULT_HOST_PORT, IMAGE_TAG,
-                                 MANIFESTS_DIR, NAMESPACE, RELEASE_NAME, REPO_ROOT)
+from visionctl.constants import (
+    BACKEND_PORT,
+    CHART_DIR,
+    CLUSTER_NAME,
+    DEFAULT_HOST_PORT,
+    IMAGE_TAG,
+    MANIFESTS_DIR,
+    NAMESPACE,
+    RELEASE_NAME,
+    REPO_ROOT,
+)
 from visionctl.images import project_images
 from visionctl.runner import Runner, StepFailed, stop_process
 
@@ -307,7 +316,7 @@ def collect_status(runner: Runner, target: Target) -> Status:
     if not result.ok:
         raise StepFailed("read cluster status", f"`kubectl get` exited with {result.returncode}", argv=argv,
                          tail=result.stderr.strip()[-2000:],
-                         hint=f"is the cluster running? `k3d cluster list`; `visionctl up` creates it")
+                         hint="is the cluster running? `k3d cluster list`; `visionctl up` creates it")
     try:
         items = json.loads(result.stdout).get("items", [])
     except ValueError:

@@ -14,8 +14,8 @@ import platform
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 VERSION_RE = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
 

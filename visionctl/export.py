@@ -91,7 +91,7 @@ def export_model(model: Net, name: str, out_dir: str | os.PathLike = "models", *
     _atomic_write(out / f"{name}.onnx", blob)
     _atomic_write(out / f"{name}.pt", pt.getvalue())
     onnx_sha = hashlib.sha256(blob).hexdigest()
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     card = {
         "name": name,
         "version": f"{now:%Y.%m.%d}-{onnx_sha[:8]}",
@@ -105,7 +105,7 @@ def export_model(model: Net, name: str, out_dir: str | os.PathLike = "models", *
         "metrics": {
             "test_accuracy": round(metrics["accuracy"], 6),
             "test_samples": metrics["samples"],
-            "per_class_accuracy": {label: round(a, 6) for label, a in zip(spec.labels, metrics["per_class_accuracy"])},
+            "per_class_accuracy": {label: round(a, 6) for label, a in zip(spec.labels, metrics["per_class_accuracy"], strict=True)},
             "history": metrics.get("history", []),
         },
         "data": {"dataset": name, "sha256": data_sha256},

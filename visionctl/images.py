@@ -11,8 +11,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from visionctl.constants import (BACKEND_IMAGE, DOCKERFILE_BACKEND, DOCKERFILE_FRONTEND, FRONTEND_IMAGE,
-                                 IMAGE_TAG, REPO_ROOT)
+from visionctl.constants import (
+    BACKEND_IMAGE,
+    DOCKERFILE_BACKEND,
+    DOCKERFILE_FRONTEND,
+    FRONTEND_IMAGE,
+    IMAGE_TAG,
+    REPO_ROOT,
+)
 from visionctl.runner import Runner, StepFailed
 
 BASE_IMAGE_ENV = "VISION_BASE_IMAGE"

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visionctl.data import get_spec, load_split
+from visionctl.data import load_split
 from visionctl.model import Net
 
 MEAN, STD = 0.1307, 0.3081

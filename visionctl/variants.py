@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import io
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageFilter
