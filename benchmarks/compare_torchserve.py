@@ -37,7 +37,7 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
 
 from load import WRK_SCRIPT, machine_busy_seconds, rss_mib, run_wrk, training_running
 
@@ -75,7 +75,7 @@ class TorchServe:
     def __init__(self, bin_dir: Path, workers: int):
         self.bin_dir, self.workers = bin_dir, workers
         self.work = Path(tempfile.mkdtemp(prefix="vision-torchserve-"))
-        from backend_server import free_port
+        from devkit.backend_server import free_port
 
         self.port, self.mgmt, self.metrics = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -239,7 +239,7 @@ def main() -> int:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
 
-    from backend_server import BackendServer
+    from devkit.backend_server import BackendServer
 
     bin_dir = ensure_venv(Path(args.venv))
     work = Path(tempfile.mkdtemp(prefix="vision-compare-"))

@@ -207,8 +207,8 @@ def main() -> int:
     if args.url:
         url = args.url.rstrip("/")
     else:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from backend_server import BackendServer  # the same launcher the tests use
+        sys.path.insert(0, str(ROOT))
+        from devkit.backend_server import BackendServer  # the same launcher the tests use
 
         # Access logs off: at thousands of req/s they would measure the terminal, not the service.
         server = BackendServer(model_dir=args.model_dir, env={

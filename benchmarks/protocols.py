@@ -18,7 +18,7 @@ import numpy as np
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 
 def measure(fn, n: int) -> dict:
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "protocols.json"))
     args = parser.parse_args()
     import tritonclient.http as triton
-    from backend_server import BackendServer, test_model_dir
+    from devkit.backend_server import BackendServer, test_model_dir
 
     png = (ROOT / "samples" / "mnist" / "7-7.png").read_bytes()
     b64 = base64.b64encode(png).decode()

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
 
 from load import WRK_SCRIPT, rss_mib, run_wrk, training_running
 
@@ -93,7 +93,7 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
-    from backend_server import BackendServer
+    from devkit.backend_server import BackendServer
 
     levels = [int(c) for c in args.concurrency.split(",")]
     work = Path(tempfile.mkdtemp(prefix="vision-scaling-"))

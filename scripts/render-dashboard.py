@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from backend_server import BackendServer  # noqa: E402
-from prometheus_server import PrometheusServer, mixed_traffic  # noqa: E402
+from devkit.backend_server import BackendServer  # noqa: E402
+from devkit.prometheus_server import PrometheusServer, mixed_traffic  # noqa: E402
 
 DASHBOARD = ROOT / "charts" / "vision-ai" / "files" / "vision-ai-dashboard.json"
 RULES = ROOT / "charts" / "vision-ai" / "files" / "vision-ai.rules.yml"

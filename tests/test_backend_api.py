@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import requests
-from backend_server import BackendServer, test_model_dir
+from devkit.backend_server import BackendServer, test_model_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image

@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from backend_server import test_model_dir
+from devkit.backend_server import test_model_dir
 
 from backend.inference import Batcher, ModelLoadError, Registry, load_model
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from backend_server import BackendServer, free_port, test_model_dir
+from devkit.backend_server import BackendServer, free_port, test_model_dir
 from waitress import wasyncore
 from waitress.server import create_server
 

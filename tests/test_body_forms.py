@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from backend_server import BackendServer, test_model_dir
+from devkit.backend_server import BackendServer, test_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"

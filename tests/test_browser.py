@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import pytest
-from backend_server import BackendServer, free_port, test_model_dir
+from devkit.backend_server import BackendServer, free_port, test_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "frontend" / "app.py"

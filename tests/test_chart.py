@@ -286,7 +286,7 @@ def test_frontend_reaches_backend_by_service_dns_name():
 @pytest.mark.parametrize("controller", ["traefik", "nginx"])
 @pytest.mark.parametrize("scenario", ["default", "ui"])
 def test_ingress_routes_ui_and_api_but_not_metrics(scenario, controller):
-    """Routed the way Traefik and ingress-nginx both route (tests/netpol_eval.py): no class pinned,
+    """Routed the way Traefik and ingress-nginx both route (tests/support/netpol_eval.py): no class pinned,
     so the cluster's default controller serves it; longest Prefix wins; /metrics never reaches
     the backend; "/" is the UI only when it is installed."""
     docs = render(scenario)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from backend_server import BackendServer, free_port, test_model_dir
+from devkit.backend_server import BackendServer, free_port, test_model_dir
 from typer.testing import CliRunner
 
 from visionctl import orchestrate

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from backend_server import BackendServer, free_port, test_model_dir
+from devkit.backend_server import BackendServer, free_port, test_model_dir
 from typer.testing import CliRunner
 
 from visionctl.cli import app

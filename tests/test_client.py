@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from backend_server import BackendServer, free_port, test_model_dir
+from devkit.backend_server import BackendServer, free_port, test_model_dir
 
 from visionctl.client import ApiError, ApiUnavailable, ClientError, VisionClient, encode_image
 

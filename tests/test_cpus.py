@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from backend_server import ROOT, free_port, test_model_dir
+from devkit.backend_server import ROOT, free_port, test_model_dir
 
 from backend.config import Config
 from backend.cpus import cgroup_quota, cpu_budget, usable_cpus

@@ -6,7 +6,7 @@ import re
 
 import pytest
 import requests
-from backend_server import BackendServer, test_model_dir
+from devkit.backend_server import BackendServer, test_model_dir
 
 
 @pytest.fixture(scope="module")

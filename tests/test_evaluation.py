@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from backend_server import test_model_dir
+from devkit.backend_server import test_model_dir
 from PIL import Image
 from typer.testing import CliRunner
 

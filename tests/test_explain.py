@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from backend_server import BackendServer, test_model_dir
+from devkit.backend_server import BackendServer, test_model_dir
 from PIL import Image
 
 from backend.decoding import open_image

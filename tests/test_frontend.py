@@ -1,7 +1,7 @@
 """The Streamlit page (frontend/app.py) driven by ``streamlit.testing.v1.AppTest``.
 
 AppTest runs the real script in-process; every prediction goes over real HTTP on loopback to a
-real backend (``python -m backend`` on Waitress, see tests/backend_server.py) serving the real
+real backend (``python -m backend`` on Waitress, see devkit/backend_server.py) serving the real
 ONNX models from ``$VISION_TEST_MODEL_DIR`` or ``models/``. The failure tests use real sockets: a
 port nobody listens on, and one that accepts connections but never answers.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.ipc
 import pytest
-from backend_server import BackendServer, free_port, test_model_dir
+from devkit.backend_server import BackendServer, free_port, test_model_dir
 from PIL import Image, ImageOps
 from prometheus_client.parser import text_string_to_metric_families
 from streamlit.testing.v1 import AppTest

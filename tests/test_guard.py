@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from backend_server import BackendServer
+from devkit.backend_server import BackendServer
 
 KEY = "k" * 32
 PNG = (__import__("pathlib").Path(__file__).resolve().parent.parent / "samples" / "mnist" / "7-7.png").read_bytes()

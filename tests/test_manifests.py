@@ -1,6 +1,6 @@
 """deploy/manifests/: the plain-``kubectl apply`` rendering of the chart — a backend-only default set
 plus opt-in folders. It must match the chart exactly (re-render with scripts/render-manifests.sh),
-validate strictly, meet Pod Security "restricted", and — decided by tests/netpol_eval.py for each
+validate strictly, meet Pod Security "restricted", and — decided by tests/support/netpol_eval.py for each
 distribution's documented clients — answer on the API port everywhere."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Unit tests of the NetworkPolicy / Ingress evaluator (tests/netpol_eval.py) on hand-written
+"""Unit tests of the NetworkPolicy / Ingress evaluator (tests/support/netpol_eval.py) on hand-written
 objects, one API rule at a time, so the distribution simulation in test_manifests.py can be trusted."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from backend_server import BackendServer, test_model_dir
+from devkit.backend_server import BackendServer, test_model_dir
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 

@@ -11,7 +11,7 @@ import io
 
 import numpy as np
 import pytest
-from backend_server import test_model_dir
+from devkit.backend_server import test_model_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw

@@ -114,7 +114,7 @@ def test_readme_curl_commands_work_against_a_real_backend(line, tmp_path):
     import json
     import subprocess
 
-    from tests.backend_server import BackendServer
+    from devkit.backend_server import BackendServer
 
     with BackendServer() as server:
         cmd = line.replace("http://localhost:8080", server.url)

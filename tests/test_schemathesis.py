@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backend_server import BackendServer, test_model_dir
+from devkit.backend_server import BackendServer, test_model_dir
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 

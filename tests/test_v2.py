@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.http as triton
-from backend_server import BackendServer, test_model_dir
+from devkit.backend_server import BackendServer, test_model_dir
 from tritonclient.utils import InferenceServerException
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "vision-ai"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 # Scenario name -> values files: the chart defaults plus every ci/*-values.yaml.

@@ -2,7 +2,7 @@
 
 Other test modules import this rather than starting servers their own way::
 
-    from backend_server import BackendServer, test_model_dir   # tests/ is on sys.path under pytest
+    from devkit.backend_server import BackendServer, test_model_dir   # tests/ is on sys.path under pytest
 
     with BackendServer(model_dir=test_model_dir()) as server:
         requests.post(server.url + "/predict", json={"base64": ...})

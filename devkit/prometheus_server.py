@@ -1,6 +1,6 @@
 """Run the real Prometheus (Debian's ``prometheus`` package) against loopback targets, for tests.
 
-    from prometheus_server import PrometheusServer, require_prometheus
+    from devkit.prometheus_server import PrometheusServer, require_prometheus
 
     with PrometheusServer(targets=["127.0.0.1:8123"], rule_files=[RULES]) as prom:
         prom.query('up')                       # -> list of result series; raises on a PromQL error
@@ -22,7 +22,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from backend_server import free_port
+from devkit.backend_server import free_port
 
 
 def find_tool(name: str) -> str | None:
