@@ -1,7 +1,7 @@
 """Model registry: one ONNX Runtime session per model card, created once and warmed up.
 
 A model is the pair ``<dir>/<name>.onnx`` + ``<dir>/<name>.json`` (the model card written by
-``visionctl.export``). The card is validated against the session at load time, and the ONNX file
+``visionctl.ml.export``). The card is validated against the session at load time, and the ONNX file
 against the card's sha256, so a mismatched or half-copied model fails at start instead of answering
 with wrong labels.
 """

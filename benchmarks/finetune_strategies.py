@@ -12,8 +12,8 @@ import json
 import time
 from pathlib import Path
 
-from visionctl import training
-from visionctl.training import STRATEGIES
+from visionctl.ml import training
+from visionctl.ml.training import STRATEGIES
 
 
 def main() -> None:

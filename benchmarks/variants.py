@@ -1,6 +1,6 @@
 """Real-world accuracy: the test sets rendered the ways users send images, through the serving path.
 
-For each model and each variant of ``visionctl.variants``: render → ``backend.preprocessing`` →
+For each model and each variant of ``visionctl.ml.variants``: render → ``backend.preprocessing`` →
 ONNX Runtime, accuracy next to the plain test-set accuracy of the same model. Also times
 ``preprocess`` alone on a 28×28 PNG and a 1000×1000 JPEG photo (it runs on every request).
 
@@ -26,8 +26,8 @@ from pathlib import Path
 from PIL import Image
 
 from backend.preprocessing import preprocess
-from visionctl import evaluation, variants
-from visionctl.data import load_split
+from visionctl.ml import evaluation, variants
+from visionctl.ml.data import load_split
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """Vision AI — the Streamlit page: pick a model, give it an image, see what it sees and predicts.
 
 Run with ``visionctl ui`` or ``streamlit run frontend/app.py``. The page only talks to the API
-through :class:`visionctl.client.VisionClient`; it never loads a model, so the same page works
+through :class:`vision_client.VisionClient`; it never loads a model, so the same page works
 against a local ``visionctl serve``, the cluster or a tunnel URL (``VISION_API_URL``).
 """
 
@@ -22,7 +22,7 @@ from PIL import Image
 
 from backend.contract import __version__
 from frontend.config import Settings, load_settings
-from visionctl.client import ApiError, ApiUnavailable, ClientError, VisionClient
+from vision_client import ApiError, ApiUnavailable, ClientError, VisionClient
 
 HERE = Path(__file__).resolve().parent
 FAVICON = HERE / "static" / "favicon.png"

@@ -1,7 +1,7 @@
 """Frontend settings, read from the environment once per process.
 
 The API connection (``VISION_API_URL``, ``VISION_API_KEY``, ``VISION_API_TIMEOUT``) is parsed by
-:class:`visionctl.client.VisionClient` — the CLI uses the same code, so both agree on defaults and
+:class:`vision_client.VisionClient` — the CLI uses the same code, so both agree on defaults and
 validation. This module adds what only the page needs and turns a bad value into one readable
 message instead of a traceback.
 """
@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from visionctl.client import VisionClient
+from vision_client import VisionClient
 
 # Sidebar probes must not freeze the page for the full prediction timeout when a URL points at
 # a host that swallows packets; a loopback or in-cluster /readyz answers in milliseconds.

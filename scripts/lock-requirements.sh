@@ -40,6 +40,6 @@ PY
 # Backend image: the [serve] extra + the image libraries it decodes with; ONNX Runtime, never torch.
 mapfile -t backend < <(deps serve numpy pillow)
 lock requirements/backend.txt "Backend image (python -m backend): Flask/Waitress/ONNX Runtime, no torch." "${backend[@]}"
-# Frontend image: visionctl's base deps (it imports visionctl.client) + the [ui] extra.
+# Frontend image: the base deps (vision_client needs requests) + the [ui] extra.
 mapfile -t frontend < <(deps ui)
 lock requirements/frontend.txt "Frontend image (streamlit run frontend/app.py): visionctl base deps + [ui]." "${frontend[@]}"

@@ -190,7 +190,7 @@ def test_upload_an_image_and_read_the_prediction(page, servers, screenshots, req
 
 def test_pick_a_fashion_sample(page, servers):
     backend, ui = servers
-    from visionctl.client import VisionClient
+    from vision_client import VisionClient
 
     open_app(page, ui)
     page.get_by_role("radio", name="Clothing (Fashion-MNIST)").click()

@@ -16,11 +16,11 @@ import requests
 from devkit.backend_server import BackendServer, free_port, test_model_dir
 from typer.testing import CliRunner
 
-from visionctl import orchestrate
+from visionctl.ops import orchestrate
 from visionctl.cli import app
 from visionctl.constants import IMAGE_TAG
-from visionctl.deploy import ChartOptions, Target
-from visionctl.runner import Runner
+from visionctl.ops.deploy import ChartOptions, Target
+from visionctl.ops.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -139,7 +139,7 @@ def test_up_plan_trains_missing_models_in_order(tmp_path):
 
 
 def test_no_train_with_missing_model_fails(tmp_path):
-    from visionctl.runner import StepFailed
+    from visionctl.ops.runner import StepFailed
 
     with pytest.raises(StepFailed, match="mnist.onnx or its model card is missing"):
         orchestrate.ensure_models(Runner(dry_run=True), tmp_path, train=False)
@@ -240,8 +240,7 @@ def test_deploy_context_backend_only_and_unknown_context():
     ({"metadata": {"name": "gke-node", "labels": {}}, "spec": {"providerID": "gce://p/z/n"}}, None),
 ])
 def test_renamed_contexts_are_recognised_from_their_nodes(node, expected):
-    from visionctl import distro
-
+    from visionctl.ops import distro
     found = distro.from_nodes("kind-dev" if expected and expected[0] == "kind" else "renamed", [node])
     assert (found and (found.name, found.cluster)) == expected
 
@@ -289,8 +288,7 @@ def test_doctor_missing_and_broken(tools):
 
 
 def test_doctor_checks_in_detail(tools):
-    from visionctl import doctor
-
+    from visionctl.ops import doctor
     all_tools(tools, k3d="k3d version v4.4.8", daemon=False)
     checks = {c.name: c for c in doctor.run_checks(system="Darwin")}
     assert checks["docker"].ok and checks["helm"].ok and checks["kubectl"].ok
@@ -321,7 +319,7 @@ def test_predict_table(backend):
 
 
 def test_predict_json_matches_api(backend):
-    from visionctl.client import VisionClient
+    from vision_client import VisionClient
 
     image = SAMPLES / "fashion-mnist/1-trouser.png"
     res = invoke("predict", str(image), "--model", "fashion-mnist", "--json", env={"VISION_API_URL": backend.url})

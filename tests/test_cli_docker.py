@@ -42,8 +42,8 @@ def test_build_both_images(docker):
                                   capture_output=True, text=True, check=True).stdout.strip()
             assert user.split(":")[0] == str(RUN_AS_UID)
         # the ID that `up` passes to helm so a rebuild under the same tag rolls the pods
-        from visionctl import images
-        from visionctl.runner import Runner
+        from visionctl.ops import images
+        from visionctl.ops.runner import Runner
 
         assert images.image_id(Runner(), refs[0]).startswith("sha256:")
         assert images.image_id(Runner(), f"{BACKEND_IMAGE}:no-such-tag") is None

@@ -64,8 +64,7 @@ def mutating(calls):
 
 
 def test_up_runs_every_step_and_is_idempotent(fake, backend, monkeypatch):
-    from visionctl import orchestrate
-
+    from visionctl.ops import orchestrate
     monkeypatch.setattr(orchestrate, "MODELS_DIR", test_model_dir())  # the repo's may still be training
     (fake.state / "cluster").write_text("vision-ai")  # an existing cluster: reused, not recreated
     res = invoke("up", "--port", str(backend.port), "--tunnel", "--no-train", "--base-image", "base:1")
@@ -114,8 +113,7 @@ def test_cluster_create_refuses_a_taken_port(fake, backend):
 
 
 def test_failed_step_names_step_output_and_fix(fake, backend, monkeypatch):
-    from visionctl import orchestrate
-
+    from visionctl.ops import orchestrate
     monkeypatch.setattr(orchestrate, "MODELS_DIR", test_model_dir())
     (fake.state / "cluster").write_text("vision-ai")
     monkeypatch.setenv("FAKE_FAIL", "helm upgrade")

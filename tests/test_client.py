@@ -1,4 +1,4 @@
-"""visionctl.client against a real backend on loopback, plus the failure modes a client meets in
+"""vision_client against a real backend on loopback, plus the failure modes a client meets in
 the wild (nothing listening, a hung server, a proxy answering HTML) served by real sockets."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from devkit.backend_server import BackendServer, free_port, test_model_dir
 
-from visionctl.client import ApiError, ApiUnavailable, ClientError, VisionClient, encode_image
+from vision_client import ApiError, ApiUnavailable, ClientError, VisionClient, encode_image
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

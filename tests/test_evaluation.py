@@ -1,4 +1,4 @@
-"""visionctl.evaluation and visionctl.variants against the real ONNX models and test sets.
+"""visionctl.ml.evaluation and visionctl.ml.variants against the real ONNX models and test sets.
 
 Unit tests use a few hundred images; the ``slow`` tests run 2000 images per real-world variant and
 hold the shipped models to the issue's bar (≥ 97 % on every MNIST variant).
@@ -12,9 +12,9 @@ from devkit.backend_server import test_model_dir
 from PIL import Image
 from typer.testing import CliRunner
 
-from visionctl import evaluation, variants
+from visionctl.ml import evaluation, variants
 from visionctl.cli import app
-from visionctl.data import load_split
+from visionctl.ml.data import load_split
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 from prometheus_client.parser import text_string_to_metric_families
 from streamlit.testing.v1 import AppTest
 
-from visionctl.client import VisionClient
+from vision_client import VisionClient
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "frontend" / "app.py"

@@ -349,7 +349,7 @@ def test_frontend_reaches_backend_by_name(images, network, backend):
         assert probe.returncode == 0 and probe.stdout.startswith("200 "), probe.stdout + probe.stderr
         # The frontend's own client code, configured only by the image's environment.
         predict = fe.exec("/opt/venv/bin/python", "-c",
-                          "from pathlib import Path; from visionctl.client import VisionClient; "
+                          "from pathlib import Path; from vision_client import VisionClient; "
                           "print(VisionClient().predict(Path('/app/samples/mnist/3-3.png').read_bytes())['label'])")
         assert predict.returncode == 0 and predict.stdout.strip() == "3", predict.stdout + predict.stderr
         assert fe.exec("touch", "/app/x").returncode != 0

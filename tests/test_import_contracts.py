@@ -1,4 +1,4 @@
-"""The dependency rule of pyproject.toml's import-linter contracts holds, and breaking it fails."""
+"""The dependency rules of pyproject.toml's import-linter contracts hold, and breaking one fails."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 LINT = Path(sys.executable).with_name("lint-imports")
+PACKAGES = ("devkit", "visionctl", "frontend", "vision_client", "backend")
+LAYERS = "layers: devkit > visionctl | frontend > vision_client > backend"
+NO_SERVING = "the UI and the API client use no serving or training stack"
 
 
 def lint(cwd: Path) -> subprocess.CompletedProcess:
@@ -19,16 +24,25 @@ def lint(cwd: Path) -> subprocess.CompletedProcess:
 def test_contracts_are_kept():
     proc = lint(ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{LAYERS} KEPT" in proc.stdout and f"{NO_SERVING} KEPT" in proc.stdout
     assert "0 broken" in proc.stdout
 
 
-def test_a_backend_import_of_the_cli_breaks_the_build(tmp_path):
-    for package in ("backend", "visionctl", "frontend"):
+@pytest.mark.parametrize("module, violation, contract, reported", [
+    ("backend/errors.py", "from visionctl import constants", LAYERS, "backend.errors -> visionctl.constants"),
+    ("backend/contract.py", "import vision_client", LAYERS, "backend.contract -> vision_client"),
+    ("vision_client/__init__.py", "from visionctl import constants", LAYERS, "vision_client -> visionctl.constants"),
+    ("frontend/config.py", "import visionctl.constants", LAYERS, "frontend.config -> visionctl.constants"),
+    ("frontend/config.py", "import onnxruntime", NO_SERVING, "frontend.config -> onnxruntime"),
+    ("vision_client/__init__.py", "from backend import server", NO_SERVING, "vision_client -> backend.server"),
+])
+def test_a_wrong_way_import_breaks_the_build(tmp_path, module, violation, contract, reported):
+    for package in PACKAGES:
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    errors = tmp_path / "backend" / "errors.py"
-    errors.write_text(errors.read_text() + "\nfrom visionctl import constants  # the violation\n")
+    target = tmp_path / module
+    target.write_text(target.read_text() + f"\n{violation}  # the violation\n")
     proc = lint(tmp_path)
-    assert proc.returncode != 0
-    assert "backend imports neither the CLI nor the UI BROKEN" in proc.stdout
-    assert "backend.errors -> visionctl" in proc.stdout
+    assert proc.returncode != 0, proc.stdout
+    assert f"{contract} BROKEN" in proc.stdout
+    assert reported in proc.stdout, proc.stdout

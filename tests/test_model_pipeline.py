@@ -14,11 +14,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from visionctl import data as vdata
-from visionctl import export as vexport
-from visionctl import training
+from visionctl.ml import data as vdata
+from visionctl.ml import export as vexport
+from visionctl.ml import training
 from visionctl.cli import app
-from visionctl.model import Net
+from visionctl.ml.model import Net
 
 runner = CliRunner()
 

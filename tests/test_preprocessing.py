@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from backend.preprocessing import DIGIT_BOX, MODES, preprocess, stroke_width
-from visionctl.data import load_split
+from visionctl.ml.data import load_split
 
 
 def draw_digit(size=(200, 200), ink=255, bg=0, mode="L", box=(60, 30, 140, 170), width=14) -> Image.Image:
@@ -233,7 +233,7 @@ def test_mnist_digits_round_trip(mnist_test):
 
 
 def test_mnist_predictions_survive_preprocessing(mnist_test):
-    from visionctl.evaluation import load_model
+    from visionctl.ml.evaluation import load_model
 
     model = load_model("mnist", test_model_dir())
     imgs, labels = mnist_test.images[:1000], mnist_test.labels[:1000]
@@ -286,7 +286,7 @@ def test_shipped_samples_survive_real_encodings(samples_dir, dataset):
     """bytes → backend.decoding.open_image → preprocess → ONNX gives the sample's label (its file name
     starts with the class index) for every encoding — the path a request takes."""
     from backend.decoding import open_image
-    from visionctl.evaluation import load_model
+    from visionctl.ml.evaluation import load_model
 
     model = load_model(dataset, test_model_dir())
     for path in sorted((samples_dir / dataset).glob("*.png")):

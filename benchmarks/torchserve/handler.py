@@ -13,7 +13,7 @@ import torch
 
 from backend.decoding import decode_base64, open_image
 from backend.preprocessing import preprocess
-from visionctl.model import Net
+from visionctl.ml.model import Net
 
 MAX_PIXELS = 16_000_000
 MEAN, STD = 0.1307, 0.3081

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from visionctl.data import get_spec, load_split
-from visionctl.model import Net
-from visionctl.training import MEAN, STD, to_tensor
+from visionctl.ml.data import get_spec, load_split
+from visionctl.ml.model import Net
+from visionctl.ml.training import MEAN, STD, to_tensor
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "log_probs"
@@ -105,7 +105,8 @@ def export_model(model: Net, name: str, out_dir: str | os.PathLike = "models", *
         "metrics": {
             "test_accuracy": round(metrics["accuracy"], 6),
             "test_samples": metrics["samples"],
-            "per_class_accuracy": {label: round(a, 6) for label, a in zip(spec.labels, metrics["per_class_accuracy"], strict=True)},
+            "per_class_accuracy": {label: round(a, 6)
+                                   for label, a in zip(spec.labels, metrics["per_class_accuracy"], strict=True)},
             "history": metrics.get("history", []),
         },
         "data": {"dataset": name, "sha256": data_sha256},
@@ -125,7 +126,7 @@ def export_weights(weights: str | os.PathLike, name: str, out_dir: str | os.Path
 
     The test set is evaluated so the card carries real accuracy and checksums.
     """
-    from visionctl.training import evaluate
+    from visionctl.ml.training import evaluate
 
     model = Net()
     try:

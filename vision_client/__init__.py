@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import requests
 
-from visionctl.constants import BACKEND_PORT, DEFAULT_MODEL
+from backend.contract import BACKEND_PORT, DEFAULT_MODEL
 
 DEFAULT_API_URL = f"http://127.0.0.1:{BACKEND_PORT}"
 DEFAULT_TIMEOUT = 10.0

@@ -32,7 +32,8 @@ class Tool:
 TOOLS = (
     Tool("docker", ("docker", "version", "--format", "{{.Client.Version}}"), (20, 10),
          "builds the images",
-         {"Linux": "install Docker Engine: https://docs.docker.com/engine/install/ (Debian/Ubuntu: sudo apt-get install docker.io)",
+         {"Linux": "install Docker Engine: https://docs.docker.com/engine/install/ "
+                   "(Debian/Ubuntu: sudo apt-get install docker.io)",
           "Darwin": "brew install --cask docker (Docker Desktop), or brew install colima docker && colima start",
           "Windows": "winget install Docker.DockerDesktop (WSL 2 backend)"}),
     Tool("k3d", ("k3d", "version"), (5, 0),
@@ -53,7 +54,8 @@ TOOLS = (
 )
 
 DAEMON_HINTS = {
-    "Linux": "start it: sudo systemctl start docker (and add yourself to the docker group: sudo usermod -aG docker $USER)",
+    "Linux": "start it: sudo systemctl start docker "
+             "(and add yourself to the docker group: sudo usermod -aG docker $USER)",
     "Darwin": "start Docker Desktop (or `colima start`)",
     "Windows": "start Docker Desktop",
 }

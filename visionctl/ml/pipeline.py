@@ -1,28 +1,27 @@
-"""Train → export, with progress bars: the library behind ``visionctl train`` and ``export``."""
+"""Train → export: the library behind ``visionctl train`` and ``export``. Progress goes to a
+callback (the CLI draws it), so the library never touches the terminal."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from visionctl.ml.data import DatasetError
 
-from visionctl.data import DatasetError
+if TYPE_CHECKING:  # training imports torch; the annotation alone must not
+    from visionctl.ml.training import ProgressFn
 
 
 class PipelineError(RuntimeError):
     pass
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn())
-
-
 def train_and_export(dataset: str, *, models_dir: Path, data_dir=None, augment: bool = True,
-                     **overrides) -> dict:
-    from visionctl import export as ex
-    from visionctl import training
-
+                     progress: ProgressFn | None = None, **overrides) -> dict:
+    """Train ``dataset``'s model, export it and return its model card; ``progress(phase, done,
+    total, stats)`` is called after every batch."""
+    from visionctl.ml import export as ex
+    from visionctl.ml import training
     if dataset != "mnist" and overrides.get("init_weights") is None:
         overrides["init_weights"] = str(Path(models_dir) / "mnist.pt")
     if not augment:
@@ -35,22 +34,11 @@ def train_and_export(dataset: str, *, models_dir: Path, data_dir=None, augment: 
     except ValueError as exc:
         raise PipelineError(str(exc)) from None
 
-    tasks: dict[str, int] = {}
-    with _progress() as bar:
-        def progress(phase: str, done: int, total: int, stats: dict) -> None:
-            if not bar.console.is_terminal and done == total and "test_acc" in stats:
-                # Logs (CI, nohup) get one line per epoch instead of nothing until the end.
-                bar.console.print(f"{phase}: " + "  ".join(f"{k} {v:.4f}" for k, v in stats.items()))
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total, stats="")
-            text = "  ".join(f"{k} {v:.4f}" for k, v in stats.items())
-            bar.update(tasks[phase], completed=done, stats=text)
-
-        try:
-            model, metrics, checksums = training.train(cfg, progress)
-        except DatasetError as exc:
-            raise PipelineError(str(exc)) from None
-    from visionctl.data import load_split
+    try:
+        model, metrics, checksums = training.train(cfg, progress)
+    except DatasetError as exc:
+        raise PipelineError(str(exc)) from None
+    from visionctl.ml.data import load_split
 
     parity = training.to_tensor(load_split(dataset, "test", cfg.data_dir).images[:256])
     try:
@@ -61,8 +49,7 @@ def train_and_export(dataset: str, *, models_dir: Path, data_dir=None, augment: 
 
 
 def export(dataset: str, *, weights: Path | None, models_dir: Path, data_dir=None) -> dict:
-    from visionctl import export as ex
-
+    from visionctl.ml import export as ex
     weights = Path(weights or Path(models_dir) / f"{dataset}.pt")
     if not weights.is_file():
         raise PipelineError(f"weights {weights} not found; train first or pass --weights")

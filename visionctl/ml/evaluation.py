@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from backend.preprocessing import preprocess
-from visionctl import variants as variants_mod
-from visionctl.data import load_split
+from visionctl.ml import variants as variants_mod
+from visionctl.ml.data import load_split
 
 BATCH = 512
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -154,18 +156,46 @@ class Runner:
     def passthrough(self, argv: Sequence[str], *, title: str, hint: str = "",
                     env: Mapping[str, str] | None = None, cwd: str | os.PathLike | None = None) -> int:
         """Hand the terminal to a long-running, interactive command (``streamlit run``,
-        ``kubectl logs -f``) and return its exit code; Ctrl-C stops it and counts as success."""
+        ``kubectl logs -f``) and return its exit code.
+
+        Ctrl-C stops it and counts as success. SIGTERM/SIGHUP sent to visionctl are passed on to the
+        child, which is waited for: without that, Python's default SIGTERM action would end
+        visionctl at once and leave the child running, orphaned."""
         argv = [str(a) for a in argv]
         self._record(PlanItem(title, argv, env=dict(env or {})))
         if self.dry_run:
             return 0
         self._which(argv[0], title, hint)
         proc = subprocess.Popen(argv, env=self.environ(env), cwd=cwd)
+        with forward_signals(proc):
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                stop_process(proc, grace=10)
+                return 0
+
+    @contextmanager
+    def background(self, argv: Sequence[str], *, title: str, capture_stderr: bool = True):
+        """Run a helper command (``kubectl port-forward``) for the duration of a block; yields the
+        process, and stops it (SIGTERM, then SIGKILL) when the block ends, also when visionctl is
+        itself terminated (the signal becomes ``SystemExit``, so ``finally`` runs). Not part of the plan:
+        callers wrap it in an :meth:`action`, which is. Raises :class:`StepFailed` if it cannot
+        start."""
+        argv = [str(a) for a in argv]
+        if self.verbose:
+            self.console.print(f"[dim]$ {escape(shlex.join(argv))}[/]", soft_wrap=True, highlight=False)
+        exe = self._which(argv[0], title, "")
         try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            stop_process(proc, grace=10)
-            return 0
+            proc = subprocess.Popen([exe, *argv[1:]], env=self.environ(None), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE if capture_stderr else subprocess.DEVNULL, text=True)
+        except OSError as exc:
+            raise StepFailed(title, f"cannot start `{argv[0]}`: {exc.strerror or exc}", argv=argv) from None
+        try:
+            with exit_on_signals():
+                yield proc
+        finally:
+            stop_process(proc)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -248,22 +278,6 @@ def _tail(text: str, lines: int = TAIL_LINES) -> str:
     return "\n".join(deque((line for line in text.rstrip().splitlines()), maxlen=lines))
 
 
-def render_failure(console: Console, exc: StepFailed, *, verbose: bool = False) -> None:
-    """Print a failed step the same way for every command: what failed, the command, the output
-    tail, and what to do."""
-    console.print(f"[bold red]✗ {escape(exc.step)} failed:[/] {escape(exc.reason)}")
-    if exc.argv:
-        console.print(f"  [dim]command:[/] {escape(shlex.join(exc.argv))}", soft_wrap=True, highlight=False)
-    if exc.tail:
-        console.print("  [dim]last output:[/]")
-        for line in exc.tail.splitlines():
-            console.print(f"  [dim]│[/] {escape(line)}", soft_wrap=True, highlight=False)
-    if exc.hint:
-        console.print(f"  [bold]what to do:[/] {escape(exc.hint)}")
-    if not verbose:
-        console.print("  [dim](re-run with --verbose to see every command and its output)[/]")
-
-
 def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:
     """SIGTERM, then SIGKILL if ``proc`` has not exited within ``grace`` seconds; reaps it."""
     proc.terminate()
@@ -272,3 +286,38 @@ def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _on_signals(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """Install ``handler`` for SIGTERM/SIGHUP for the block, then restore the previous ones. A
+    no-op off the main thread (Python lets only the main thread install handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in FORWARDED_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def forward_signals(proc: subprocess.Popen):
+    """SIGTERM/SIGHUP to visionctl are sent on to ``proc``; the caller's ``proc.wait()`` then
+    returns its exit code, so the child is reaped before visionctl exits."""
+    def forward(signum, _frame):
+        if proc.poll() is None:
+            proc.send_signal(signum)
+    return _on_signals(forward)
+
+
+def exit_on_signals():
+    """SIGTERM/SIGHUP raise ``SystemExit(128 + signal)`` instead of ending the interpreter on the
+    spot, so ``finally`` blocks (stopping helper processes) still run."""
+    def leave(signum, _frame):
+        raise SystemExit(128 + signum)
+    return _on_signals(leave)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visionctl.data import load_split
-from visionctl.model import Net
+from visionctl.ml.data import load_split
+from visionctl.ml.model import Net
 
 MEAN, STD = 0.1307, 0.3081
 STRATEGIES = ("fc2", "fc1+fc2", "all")

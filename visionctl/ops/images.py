@@ -19,7 +19,7 @@ from visionctl.constants import (
     IMAGE_TAG,
     REPO_ROOT,
 )
-from visionctl.runner import Runner, StepFailed
+from visionctl.ops.runner import Runner, StepFailed
 
 BASE_IMAGE_ENV = "VISION_BASE_IMAGE"
 

@@ -12,7 +12,7 @@ import json
 import socket
 
 from visionctl.constants import CLUSTER_NAME, DEFAULT_HOST_PORT
-from visionctl.runner import Runner, StepFailed
+from visionctl.ops.runner import Runner, StepFailed
 
 K3D_HINT = "run `visionctl doctor`; `docker ps` must work, and `k3d cluster list` shows existing clusters"
 

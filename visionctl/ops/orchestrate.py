@@ -4,7 +4,7 @@ up: preflight → models (reuse, or train if missing) → docker build ×2 → k
 → k3d image import → helm upgrade --install → rollout waits → smoke test POST /predict through the
 ingress → tunnel URL (when enabled) → URLs and a copy-paste curl.
 
-Each step goes through one :class:`~visionctl.runner.Runner`, so ``--dry-run`` prints exactly the
+Each step goes through one :class:`~visionctl.ops.runner.Runner`, so ``--dry-run`` prints exactly the
 commands a real run executes, and a failure names its step and what to do.
 """
 
@@ -15,10 +15,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from visionctl import cluster, deploy, distro, doctor, images
 from visionctl.constants import MODEL_NAMES, REPO_ROOT
-from visionctl.deploy import ChartOptions, Target
-from visionctl.runner import Runner, StepFailed
+from visionctl.ops import cluster, deploy, distro, doctor, images, smoke, tunnel
+from visionctl.ops.deploy import ChartOptions, Target
+from visionctl.ops.runner import Runner, StepFailed
 
 MODELS_DIR = REPO_ROOT / "models"  # the backend image bakes in models/ from the build context
 REQUIRED_TOOLS = ("docker", "k3d", "helm", "kubectl")
@@ -110,8 +110,8 @@ def up(runner: Runner, opts: UpOptions) -> UpResult:
     if opts.chart.tunnel and opts.chart.tunnel_mode == "quick":
         result.tunnel_url = runner.action(
             "tunnel URL", f"read https://*.trycloudflare.com from deployment/{t.deployment('cloudflared')} "
-                          f"(/quicktunnel on :{deploy.TUNNEL_METRICS_PORT}, else its log)",
-            lambda: deploy.tunnel_url(runner, t, timeout=opts.tunnel_timeout))
+                          f"(/quicktunnel on :{tunnel.TUNNEL_METRICS_PORT}, else its log)",
+            lambda: tunnel.tunnel_url(runner, t, timeout=opts.tunnel_timeout))
     return result
 
 
@@ -165,10 +165,10 @@ def deploy_to_context(runner: Runner, opts: UpOptions) -> UpResult:
     backend = f"svc/{t.deployment('backend')}"
     prediction = runner.action(
         "smoke test", f"kubectl port-forward {backend} <free port>:8080, POST /predict with "
-                      f"{deploy.SMOKE_SAMPLE}, expect label {deploy.SMOKE_LABEL}",
-        lambda: deploy.smoke_test_via_port_forward(runner, t, api_key=opts.api_key, timeout=opts.smoke_timeout))
+                      f"{smoke.SMOKE_SAMPLE}, expect label {smoke.SMOKE_LABEL}",
+        lambda: smoke.smoke_test_via_port_forward(runner, t, api_key=opts.api_key, timeout=opts.smoke_timeout))
     url = "http://localhost:8080"
-    curl = deploy.curl_command(url, (REPO_ROOT / deploy.SMOKE_SAMPLE).read_bytes())
+    curl = smoke.curl_command(url, (REPO_ROOT / smoke.SMOKE_SAMPLE).read_bytes())
     forward = f"kubectl --context {t.context} -n {t.namespace} port-forward"
     note = f"first run: {forward} {backend} 8080:8080" + (
         f"  and  {forward} svc/{t.deployment('frontend')} 8501:8501" if opts.chart.frontend else "")
@@ -200,9 +200,9 @@ def _ship(runner: Runner, opts: UpOptions) -> UpResult:
     deploy.ensure_namespace(runner, t)
     deploy.install(runner, t, opts.chart, rollout_timeout=opts.rollout_timeout)
     prediction = runner.action(
-        "smoke test", f"POST {t.url}/predict with {deploy.SMOKE_SAMPLE}, expect label {deploy.SMOKE_LABEL}",
-        lambda: deploy.smoke_test(t.url, api_key=opts.api_key, timeout=opts.smoke_timeout))
-    curl = deploy.curl_command(t.url, (REPO_ROOT / deploy.SMOKE_SAMPLE).read_bytes())
+        "smoke test", f"POST {t.url}/predict with {smoke.SMOKE_SAMPLE}, expect label {smoke.SMOKE_LABEL}",
+        lambda: smoke.smoke_test(t.url, api_key=opts.api_key, timeout=opts.smoke_timeout))
+    curl = smoke.curl_command(t.url, (REPO_ROOT / smoke.SMOKE_SAMPLE).read_bytes())
     return UpResult(ui_url=f"{t.url}/", api_url=t.url, curl=curl, prediction=prediction)
 
 

@@ -1,0 +1,1 @@
+"""Operating the platform: external commands (Runner), images, k3d, Helm deploys, status, diagnostics."""
