@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from repo import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("VISION_DATA_DIR", ROOT.parent / "shared" / "datasets"))
 
 

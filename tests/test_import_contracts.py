@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from repo import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 LINT = Path(sys.executable).with_name("lint-imports")
 PACKAGES = ("devkit", "visionctl", "frontend", "vision_client", "backend")
 LAYERS = "layers: devkit > visionctl | frontend > vision_client > backend"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from repo import ROOT
+
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from compare_torchserve import BEGIN, END, markdown_table
+from compare_torchserve import BEGIN, END, markdown_table  # noqa: E402  (a script folder, not a package)
 
 
 def test_readme_table_matches_saved_results():

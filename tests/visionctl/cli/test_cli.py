@@ -13,17 +13,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from devkit.backend_server import BackendServer, free_port, test_model_dir
+from repo import ROOT, SAMPLES
 from typer.testing import CliRunner
 
-from visionctl.ops import orchestrate
+from devkit.backend_server import BackendServer, free_port, test_model_dir
 from visionctl.cli import app
 from visionctl.constants import IMAGE_TAG
+from visionctl.ops import orchestrate
 from visionctl.ops.deploy import ChartOptions, Target
 from visionctl.ops.runner import Runner
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "samples"
 COMMANDS = ["train", "export", "evaluate", "doctor", "up", "down", "status", "logs", "tunnel", "predict",
             "serve", "ui", "build", "deploy", "cluster", "cluster create", "cluster delete"]
 

@@ -8,14 +8,12 @@ import http.server
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from repo import SAMPLES
+
 from devkit.backend_server import BackendServer, free_port, test_model_dir
-
 from vision_client import ApiError, ApiUnavailable, ClientError, VisionClient, encode_image
-
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
 @pytest.fixture(scope="module")

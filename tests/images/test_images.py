@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from repo import ROOT
 
 import visionctl
 from visionctl import constants
 
-ROOT = Path(__file__).resolve().parent.parent
 SHARED_BASE_SCRIPT = Path(os.environ.get("VISION_SHARED_TOOLS", ROOT.parent / "shared" / "tools")) / "offline-base-image.sh"
 BACKEND = f"{constants.BACKEND_IMAGE}:{constants.IMAGE_TAG}"
 FRONTEND = f"{constants.FRONTEND_IMAGE}:{constants.IMAGE_TAG}"

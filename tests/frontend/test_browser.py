@@ -20,12 +20,12 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import pytest
+from repo import ROOT, SAMPLES
+
 from devkit.backend_server import BackendServer, free_port, test_model_dir
 
-ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "frontend" / "app.py"
 FAVICON = ROOT / "frontend" / "static" / "favicon.png"
-SAMPLES = ROOT / "samples"
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = os.environ.get("VISION_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import pytest
-from devkit.backend_server import BackendServer, free_port, test_model_dir
+from repo import ROOT
 from typer.testing import CliRunner
 
+from devkit.backend_server import BackendServer, free_port, test_model_dir
 from visionctl.cli import app
 
-FAKE = Path(__file__).resolve().parent / "fakebin" / "fake_tool.py"
+FAKE = ROOT / "tests" / "support" / "fakebin" / "fake_tool.py"
 TOOLS = ("docker", "k3d", "helm", "kubectl", "kind")
 
 

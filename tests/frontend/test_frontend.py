@@ -17,16 +17,15 @@ from pathlib import Path
 
 import pyarrow.ipc
 import pytest
-from devkit.backend_server import BackendServer, free_port, test_model_dir
 from PIL import Image, ImageOps
 from prometheus_client.parser import text_string_to_metric_families
+from repo import ROOT, SAMPLES
 from streamlit.testing.v1 import AppTest
 
+from devkit.backend_server import BackendServer, free_port, test_model_dir
 from vision_client import VisionClient
 
-ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "frontend" / "app.py"
-SAMPLES = ROOT / "samples"
 
 
 @pytest.fixture(scope="module")
