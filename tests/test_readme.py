@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 
@@ -95,9 +96,27 @@ def test_the_readme_test_command_is_what_ci_runs():
     assert "scripts/test.sh" in README and "scripts/test.sh" in ci
 
 
-def test_shell_snippets_parse():
+# Programs README's commands may start: ours, and the tools its prerequisites tell users to install.
+KNOWN_PROGRAMS = {"visionctl", "python", "python3.11", "curl", "docker", "helm", "kubectl", "k3d", "kind", "minikube"}
+
+
+def test_shell_snippets_parse_and_start_known_programs():
+    """Every command line parses as shell words and starts either one of our executable scripts or
+    a program README says where to get (a typo'd or removed script fails here)."""
+    checked = 0
     for line in COMMAND_LINES:
-        shlex.split(line.rstrip("\\"))
+        words = [w for w in shlex.split(line.rstrip("\\"), comments=True)
+                 if not re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", w)]
+        if not words:
+            continue
+        program = words[0]
+        if "/" in program and not program.startswith(".venv/bin/"):
+            path = REPO_ROOT / program
+            assert path.is_file() and os.access(path, os.X_OK), f"`{line}`: {program} is not an executable here"
+        else:
+            assert program.removeprefix(".venv/bin/") in KNOWN_PROGRAMS, f"`{line}`: unknown program {program}"
+        checked += 1
+    assert checked >= 20
 
 
 CURLS = [line for line in COMMAND_LINES if line.startswith("curl -X POST")]

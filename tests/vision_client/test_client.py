@@ -55,7 +55,7 @@ def test_predict_returns_the_api_answer(client):
 
 def test_predict_with_input_and_other_model(client):
     result = client.predict(sample("fashion-mnist", 1), model="fashion-mnist", return_input=True)
-    assert result["model"] == "fashion-mnist"
+    assert_prediction(result, "fashion-mnist", "Trouser", 1)
     # the 28×28 as the model sees it (PNG), for the frontend
     from io import BytesIO
 
@@ -63,8 +63,17 @@ def test_predict_with_input_and_other_model(client):
     assert Image.open(BytesIO(base64.b64decode(result["input_image"]))).size == (28, 28)
 
 
+def assert_prediction(result: dict, model: str, label: str, class_index: int) -> None:
+    """A whole /predict answer: the right class, and probabilities that are a distribution whose
+    maximum is the reported confidence."""
+    assert (result["model"], result["label"], result["class_index"]) == (model, label, class_index)
+    probs = result["probabilities"]
+    assert len(probs) == 10 and abs(sum(probs) - 1) < 1e-3
+    assert result["confidence"] == pytest.approx(max(probs)) and probs.index(max(probs)) == class_index
+
+
 def test_predict_default_endpoint(client):
-    assert client.predict_default(sample("mnist", 7))["model"] == "mnist"
+    assert_prediction(client.predict_default(sample("mnist", 7)), "mnist", "7", 7)
 
 
 def test_predict_batch_keeps_order(client):

@@ -146,7 +146,9 @@ def test_no_train_with_missing_model_fails(tmp_path):
 
 def test_up_dry_run_runs_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no tool at all: a dry run must not need them
-    assert invoke("up", "--dry-run", "--no-build").exit_code == 0
+    res = invoke("up", "--dry-run", "--no-build")
+    assert res.exit_code == 0, res.output
+    assert "helm upgrade --install vision-ai charts/vision-ai" in res.output and "would be ready at" in res.output
 
 
 def test_values_files_are_passed_to_helm(tmp_path):
