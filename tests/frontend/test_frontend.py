@@ -237,7 +237,7 @@ def test_reruns_do_not_resend_the_same_image(backend, monkeypatch):
 
 def test_draw_view_has_a_canvas_and_waits_for_a_drawing(backend, monkeypatch):
     """The canvas component must be installed (it is in the [ui] extra), not degraded to a notice.
-    Drawing itself needs a browser: tests/test_browser.py draws a digit with the mouse."""
+    Drawing itself needs a browser: tests/frontend/test_browser.py draws a digit with the mouse."""
     at = make_app(monkeypatch, backend.url).run()
     at.segmented_control(key="source").set_value("draw").run()
     no_traceback(at)

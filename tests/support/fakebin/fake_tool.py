@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A stand-in for docker / k3d / kind / helm / kubectl, for tests of visionctl's real command paths on a
-machine without a Kubernetes control plane (tests/test_cli_fake_tools.py).
+machine without a Kubernetes control plane (tests/visionctl/ops/test_orchestrate_fake_tools.py).
 
 Installed into a temp bin dir under each tool's name (a launcher script calls this file). Every call
 is appended as a JSON argv list to $FAKE_LOG; cluster/release existence lives in files under
