@@ -13,9 +13,10 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from visionctl.ops.runner import Runner, StepFailed
 
 VERSION_RE = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
 
@@ -86,14 +87,12 @@ def parse_version(text: str) -> tuple[int, int, int] | None:
 
 
 def _run(argv: list[str], env: Mapping[str, str], timeout: float) -> tuple[int, str]:
+    """A version probe through the Runner like every external command; exit code and output."""
     try:
-        proc = subprocess.run(argv, env=dict(env), capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return -1, f"no answer within {timeout:g}s"
-    except OSError as exc:
-        return -1, str(exc)
-    return proc.returncode, (proc.stdout + proc.stderr).strip()
+        result = Runner(env=env).query(argv, timeout=timeout)
+    except StepFailed as exc:  # cannot start, or hangs past the timeout
+        return -1, exc.reason
+    return result.returncode, (result.stdout + result.stderr).strip()
 
 
 def _version_text(tool: Tool, output: str) -> str:
