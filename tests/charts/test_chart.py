@@ -31,6 +31,7 @@ from helm_render import (
     validate_objects,
 )
 from netpol_eval import Cluster, Source, reaches, route, service_backend
+from pod_security import check_restricted
 
 import visionctl
 from visionctl import constants
@@ -147,52 +148,6 @@ def test_invalid_values_are_refused(args, message):
 
 
 # ---- Pod Security "restricted" -----------------------------------------------------------------
-
-ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                   "projected", "secret"}
-
-
-def check_restricted(name: str, spec: dict) -> list[str]:
-    """The checks of the Pod Security Standard "restricted" (v1.31) plus our own hardening."""
-    problems = []
-    pod_sc = spec.get("securityContext", {})
-    for field in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(field):
-            problems.append(f"{field} set")
-    for volume in spec.get("volumes", []):
-        kinds = set(volume) - {"name"}
-        if not kinds <= ALLOWED_VOLUMES:
-            problems.append(f"volume {volume['name']} uses {kinds}")
-    if spec.get("automountServiceAccountToken") is not False:
-        problems.append("automountServiceAccountToken not false")
-    for c in spec.get("initContainers", []) + spec["containers"]:
-        sc = c.get("securityContext", {})
-        where = f"container {c['name']}"
-        if sc.get("privileged"):
-            problems.append(f"{where}: privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            problems.append(f"{where}: allowPrivilegeEscalation not false")
-        caps = sc.get("capabilities", {})
-        if caps.get("drop") != ["ALL"] or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
-            problems.append(f"{where}: capabilities {caps}")
-        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
-            problems.append(f"{where}: runAsNonRoot not true")
-        if sc.get("runAsUser", pod_sc.get("runAsUser")) in (0, None):
-            problems.append(f"{where}: no numeric non-root runAsUser")
-        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
-        if seccomp not in ("RuntimeDefault", "Localhost"):
-            problems.append(f"{where}: seccompProfile {seccomp}")
-        if sc.get("readOnlyRootFilesystem") is not True:
-            problems.append(f"{where}: root filesystem writable")
-        if any(p.get("hostPort") for p in c.get("ports", [])):
-            problems.append(f"{where}: hostPort")
-        if not c.get("resources", {}).get("limits", {}).get("memory"):
-            problems.append(f"{where}: no memory limit")
-        image = c["image"]
-        if image.endswith(":latest") or (":" not in image.rsplit("/", 1)[-1] and "@" not in image):
-            problems.append(f"{where}: image {image} has no explicit tag")
-    return [f"{name}: {p}" for p in problems]
-
 
 @pytest.mark.parametrize("scenario", SCENARIO_NAMES)
 def test_every_pod_meets_restricted_profile(scenario):
@@ -313,7 +268,8 @@ def test_ingress_routes_ui_and_api_but_not_metrics(scenario, controller):
         for rule in ing["spec"]["rules"]:
             for p in rule["http"]["paths"]:
                 svc = p["backend"]["service"]
-                assert svc["port"]["name"] in {q["name"] for q in find(docs, "Service", name=svc["name"])[0]["spec"]["ports"]}
+                (target,) = find(docs, "Service", name=svc["name"])
+                assert svc["port"]["name"] in {q["name"] for q in target["spec"]["ports"]}
 
 
 def cluster_component(docs, service_name):
@@ -560,8 +516,8 @@ def test_tunnel_template_publishes_api_and_ui_but_not_metrics():
     # Every GET route of the backend except /metrics is reachable through the API hostname (and the
     # JSON index at / stays unrouted there: the ingress sends / to the UI, so the tunnel does not
     # publish it either).
-    for route in backend_routes() - {"/metrics", "/"}:
-        assert tunnel_route(config, "api.example.com", route.replace("<name>", "mnist")) == api, route
+    for path in backend_routes() - {"/metrics", "/"}:
+        assert tunnel_route(config, "api.example.com", path.replace("<name>", "mnist")) == api, path
     # The dashboard instructions quote the same path regex (one rule, two places).
     api_regex = next(r["path"] for r in config["ingress"] if r.get("hostname") == "api.example.com" and "path" in r)
     assert f"`{api_regex}`" in (ROOT / "cloudflared" / "README.md").read_text()
@@ -616,5 +572,6 @@ def test_traefik_rate_limit_only_where_its_crds_exist():
     with_crds = load_docs(helm(*base, "--api-versions", "traefik.io/v1alpha1/Middleware").stdout)
     mw = find(with_crds, "Middleware")[0]
     assert mw["spec"]["rateLimit"] == {"average": 20, "burst": 40}
-    annotation = find(with_crds, "Ingress")[0]["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"]
+    (ingress,) = find(with_crds, "Ingress")
+    annotation = ingress["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"]
     assert annotation == f"vision-ai-{mw['metadata']['name']}@kubernetescrd"

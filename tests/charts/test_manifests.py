@@ -12,7 +12,7 @@ import pytest
 from cluster_profiles import PORT_FORWARD, PROFILES
 from helm_render import ROOT, kubernetes_versions, load_docs, pod_specs, require_helm, template, validate_objects
 from netpol_eval import Cluster, reaches, resolve_named_service_port, route, service_backend
-from test_chart import check_restricted
+from pod_security import check_restricted
 
 from visionctl import constants
 
