@@ -61,7 +61,8 @@ def test_chart_agrees_with_constants():
     assert CHART_META["appVersion"] == visionctl.__version__ == constants.IMAGE_TAG
     assert VALUES["backend"]["image"]["repository"] == constants.BACKEND_IMAGE
     assert VALUES["frontend"]["image"]["repository"] == constants.FRONTEND_IMAGE
-    assert VALUES["backend"]["image"]["tag"] == VALUES["frontend"]["image"]["tag"] == constants.IMAGE_TAG
+    # The project's tags are not repeated in values.yaml: empty means the chart's appVersion.
+    assert VALUES["backend"]["image"]["tag"] == VALUES["frontend"]["image"]["tag"] == ""
     assert VALUES["backend"]["containerPort"] == VALUES["backend"]["service"]["port"] == constants.BACKEND_PORT
     assert VALUES["frontend"]["containerPort"] == VALUES["frontend"]["service"]["port"] == constants.FRONTEND_PORT
     for ctx in (VALUES["podSecurityContext"], VALUES["containerSecurityContext"]):
@@ -69,7 +70,27 @@ def test_chart_agrees_with_constants():
     assert VALUES["backend"]["models"] == list(constants.MODEL_NAMES)
     assert Path(constants.CHART_DIR) == CHART.relative_to(ROOT)
     for image in (VALUES["backend"]["image"], VALUES["frontend"]["image"], VALUES["cloudflared"]["image"]):
-        assert image["tag"] not in ("", "latest") and image["pullPolicy"] == "IfNotPresent"
+        assert image["tag"] != "latest" and image["pullPolicy"] == "IfNotPresent"
+    assert VALUES["cloudflared"]["image"]["tag"]  # a third-party image: pinned explicitly
+
+
+DIGEST = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize("set_values, backend, frontend", [
+    ((), f"{constants.BACKEND_IMAGE}:{constants.IMAGE_TAG}", f"{constants.FRONTEND_IMAGE}:{constants.IMAGE_TAG}"),
+    (("backend.image.tag=0.2.0-rc1",), f"{constants.BACKEND_IMAGE}:0.2.0-rc1",
+     f"{constants.FRONTEND_IMAGE}:{constants.IMAGE_TAG}"),
+    (("imageRegistry=ghcr.io/me", f"frontend.image.digest={DIGEST}"),
+     f"ghcr.io/me/{constants.BACKEND_IMAGE}:{constants.IMAGE_TAG}", f"ghcr.io/me/{constants.FRONTEND_IMAGE}@{DIGEST}"),
+])
+def test_image_references_default_to_the_app_version(set_values, backend, frontend):
+    """One helper builds every image reference: registry prefix, then digest or tag (appVersion when empty)."""
+    docs = load_docs(template(set_values=["frontend.enabled=true", *set_values]).stdout)
+    assert container(component(docs, "Deployment", "backend"))["image"] == backend
+    assert container(component(docs, "Deployment", "frontend"))["image"] == frontend
+    (test_pod,) = find(docs, "Pod")
+    assert test_pod["spec"]["containers"][0]["image"] == backend
 
 
 def test_dockerfiles_agree_with_constants():
@@ -525,13 +546,22 @@ def test_tunnel_template_publishes_api_and_ui_but_not_metrics():
 
 
 def test_every_value_is_documented():
-    """The chart README is the reference the CLI and users rely on; keep it complete."""
+    """Every leaf of values.yaml has a row in the chart README's generated tables (maps with a
+    default, like the Grafana labels, are documented as one row)."""
     readme = (CHART / "README.md").read_text()
-    missing = [key for key in VALUES if f"`{key}" not in readme]
-    for section in ("backend", "cloudflared", "ingress", "apiKeys", "networkPolicy", "metrics", "tests",
-                    "serviceAccount"):
-        missing += [f"{section}.{key}" for key in VALUES[section]
-                    if f"{section}.{key}" not in readme and f".{key}" not in readme]
+    missing = []
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if f"| `{path}` " in readme:
+                continue
+            if isinstance(value, dict) and value:
+                walk(value, path + ".")
+            else:
+                missing.append(path)
+
+    walk(VALUES, "")
     assert missing == []
 
 
