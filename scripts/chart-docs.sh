@@ -29,9 +29,14 @@ cache=${VISION_CHART_DOCS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vision-ai/readm
 generator=$cache/node_modules/@bitnami/readme-generator-for-helm/bin/index.js
 if [ ! -f "$generator" ]; then
   echo "chart-docs: installing the generator into $cache" >&2
-  mkdir -p "$cache"
-  cp "$pins/package.json" "$pins/package-lock.json" "$cache/"
-  npm ci --prefix "$cache" --ignore-scripts --no-audit --no-fund --loglevel=error >&2
+  # Installed beside the cache and renamed into place, so a concurrent or interrupted run never
+  # sees a half-installed tree.
+  mkdir -p "$(dirname "$cache")"
+  staging=$(mktemp -d "$cache.XXXXXX")
+  cp "$pins/package.json" "$pins/package-lock.json" "$staging/"
+  npm ci --prefix "$staging" --ignore-scripts --no-audit --no-fund --loglevel=error >&2
+  rm -rf "$cache"
+  mv -T "$staging" "$cache" 2>/dev/null || rm -rf "$staging"
 fi
 
 tmp=$(mktemp -d)
