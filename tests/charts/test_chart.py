@@ -139,33 +139,69 @@ def test_default_install_needs_only_the_backend_image():
 
 def test_load_balancer_service_is_opt_in_and_not_scraped_twice():
     docs = render("ui")
-    lb = find(docs, "Service", name="vision-ai-backend-lb")[0]
+    (lb,) = find(docs, "Service", name="vision-ai-backend-lb")
     assert lb["spec"]["type"] == "LoadBalancer" and lb["spec"]["ports"][0]["port"] == constants.BACKEND_PORT
     cluster = Cluster(docs)
     server, port = service_backend(cluster, "vision-ai", "vision-ai-backend-lb", constants.BACKEND_PORT)
     assert server.labels == pod_labels(component(docs, "Deployment", "backend")) and port == constants.BACKEND_PORT
     monitor = load_docs(template(set_values=["backend.service.loadBalancer.enabled=true",
                                              "metrics.serviceMonitor.enabled=true"]).stdout)
-    selector = find(monitor, "ServiceMonitor")[0]["spec"]["selector"]
+    (service_monitor,) = find(monitor, "ServiceMonitor")
+    selector = service_monitor["spec"]["selector"]
     assert [s["metadata"]["name"] for s in find(monitor, "Service") if matches(selector, s["metadata"]["labels"])] \
         == ["vision-ai-backend"]
 
 
 @pytest.mark.parametrize("args, message", [
-    (["backend.image.tag=latest"], "/backend/image/tag"),
-    (["ingress.apiPaths[0]=/metrics"], "/ingress/apiPaths/0"),
-    (["backend.replicas=3"], "replicas"),  # typo of replicaCount must not pass silently
-    (["apiKeys.enabled=true"], "apiKeys.existingSecret"),
-    (["apiKeys.enabled=true", "apiKeys.keys[0]=short"], "/apiKeys/keys/0"),
-    (["cloudflared.enabled=true", "cloudflared.mode=token"], "cloudflared.existingSecret"),
-    (["cloudflared.mode=magic"], "/cloudflared/mode"),
-    (["backend.shutdownTimeoutSeconds=40"], "terminationGracePeriodSeconds"),
-    (["ingress.tls=true"], "ingress.hostname"),
+    (["backend.image.tag=latest"], "at '/backend/image/tag'"),
+    (["frontend.image.tag=latest"], "at '/frontend/image/tag'"),
+    (["ingress.apiPaths[0]=/metrics"], "at '/ingress/apiPaths/0'"),
+    (["backend.replicas=3"], "additional properties 'replicas' not allowed"),  # a typo of replicaCount
+    (["frontend.service.extra=1"], "additional properties 'extra' not allowed"),
+    (["apiKeys.enabled=true"], "apiKeys.enabled=true needs apiKeys.existingSecret"),
+    (["apiKeys.enabled=true", "apiKeys.keys[0]=short"], "at '/apiKeys/keys/0'"),
+    (["cloudflared.enabled=true", "cloudflared.mode=token"], "cloudflared.mode=token needs cloudflared.existingSecret"),
+    (["cloudflared.mode=magic"], "at '/cloudflared/mode'"),
+    (["backend.shutdownTimeoutSeconds=40"], "must be < terminationGracePeriodSeconds"),
+    (["ingress.tls=true"], "ingress.tls needs ingress.hostname"),
+    (["ingress.tls=true", "ingress.hostname=vision.example.com"], "ingress.tls needs ingress.tlsSecretName"),
+    (["backend.image.digest=sha256:xyz"], "at '/backend/image/digest'"),
+    (["backend.logLevel=LOUD"], "at '/backend/logLevel'"),
+    (["backend.threads=0"], "at '/backend/threads'"),
+    (["backend.startupProbe.successThreshold=2"], "at '/backend/startupProbe/successThreshold'"),
+    (["backend.autoscaling.targetCPUUtilizationPercentage=101"],
+     "at '/backend/autoscaling/targetCPUUtilizationPercentage'"),
+    (["backend.rateLimit=lots"], "at '/backend/rateLimit'"),
+    (["frontend.service.annotations.sticky=1"], "at '/frontend/service/annotations/sticky'"),
+    (["imagePullSecrets[0].secret=x"], "at '/imagePullSecrets/0'"),
+    (["metrics.serviceMonitor.interval=often"], "at '/metrics/serviceMonitor/interval'"),
 ])
 def test_invalid_values_are_refused(args, message):
     result = template(set_values=args, check=False)
     assert result.returncode != 0, f"{args} rendered:\n{result.stdout[:500]}"
     assert message in result.stderr
+
+
+def test_open_maps_and_kubernetes_objects_accept_any_key(tmp_path):
+    """The schema is closed where values.yaml lists every key, and open where Kubernetes or the
+    user owns the keys (labels, annotations, security contexts, resources, rollout strategy)."""
+    values = tmp_path / "open-values.yaml"
+    values.write_text(yaml.safe_dump({
+        "metrics": {"grafanaDashboard": {"enabled": True, "labels": {"team": "ml"}}},
+        "frontend": {"enabled": True, "service": {"annotations": {"example.com/owner": "ml"}}},
+        "podSecurityContext": {"supplementalGroups": [10001]},
+        "containerSecurityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}},
+        "backend": {"resources": {"requests": {"ephemeral-storage": "1Gi"}}, "drainDelaySeconds": 0.5,
+                    "workers": "auto", "updateStrategy": {"rollingUpdate": {"maxSurge": "25%"}}},
+    }))
+    result = template([values], check=False)
+    assert result.returncode == 0, result.stderr
+    docs = load_docs(result.stdout)
+    (dashboard,) = find(docs, "ConfigMap", name="vision-ai-dashboard")
+    assert {"team": "ml", "grafana_dashboard": "1"}.items() <= dashboard["metadata"]["labels"].items()
+    backend = component(docs, "Deployment", "backend")
+    assert container(backend)["resources"]["requests"]["ephemeral-storage"] == "1Gi"
+    assert env_of(container(backend))["VISION_DRAIN_DELAY"]["value"] == "0.5"
 
 
 # ---- Pod Security "restricted" -----------------------------------------------------------------
@@ -184,7 +220,9 @@ def test_restricted_check_catches_violations():
     spec["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
     spec["hostNetwork"] = True
     spec["volumes"].append({"name": "h", "hostPath": {"path": "/"}})
-    assert len(check_restricted("x", spec)) == 3
+    problems = check_restricted("x", spec)
+    assert problems == ["x: hostNetwork set", "x: volume h uses {'hostPath'}",
+                        f"x: container {spec['containers'][0]['name']}: allowPrivilegeEscalation not false"]
 
 
 @pytest.mark.parametrize("scenario", SCENARIO_NAMES)
@@ -400,7 +438,7 @@ def test_no_secrets_by_default():
 def test_api_keys_come_from_a_secret():
     docs = render("api-keys")
     keys = yaml.safe_load((CHART / "ci" / "api-keys-values.yaml").read_text())["apiKeys"]["keys"]
-    secret = find(docs, "Secret")[0]
+    (secret,) = find(docs, "Secret")
     assert secret["stringData"] == {"api-keys": ",".join(keys), "client-api-key": keys[0]}
     backend_env = env_of(container(component(docs, "Deployment", "backend")))
     frontend_env = env_of(container(component(docs, "Deployment", "frontend")))
@@ -408,7 +446,8 @@ def test_api_keys_come_from_a_secret():
     assert backend_env["VISION_API_KEYS"]["valueFrom"]["secretKeyRef"] == {**ref, "key": "api-keys"}
     # The public UI does not launder the key: by default it asks each visitor for theirs.
     assert "VISION_API_KEY" not in frontend_env
-    test_env = env_of(find(docs, "Pod")[0]["spec"]["containers"][0])
+    (test_pod,) = find(docs, "Pod")
+    test_env = env_of(test_pod["spec"]["containers"][0])
     assert test_env["VISION_API_KEY"]["valueFrom"]["secretKeyRef"] == {**ref, "key": "client-api-key"}
     shared = load_docs(template(SCENARIOS["api-keys"], ["frontend.shareApiKey=true"]).stdout)
     shared_env = env_of(container(component(shared, "Deployment", "frontend")))
@@ -463,12 +502,12 @@ def test_tunnel_off_by_default():
 
 def test_helm_test_hook_uses_backend_image_and_sample():
     docs = render("default")
-    pod = find(docs, "Pod")[0]
+    (pod,) = find(docs, "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     c = pod["spec"]["containers"][0]
     assert c["image"] == container(component(docs, "Deployment", "backend"))["image"]
     assert c["command"][0] == "/opt/venv/bin/python"
-    cm = find(docs, "ConfigMap", name=pod["spec"]["volumes"][0]["configMap"]["name"])[0]
+    (cm,) = find(docs, "ConfigMap", name=pod["spec"]["volumes"][0]["configMap"]["name"])
     assert base64.b64decode(cm["binaryData"]["sample.png"]) == (ROOT / "samples/mnist/7-7.png").read_bytes()
     compile(cm["data"]["test_predict.py"], "test_predict.py", "exec")  # at least valid Python
     assert env_of(c)["EXPECTED_LABEL"]["value"] == "7"
@@ -568,7 +607,7 @@ def test_every_value_is_documented():
 def test_service_monitor_scrapes_backend_metrics_port():
     """No schema exists for this CRD in kubernetes-validate, so check what Prometheus would use."""
     docs = render("full")
-    sm = find(docs, "ServiceMonitor")[0]
+    (sm,) = find(docs, "ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "prometheus"  # the operator's selector label
     svc = component(docs, "Service", "backend")
@@ -600,7 +639,7 @@ def test_traefik_rate_limit_only_where_its_crds_exist():
     assert all("traefik.ingress.kubernetes.io/router.middlewares" not in (i["metadata"].get("annotations") or {})
                for i in find(without, "Ingress"))
     with_crds = load_docs(helm(*base, "--api-versions", "traefik.io/v1alpha1/Middleware").stdout)
-    mw = find(with_crds, "Middleware")[0]
+    (mw,) = find(with_crds, "Middleware")
     assert mw["spec"]["rateLimit"] == {"average": 20, "burst": 40}
     (ingress,) = find(with_crds, "Ingress")
     annotation = ingress["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"]
