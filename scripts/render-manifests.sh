@@ -8,7 +8,7 @@
 #   deploy/manifests/loadbalancer/       the API on a LoadBalancer Service (k3s ServiceLB, Docker Desktop)
 #   deploy/manifests/tunnel/             Cloudflare quick tunnel straight to the API Service
 # `kubectl apply -f deploy/manifests/` is not recursive, so it applies the default set only.
-# `helm test` hooks are left out. tests/test_manifests.py fails when the committed files differ
+# `helm test` hooks are left out. tests/charts/test_manifests.py fails when the committed files differ
 # from a fresh rendering, so run this after every chart change.
 #   usage: scripts/render-manifests.sh [OUTPUT_DIR]   (default deploy/manifests)
 set -euo pipefail

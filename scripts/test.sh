@@ -31,6 +31,7 @@ log "python environment ($VENV)"
 apt_install chromium chromium
 apt_install wrk wrk
 apt_install prometheus prometheus   # + promtool: rule unit tests, PromQL against a real server
+apt_install npm npm                 # + node: scripts/chart-docs.sh --check (README and schema of the chart)
 
 log "helm + kubectl"
 if ! command -v helm >/dev/null; then

@@ -1,4 +1,4 @@
-"""Render the real chart with the real ``helm`` binary, for tests/test_chart.py and test_manifests.py.
+"""Render the real chart with the real ``helm`` binary, for the tests in tests/charts/.
 
 ``helm`` is looked up as ``$HELM``, then on ``PATH``, then in ``.tools/bin`` (where
 ``../shared/tools/install-helm.sh .tools/bin`` puts it). When it is missing the tests skip —
@@ -113,7 +113,8 @@ def matches(selector: dict, labels: dict) -> bool:
 
 # The oldest Kubernetes we claim (README "Deploy on your own cluster"): 1.30 turned the preStop
 # `sleep` action on by default (the schema of 1.29 and older rejects it); matchLabelKeys, Pod
-# Security admission, autoscaling/v2 and policy/v1 are older. Validated against it and the newest schema kubernetes-validate ships.
+# Security admission, autoscaling/v2 and policy/v1 are older. Validated against it and the newest
+# schema kubernetes-validate ships.
 MIN_KUBERNETES = "1.30.0"
 
 

@@ -87,11 +87,6 @@ A digest, when given, wins over the tag (immutable); the tag defaults to appVers
 {{- default (printf "%s-api-keys" (include "vision-ai.fullname" .)) .Values.apiKeys.existingSecret }}
 {{- end }}
 
-{{- define "vision-ai.apiKeys.validate" -}}
-{{- if and .Values.apiKeys.enabled (not .Values.apiKeys.existingSecret) (empty .Values.apiKeys.keys) }}
-{{- fail "apiKeys.enabled=true needs apiKeys.existingSecret or at least one entry in apiKeys.keys" }}
-{{- end }}
-{{- end }}
 
 {{/* Env var sending the client key (frontend, helm test) when API keys are on. */}}
 {{- define "vision-ai.apiKeys.clientEnv" -}}
@@ -163,3 +158,30 @@ auto
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+
+{{/*
+Every check that needs more than one value (values.schema.json, generated from values.yaml plus
+scripts/chart-docs/schema-constraints.json, types and bounds each value on its own). All of them
+live here so the rules can be read in one place; templates/validate.yaml runs it once per render.
+*/}}
+{{- define "vision-ai.validate" -}}
+{{- if and .Values.apiKeys.enabled (not .Values.apiKeys.existingSecret) (empty .Values.apiKeys.keys) }}
+{{- fail "apiKeys.enabled=true needs apiKeys.existingSecret or at least one entry in apiKeys.keys" }}
+{{- end }}
+{{- $b := .Values.backend }}
+{{- if ge (add $b.preStopSleepSeconds $b.drainDelaySeconds $b.shutdownTimeoutSeconds | int) ($b.terminationGracePeriodSeconds | int) }}
+{{- fail "backend: preStopSleepSeconds + drainDelaySeconds + shutdownTimeoutSeconds must be < terminationGracePeriodSeconds, or in-flight requests get killed" }}
+{{- end }}
+{{- $cf := .Values.cloudflared }}
+{{- if and $cf.enabled (eq $cf.mode "token") (not $cf.existingSecret) (not $cf.token) }}
+{{- fail "cloudflared.mode=token needs cloudflared.existingSecret (recommended) or cloudflared.token" }}
+{{- end }}
+{{- $ing := .Values.ingress }}
+{{- if and $ing.enabled $ing.tls (not $ing.hostname) }}
+{{- fail "ingress.tls needs ingress.hostname" }}
+{{- end }}
+{{- if and $ing.enabled $ing.tls (not $ing.tlsSecretName) }}
+{{- fail "ingress.tls needs ingress.tlsSecretName" }}
+{{- end }}
+{{- end }}

@@ -157,14 +157,15 @@ def test_routing_longest_prefix_by_path_element_across_ingresses():
 
 def test_routing_respects_classes_and_hosts():
     pinned = cluster(ingress("api", [("/predict", "Prefix", "api")], cls="traefik"))
-    assert route(pinned, "/predict", controller_class="traefik", is_default=False)
+    assert route(pinned, "/predict", controller_class="traefik", is_default=False) == ("app", "api", 80)
     assert route(pinned, "/predict", controller_class="nginx", is_default=True) is None  # nginx's 404
     classless = cluster(ingress("api", [("/predict", "Prefix", "api")]))
-    assert route(classless, "/predict", controller_class="nginx", is_default=True)
+    assert route(classless, "/predict", controller_class="nginx", is_default=True) == ("app", "api", 80)
     assert route(classless, "/predict", controller_class="nginx", is_default=False) is None
     hosted = cluster(ingress("api", [("/predict", "Prefix", "api")], host="vision.example.com"))
     assert route(hosted, "/predict", controller_class="x", is_default=True) is None
-    assert route(hosted, "/predict", controller_class="x", is_default=True, host="vision.example.com")
+    assert route(hosted, "/predict", controller_class="x", is_default=True, host="vision.example.com") \
+        == ("app", "api", 80)
 
 
 def test_controller_specific_path_types_are_refused():

@@ -11,8 +11,8 @@ import subprocess
 import pytest
 from cluster_profiles import PORT_FORWARD, PROFILES
 from helm_render import ROOT, kubernetes_versions, load_docs, pod_specs, require_helm, template, validate_objects
-from netpol_eval import Cluster, reaches, resolve_named_service_port, route, service_backend
-from test_chart import check_restricted
+from netpol_eval import Cluster, Source, reaches, resolve_named_service_port, route, service_backend
+from pod_security import check_restricted
 
 from visionctl import constants
 
@@ -134,7 +134,6 @@ def test_every_client_of_every_cluster_reaches_the_api(profile, extra):
         paths[source.name] = service_backend(cluster, ns, svc, constants.BACKEND_PORT)[0]
     if "tunnel" in extra:
         tunnel = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-cloudflared"))
-        from netpol_eval import Source
         labels = tunnel["spec"]["template"]["metadata"]["labels"]
         profile_clients = [Source("cloudflared", ns, labels)]
         paths["cloudflared"] = server

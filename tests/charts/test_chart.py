@@ -31,6 +31,7 @@ from helm_render import (
     validate_objects,
 )
 from netpol_eval import Cluster, Source, reaches, route, service_backend
+from pod_security import check_restricted
 
 import visionctl
 from visionctl import constants
@@ -60,7 +61,8 @@ def test_chart_agrees_with_constants():
     assert CHART_META["appVersion"] == visionctl.__version__ == constants.IMAGE_TAG
     assert VALUES["backend"]["image"]["repository"] == constants.BACKEND_IMAGE
     assert VALUES["frontend"]["image"]["repository"] == constants.FRONTEND_IMAGE
-    assert VALUES["backend"]["image"]["tag"] == VALUES["frontend"]["image"]["tag"] == constants.IMAGE_TAG
+    # The project's tags are not repeated in values.yaml: empty means the chart's appVersion.
+    assert VALUES["backend"]["image"]["tag"] == VALUES["frontend"]["image"]["tag"] == ""
     assert VALUES["backend"]["containerPort"] == VALUES["backend"]["service"]["port"] == constants.BACKEND_PORT
     assert VALUES["frontend"]["containerPort"] == VALUES["frontend"]["service"]["port"] == constants.FRONTEND_PORT
     for ctx in (VALUES["podSecurityContext"], VALUES["containerSecurityContext"]):
@@ -68,7 +70,27 @@ def test_chart_agrees_with_constants():
     assert VALUES["backend"]["models"] == list(constants.MODEL_NAMES)
     assert Path(constants.CHART_DIR) == CHART.relative_to(ROOT)
     for image in (VALUES["backend"]["image"], VALUES["frontend"]["image"], VALUES["cloudflared"]["image"]):
-        assert image["tag"] not in ("", "latest") and image["pullPolicy"] == "IfNotPresent"
+        assert image["tag"] != "latest" and image["pullPolicy"] == "IfNotPresent"
+    assert VALUES["cloudflared"]["image"]["tag"]  # a third-party image: pinned explicitly
+
+
+DIGEST = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize("set_values, backend, frontend", [
+    ((), f"{constants.BACKEND_IMAGE}:{constants.IMAGE_TAG}", f"{constants.FRONTEND_IMAGE}:{constants.IMAGE_TAG}"),
+    (("backend.image.tag=0.2.0-rc1",), f"{constants.BACKEND_IMAGE}:0.2.0-rc1",
+     f"{constants.FRONTEND_IMAGE}:{constants.IMAGE_TAG}"),
+    (("imageRegistry=ghcr.io/me", f"frontend.image.digest={DIGEST}"),
+     f"ghcr.io/me/{constants.BACKEND_IMAGE}:{constants.IMAGE_TAG}", f"ghcr.io/me/{constants.FRONTEND_IMAGE}@{DIGEST}"),
+])
+def test_image_references_default_to_the_app_version(set_values, backend, frontend):
+    """One helper builds every image reference: registry prefix, then digest or tag (appVersion when empty)."""
+    docs = load_docs(template(set_values=["frontend.enabled=true", *set_values]).stdout)
+    assert container(component(docs, "Deployment", "backend"))["image"] == backend
+    assert container(component(docs, "Deployment", "frontend"))["image"] == frontend
+    (test_pod,) = find(docs, "Pod")
+    assert test_pod["spec"]["containers"][0]["image"] == backend
 
 
 def test_dockerfiles_agree_with_constants():
@@ -117,28 +139,42 @@ def test_default_install_needs_only_the_backend_image():
 
 def test_load_balancer_service_is_opt_in_and_not_scraped_twice():
     docs = render("ui")
-    lb = find(docs, "Service", name="vision-ai-backend-lb")[0]
+    (lb,) = find(docs, "Service", name="vision-ai-backend-lb")
     assert lb["spec"]["type"] == "LoadBalancer" and lb["spec"]["ports"][0]["port"] == constants.BACKEND_PORT
     cluster = Cluster(docs)
     server, port = service_backend(cluster, "vision-ai", "vision-ai-backend-lb", constants.BACKEND_PORT)
     assert server.labels == pod_labels(component(docs, "Deployment", "backend")) and port == constants.BACKEND_PORT
     monitor = load_docs(template(set_values=["backend.service.loadBalancer.enabled=true",
                                              "metrics.serviceMonitor.enabled=true"]).stdout)
-    selector = find(monitor, "ServiceMonitor")[0]["spec"]["selector"]
+    (service_monitor,) = find(monitor, "ServiceMonitor")
+    selector = service_monitor["spec"]["selector"]
     assert [s["metadata"]["name"] for s in find(monitor, "Service") if matches(selector, s["metadata"]["labels"])] \
         == ["vision-ai-backend"]
 
 
 @pytest.mark.parametrize("args, message", [
-    (["backend.image.tag=latest"], "/backend/image/tag"),
-    (["ingress.apiPaths[0]=/metrics"], "/ingress/apiPaths/0"),
-    (["backend.replicas=3"], "replicas"),  # typo of replicaCount must not pass silently
-    (["apiKeys.enabled=true"], "apiKeys.existingSecret"),
-    (["apiKeys.enabled=true", "apiKeys.keys[0]=short"], "/apiKeys/keys/0"),
-    (["cloudflared.enabled=true", "cloudflared.mode=token"], "cloudflared.existingSecret"),
-    (["cloudflared.mode=magic"], "/cloudflared/mode"),
-    (["backend.shutdownTimeoutSeconds=40"], "terminationGracePeriodSeconds"),
-    (["ingress.tls=true"], "ingress.hostname"),
+    (["backend.image.tag=latest"], "at '/backend/image/tag'"),
+    (["frontend.image.tag=latest"], "at '/frontend/image/tag'"),
+    (["ingress.apiPaths[0]=/metrics"], "at '/ingress/apiPaths/0'"),
+    (["backend.replicas=3"], "additional properties 'replicas' not allowed"),  # a typo of replicaCount
+    (["frontend.service.extra=1"], "additional properties 'extra' not allowed"),
+    (["apiKeys.enabled=true"], "apiKeys.enabled=true needs apiKeys.existingSecret"),
+    (["apiKeys.enabled=true", "apiKeys.keys[0]=short"], "at '/apiKeys/keys/0'"),
+    (["cloudflared.enabled=true", "cloudflared.mode=token"], "cloudflared.mode=token needs cloudflared.existingSecret"),
+    (["cloudflared.mode=magic"], "at '/cloudflared/mode'"),
+    (["backend.shutdownTimeoutSeconds=40"], "must be < terminationGracePeriodSeconds"),
+    (["ingress.tls=true"], "ingress.tls needs ingress.hostname"),
+    (["ingress.tls=true", "ingress.hostname=vision.example.com"], "ingress.tls needs ingress.tlsSecretName"),
+    (["backend.image.digest=sha256:xyz"], "at '/backend/image/digest'"),
+    (["backend.logLevel=LOUD"], "at '/backend/logLevel'"),
+    (["backend.threads=0"], "at '/backend/threads'"),
+    (["backend.startupProbe.successThreshold=2"], "at '/backend/startupProbe/successThreshold'"),
+    (["backend.autoscaling.targetCPUUtilizationPercentage=101"],
+     "at '/backend/autoscaling/targetCPUUtilizationPercentage'"),
+    (["backend.rateLimit=lots"], "at '/backend/rateLimit'"),
+    (["frontend.service.annotations.sticky=1"], "at '/frontend/service/annotations/sticky'"),
+    (["imagePullSecrets[0].secret=x"], "at '/imagePullSecrets/0'"),
+    (["metrics.serviceMonitor.interval=often"], "at '/metrics/serviceMonitor/interval'"),
 ])
 def test_invalid_values_are_refused(args, message):
     result = template(set_values=args, check=False)
@@ -146,53 +182,29 @@ def test_invalid_values_are_refused(args, message):
     assert message in result.stderr
 
 
+def test_open_maps_and_kubernetes_objects_accept_any_key(tmp_path):
+    """The schema is closed where values.yaml lists every key, and open where Kubernetes or the
+    user owns the keys (labels, annotations, security contexts, resources, rollout strategy)."""
+    values = tmp_path / "open-values.yaml"
+    values.write_text(yaml.safe_dump({
+        "metrics": {"grafanaDashboard": {"enabled": True, "labels": {"team": "ml"}}},
+        "frontend": {"enabled": True, "service": {"annotations": {"example.com/owner": "ml"}}},
+        "podSecurityContext": {"supplementalGroups": [10001]},
+        "containerSecurityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}},
+        "backend": {"resources": {"requests": {"ephemeral-storage": "1Gi"}}, "drainDelaySeconds": 0.5,
+                    "workers": "auto", "updateStrategy": {"rollingUpdate": {"maxSurge": "25%"}}},
+    }))
+    result = template([values], check=False)
+    assert result.returncode == 0, result.stderr
+    docs = load_docs(result.stdout)
+    (dashboard,) = find(docs, "ConfigMap", name="vision-ai-dashboard")
+    assert {"team": "ml", "grafana_dashboard": "1"}.items() <= dashboard["metadata"]["labels"].items()
+    backend = component(docs, "Deployment", "backend")
+    assert container(backend)["resources"]["requests"]["ephemeral-storage"] == "1Gi"
+    assert env_of(container(backend))["VISION_DRAIN_DELAY"]["value"] == "0.5"
+
+
 # ---- Pod Security "restricted" -----------------------------------------------------------------
-
-ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                   "projected", "secret"}
-
-
-def check_restricted(name: str, spec: dict) -> list[str]:
-    """The checks of the Pod Security Standard "restricted" (v1.31) plus our own hardening."""
-    problems = []
-    pod_sc = spec.get("securityContext", {})
-    for field in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(field):
-            problems.append(f"{field} set")
-    for volume in spec.get("volumes", []):
-        kinds = set(volume) - {"name"}
-        if not kinds <= ALLOWED_VOLUMES:
-            problems.append(f"volume {volume['name']} uses {kinds}")
-    if spec.get("automountServiceAccountToken") is not False:
-        problems.append("automountServiceAccountToken not false")
-    for c in spec.get("initContainers", []) + spec["containers"]:
-        sc = c.get("securityContext", {})
-        where = f"container {c['name']}"
-        if sc.get("privileged"):
-            problems.append(f"{where}: privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            problems.append(f"{where}: allowPrivilegeEscalation not false")
-        caps = sc.get("capabilities", {})
-        if caps.get("drop") != ["ALL"] or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
-            problems.append(f"{where}: capabilities {caps}")
-        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
-            problems.append(f"{where}: runAsNonRoot not true")
-        if sc.get("runAsUser", pod_sc.get("runAsUser")) in (0, None):
-            problems.append(f"{where}: no numeric non-root runAsUser")
-        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
-        if seccomp not in ("RuntimeDefault", "Localhost"):
-            problems.append(f"{where}: seccompProfile {seccomp}")
-        if sc.get("readOnlyRootFilesystem") is not True:
-            problems.append(f"{where}: root filesystem writable")
-        if any(p.get("hostPort") for p in c.get("ports", [])):
-            problems.append(f"{where}: hostPort")
-        if not c.get("resources", {}).get("limits", {}).get("memory"):
-            problems.append(f"{where}: no memory limit")
-        image = c["image"]
-        if image.endswith(":latest") or (":" not in image.rsplit("/", 1)[-1] and "@" not in image):
-            problems.append(f"{where}: image {image} has no explicit tag")
-    return [f"{name}: {p}" for p in problems]
-
 
 @pytest.mark.parametrize("scenario", SCENARIO_NAMES)
 def test_every_pod_meets_restricted_profile(scenario):
@@ -208,7 +220,9 @@ def test_restricted_check_catches_violations():
     spec["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
     spec["hostNetwork"] = True
     spec["volumes"].append({"name": "h", "hostPath": {"path": "/"}})
-    assert len(check_restricted("x", spec)) == 3
+    problems = check_restricted("x", spec)
+    assert problems == ["x: hostNetwork set", "x: volume h uses {'hostPath'}",
+                        f"x: container {spec['containers'][0]['name']}: allowPrivilegeEscalation not false"]
 
 
 @pytest.mark.parametrize("scenario", SCENARIO_NAMES)
@@ -313,7 +327,8 @@ def test_ingress_routes_ui_and_api_but_not_metrics(scenario, controller):
         for rule in ing["spec"]["rules"]:
             for p in rule["http"]["paths"]:
                 svc = p["backend"]["service"]
-                assert svc["port"]["name"] in {q["name"] for q in find(docs, "Service", name=svc["name"])[0]["spec"]["ports"]}
+                (target,) = find(docs, "Service", name=svc["name"])
+                assert svc["port"]["name"] in {q["name"] for q in target["spec"]["ports"]}
 
 
 def cluster_component(docs, service_name):
@@ -423,7 +438,7 @@ def test_no_secrets_by_default():
 def test_api_keys_come_from_a_secret():
     docs = render("api-keys")
     keys = yaml.safe_load((CHART / "ci" / "api-keys-values.yaml").read_text())["apiKeys"]["keys"]
-    secret = find(docs, "Secret")[0]
+    (secret,) = find(docs, "Secret")
     assert secret["stringData"] == {"api-keys": ",".join(keys), "client-api-key": keys[0]}
     backend_env = env_of(container(component(docs, "Deployment", "backend")))
     frontend_env = env_of(container(component(docs, "Deployment", "frontend")))
@@ -431,7 +446,8 @@ def test_api_keys_come_from_a_secret():
     assert backend_env["VISION_API_KEYS"]["valueFrom"]["secretKeyRef"] == {**ref, "key": "api-keys"}
     # The public UI does not launder the key: by default it asks each visitor for theirs.
     assert "VISION_API_KEY" not in frontend_env
-    test_env = env_of(find(docs, "Pod")[0]["spec"]["containers"][0])
+    (test_pod,) = find(docs, "Pod")
+    test_env = env_of(test_pod["spec"]["containers"][0])
     assert test_env["VISION_API_KEY"]["valueFrom"]["secretKeyRef"] == {**ref, "key": "client-api-key"}
     shared = load_docs(template(SCENARIOS["api-keys"], ["frontend.shareApiKey=true"]).stdout)
     shared_env = env_of(container(component(shared, "Deployment", "frontend")))
@@ -486,12 +502,12 @@ def test_tunnel_off_by_default():
 
 def test_helm_test_hook_uses_backend_image_and_sample():
     docs = render("default")
-    pod = find(docs, "Pod")[0]
+    (pod,) = find(docs, "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     c = pod["spec"]["containers"][0]
     assert c["image"] == container(component(docs, "Deployment", "backend"))["image"]
     assert c["command"][0] == "/opt/venv/bin/python"
-    cm = find(docs, "ConfigMap", name=pod["spec"]["volumes"][0]["configMap"]["name"])[0]
+    (cm,) = find(docs, "ConfigMap", name=pod["spec"]["volumes"][0]["configMap"]["name"])
     assert base64.b64decode(cm["binaryData"]["sample.png"]) == (ROOT / "samples/mnist/7-7.png").read_bytes()
     compile(cm["data"]["test_predict.py"], "test_predict.py", "exec")  # at least valid Python
     assert env_of(c)["EXPECTED_LABEL"]["value"] == "7"
@@ -560,8 +576,8 @@ def test_tunnel_template_publishes_api_and_ui_but_not_metrics():
     # Every GET route of the backend except /metrics is reachable through the API hostname (and the
     # JSON index at / stays unrouted there: the ingress sends / to the UI, so the tunnel does not
     # publish it either).
-    for route in backend_routes() - {"/metrics", "/"}:
-        assert tunnel_route(config, "api.example.com", route.replace("<name>", "mnist")) == api, route
+    for path in backend_routes() - {"/metrics", "/"}:
+        assert tunnel_route(config, "api.example.com", path.replace("<name>", "mnist")) == api, path
     # The dashboard instructions quote the same path regex (one rule, two places).
     api_regex = next(r["path"] for r in config["ingress"] if r.get("hostname") == "api.example.com" and "path" in r)
     assert f"`{api_regex}`" in (ROOT / "cloudflared" / "README.md").read_text()
@@ -569,20 +585,29 @@ def test_tunnel_template_publishes_api_and_ui_but_not_metrics():
 
 
 def test_every_value_is_documented():
-    """The chart README is the reference the CLI and users rely on; keep it complete."""
+    """Every leaf of values.yaml has a row in the chart README's generated tables (maps with a
+    default, like the Grafana labels, are documented as one row)."""
     readme = (CHART / "README.md").read_text()
-    missing = [key for key in VALUES if f"`{key}" not in readme]
-    for section in ("backend", "cloudflared", "ingress", "apiKeys", "networkPolicy", "metrics", "tests",
-                    "serviceAccount"):
-        missing += [f"{section}.{key}" for key in VALUES[section]
-                    if f"{section}.{key}" not in readme and f".{key}" not in readme]
+    missing = []
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if f"| `{path}` " in readme:
+                continue
+            if isinstance(value, dict) and value:
+                walk(value, path + ".")
+            else:
+                missing.append(path)
+
+    walk(VALUES, "")
     assert missing == []
 
 
 def test_service_monitor_scrapes_backend_metrics_port():
     """No schema exists for this CRD in kubernetes-validate, so check what Prometheus would use."""
     docs = render("full")
-    sm = find(docs, "ServiceMonitor")[0]
+    (sm,) = find(docs, "ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "prometheus"  # the operator's selector label
     svc = component(docs, "Service", "backend")
@@ -614,7 +639,8 @@ def test_traefik_rate_limit_only_where_its_crds_exist():
     assert all("traefik.ingress.kubernetes.io/router.middlewares" not in (i["metadata"].get("annotations") or {})
                for i in find(without, "Ingress"))
     with_crds = load_docs(helm(*base, "--api-versions", "traefik.io/v1alpha1/Middleware").stdout)
-    mw = find(with_crds, "Middleware")[0]
+    (mw,) = find(with_crds, "Middleware")
     assert mw["spec"]["rateLimit"] == {"average": 20, "burst": 40}
-    annotation = find(with_crds, "Ingress")[0]["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"]
+    (ingress,) = find(with_crds, "Ingress")
+    annotation = ingress["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"]
     assert annotation == f"vision-ai-{mw['metadata']['name']}@kubernetescrd"
