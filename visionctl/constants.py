@@ -1,7 +1,8 @@
 """Names shared by the CLI, the images and the chart — defined once here.
 
-The chart's values.yaml repeats the image names/tags and ports (Helm cannot import Python);
-tests/test_chart.py asserts the two agree.
+The chart repeats the image names and ports (Helm cannot import Python) and takes the image tag
+from its appVersion; tests/charts/test_chart.py asserts they agree with these and with
+backend.contract's version.
 """
 
 from pathlib import Path
