@@ -8,30 +8,12 @@ import shlex
 
 import pytest
 import typer.main
+from readme import README, shell_blocks
+from repo import ROOT as REPO_ROOT
 
 from visionctl.cli import app
-from visionctl.constants import REPO_ROOT
 
-README = (REPO_ROOT / "README.md").read_text()
-
-
-def _shell_blocks(text: str) -> list[str]:
-    """Bodies of fenced code blocks that are shell (```bash, ```sh, ```console or no language)."""
-    blocks, body, lang = [], None, None
-    for line in text.splitlines():
-        if line.startswith("```"):
-            if body is None:
-                body, lang = [], line[3:].strip()
-            else:
-                if lang in ("", "bash", "sh", "console"):
-                    blocks.append("\n".join(body))
-                body = None
-        elif body is not None:
-            body.append(line)
-    return blocks
-
-
-COMMAND_LINES = [line.strip().removeprefix("$ ") for block in _shell_blocks(README)
+COMMAND_LINES = [line.strip().removeprefix("$ ") for block in shell_blocks(README)
                  for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
 # Inline code that starts with the CLI's name, e.g. `visionctl up --dry-run` (placeholders excluded).
 INLINE = [span for span in re.findall(r"`(visionctl[^`\n]*)`", README) if "<" not in span]
@@ -123,8 +105,8 @@ CURLS = [line for line in COMMAND_LINES if line.startswith("curl -X POST")]
 
 
 def test_readme_curl_has_the_documented_form():
-    assert any(re.fullmatch(r"""curl -X POST "[^"]+" --header "Content-Type: application/json" -d '\{"base64": "[^"]+"\}'""",
-                            line) for line in CURLS)
+    form = r"""curl -X POST "[^"]+" --header "Content-Type: application/json" -d '\{"base64": "[^"]+"\}'"""
+    assert any(re.fullmatch(form, line) for line in CURLS)
 
 
 @pytest.mark.parametrize("line", CURLS, ids=lambda line: line.split('"')[1])

@@ -9,7 +9,7 @@ import re
 
 import pytest
 from helm_render import MIN_KUBERNETES
-from test_readme import README, _shell_blocks
+from readme import README, shell_blocks
 
 from visionctl import constants
 
@@ -30,7 +30,7 @@ def blocks() -> dict[str, str]:
     for part in SECTION.split("\n### ")[1:]:
         part = part.split("\n**Debug pod.**", 1)[0]
         name = part.split("\n", 1)[0].strip()
-        found = _shell_blocks(part)
+        found = shell_blocks(part)
         assert len(found) == 1, f"{name}: expected one block"
         out[name] = found[0]
     return out
@@ -70,5 +70,5 @@ def test_minimum_version_is_the_validated_one():
 
 
 def test_debug_pod_runs_outside_the_restricted_namespace():
-    line = next(b for b in _shell_blocks(SECTION) if b.startswith("kubectl run"))
+    line = next(b for b in shell_blocks(SECTION) if b.startswith("kubectl run"))
     assert "-n default" in line and "vision-ai-backend.vision-ai:8080" in line
