@@ -142,7 +142,8 @@ def open_app(page, ui: StreamlitServer) -> None:
 
 def metric(page, label: str):
     """The value locator of the ``st.metric`` whose label is ``label``."""
-    return (page.get_by_test_id("stMetric").filter(has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True))
+    label_element = page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True)
+    return (page.get_by_test_id("stMetric").filter(has=label_element)
             .get_by_test_id("stMetricValue"))
 
 

@@ -67,7 +67,8 @@ def test_sample_prediction_for_each_model(backend, monkeypatch):
     # MNIST: the first sample is preselected so the page shows a result straight away.
     assert at.segmented_control(key="model").value == "mnist"
     card = VisionClient(backend.url).model("mnist")
-    assert f"Version {card['version']} · test accuracy {card['test_accuracy']:.2%}" in [c.value for c in at.main.caption]
+    caption = f"Version {card['version']} · test accuracy {card['test_accuracy']:.2%}"
+    assert caption in [c.value for c in at.main.caption]
     assert shown(at)["Prediction"] == "0"
     at.pills(key="sample-mnist").set_value(sample("mnist", 3)).run()
     no_traceback(at)

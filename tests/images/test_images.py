@@ -26,7 +26,8 @@ from repo import ROOT
 import visionctl
 from visionctl import constants
 
-SHARED_BASE_SCRIPT = Path(os.environ.get("VISION_SHARED_TOOLS", ROOT.parent / "shared" / "tools")) / "offline-base-image.sh"
+SHARED_TOOLS = Path(os.environ.get("VISION_SHARED_TOOLS", ROOT.parent / "shared" / "tools"))
+SHARED_BASE_SCRIPT = SHARED_TOOLS / "offline-base-image.sh"
 BACKEND = f"{constants.BACKEND_IMAGE}:{constants.IMAGE_TAG}"
 FRONTEND = f"{constants.FRONTEND_IMAGE}:{constants.IMAGE_TAG}"
 UID = constants.RUN_AS_UID
@@ -234,7 +235,8 @@ def test_backend_serves_chart_probes_and_predicts(backend):
     resp = requests.post(backend.url + "/v1/models/fashion-mnist/predict",
                          json={"instances": [sample_payload(s) for s in fashion]}, timeout=10)
     assert resp.status_code == 200, resp.text
-    hits = sum(p["class_index"] == int(s.name.split("-")[0]) for p, s in zip(resp.json()["predictions"], fashion, strict=True))
+    predictions = resp.json()["predictions"]
+    hits = sum(p["class_index"] == int(s.name.split("-")[0]) for p, s in zip(predictions, fashion, strict=True))
     assert hits >= 8, f"fashion-mnist samples: {hits}/10 right"
     # The packaged Swagger UI, explain and the v2 protocol work in the image (no torch, no CDN).
     assert requests.get(backend.url + "/docs/swagger-ui-bundle.js", timeout=5).status_code == 200

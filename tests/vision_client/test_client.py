@@ -95,7 +95,8 @@ def test_api_errors_carry_status_and_code(client):
 
 def test_api_key_is_sent():
     keys = ["first-key-0123456789", "second-key-0123456789"]
-    with BackendServer(model_dir=test_model_dir(), env={"VISION_API_KEYS": ",".join(keys), "VISION_THREADS": "2"}) as srv:
+    env = {"VISION_API_KEYS": ",".join(keys), "VISION_THREADS": "2"}
+    with BackendServer(model_dir=test_model_dir(), env=env) as srv:
         with pytest.raises(ApiError) as info:
             VisionClient(srv.url, api_key="").predict(sample("mnist", 1))
         assert info.value.status == 401

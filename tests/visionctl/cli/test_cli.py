@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -69,7 +70,8 @@ def test_usage_errors_exit_2(args):
 
 # -- dry-run plans -------------------------------------------------------------------------------
 
-HELM = ["helm upgrade --install vision-ai charts/vision-ai --create-namespace --kube-context k3d-{c} --namespace vision-ai"
+HELM = ["helm upgrade --install vision-ai charts/vision-ai --create-namespace --kube-context k3d-{c}"
+        " --namespace vision-ai"
         " --set backend.image.repository=vision-ai-backend --set backend.image.tag={t}"
         " --set frontend.image.repository=vision-ai-frontend --set frontend.image.tag={t}"
         " --set frontend.enabled=true"]
@@ -173,7 +175,8 @@ def test_down_dry_run():
 def test_build_dry_run():
     res = invoke("build", "--dry-run", "--base-image", "b:1", "--only", "frontend", "--tag", "t1")
     assert res.exit_code == 0
-    assert plan_lines(res.output) == ["docker build -f Dockerfile.frontend -t vision-ai-frontend:t1 --build-arg BASE_IMAGE=b:1 ."]
+    assert plan_lines(res.output) == [
+        "docker build -f Dockerfile.frontend -t vision-ai-frontend:t1 --build-arg BASE_IMAGE=b:1 ."]
 
 
 def test_cluster_and_deploy_dry_run():
@@ -189,12 +192,13 @@ def test_cluster_and_deploy_dry_run():
     assert lines[-1].startswith("POST http://localhost:8080/predict")
 
 
+BACKEND, FRONTEND = f"vision-ai-backend:{IMAGE_TAG}", f"vision-ai-frontend:{IMAGE_TAG}"
 LOADS = {
-    "k3d-demo": [["k3d", "image", "import", "vision-ai-backend:0.1.0", "vision-ai-frontend:0.1.0", "--cluster", "demo"]],
-    "kind-dev": [["kind", "load", "docker-image", "vision-ai-backend:0.1.0", "vision-ai-frontend:0.1.0", "--name", "dev"]],
-    "minikube": [["minikube", "image", "load", "vision-ai-backend:0.1.0", "-p", "minikube"],
-                 ["minikube", "image", "load", "vision-ai-frontend:0.1.0", "-p", "minikube"]],
-    "default": [["docker", "save", "-o", "/tmp/vision-ai-images.tar", "vision-ai-backend:0.1.0", "vision-ai-frontend:0.1.0"],
+    "k3d-demo": [["k3d", "image", "import", BACKEND, FRONTEND, "--cluster", "demo"]],
+    "kind-dev": [["kind", "load", "docker-image", BACKEND, FRONTEND, "--name", "dev"]],
+    "minikube": [["minikube", "image", "load", BACKEND, "-p", "minikube"],
+                 ["minikube", "image", "load", FRONTEND, "-p", "minikube"]],
+    "default": [["docker", "save", "-o", "/tmp/vision-ai-images.tar", BACKEND, FRONTEND],
                 ["sudo", "-n", "k3s", "ctr", "images", "import", "/tmp/vision-ai-images.tar"]],
     "docker-desktop": [],
 }
@@ -211,9 +215,11 @@ def test_deploy_context_plan_loads_images_the_clusters_way(context):
     kube = ["kubectl", "--context", context, "--namespace", "vision-ai"]
     rest = commands[len(loads):]
     assert rest[0] == kube + ["apply", "-f", "deploy/manifests/00-namespace.yaml"]
-    assert rest[1][:4] == ["helm", "upgrade", "--install", "vision-ai"] and rest[1][rest[1].index("--kube-context") + 1] == context
+    assert rest[1][:4] == ["helm", "upgrade", "--install", "vision-ai"]
+    assert rest[1][rest[1].index("--kube-context") + 1] == context
     assert "frontend.enabled=true" in rest[1]
-    assert [c[5:8] for c in rest[2:]] == [["rollout", "status", f"deployment/vision-ai-{c}"] for c in ("backend", "frontend")]
+    assert [c[5:8] for c in rest[2:]] == [["rollout", "status", f"deployment/vision-ai-{c}"]
+                                          for c in ("backend", "frontend")]
     assert "port-forward svc/vision-ai-backend" in runner.plan[-1].detail
     assert "port-forward svc/vision-ai-backend 8080:8080" in result.note
 
@@ -371,7 +377,7 @@ def test_serve_starts_answers_and_stops_gracefully(workers):
             except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.1)
         resp = requests.post(f"http://127.0.0.1:{port}/predict",
-                             json={"base64": __import__("base64").b64encode((SAMPLES / "mnist/7-7.png").read_bytes()).decode()})
+                             json={"base64": base64.b64encode((SAMPLES / "mnist/7-7.png").read_bytes()).decode()})
         assert resp.status_code == 200 and resp.json()["model"] == "mnist"
     finally:
         proc.send_signal(signal.SIGTERM)

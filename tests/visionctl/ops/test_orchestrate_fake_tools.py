@@ -100,7 +100,8 @@ def test_up_runs_every_step_and_is_idempotent(fake, backend, monkeypatch):
 def test_cluster_create_when_absent_then_reuse(fake):
     port = free_port()
     assert invoke("cluster", "create", "--port", str(port)).exit_code == 0
-    assert mutating(fake.calls()) == [["k3d", "cluster", "create", "vision-ai", "-p", f"{port}:80@loadbalancer", "--wait"]]
+    assert mutating(fake.calls()) == [
+        ["k3d", "cluster", "create", "vision-ai", "-p", f"{port}:80@loadbalancer", "--wait"]]
     res = invoke("cluster", "create", "--port", str(port))
     assert res.exit_code == 0 and "exists" in res.output
     assert mutating(fake.calls()) == []
@@ -164,9 +165,11 @@ def test_status_renders_the_release(fake, backend):
         "kind": "Pod", "metadata": {"name": name, "labels": {"app.kubernetes.io/component": comp}},
         "status": {"phase": "Running", "containerStatuses": [{"ready": ready, "restartCount": 1, "state": {}}]}}
     items = [
-        {"kind": "Deployment", "metadata": {"name": "vision-ai-backend", "labels": {"app.kubernetes.io/component": "backend"}},
+        {"kind": "Deployment",
+         "metadata": {"name": "vision-ai-backend", "labels": {"app.kubernetes.io/component": "backend"}},
          "spec": {"replicas": 2}, "status": {"readyReplicas": 2, "updatedReplicas": 2}},
-        {"kind": "Deployment", "metadata": {"name": "vision-ai-frontend", "labels": {"app.kubernetes.io/component": "frontend"}},
+        {"kind": "Deployment",
+         "metadata": {"name": "vision-ai-frontend", "labels": {"app.kubernetes.io/component": "frontend"}},
          "spec": {"replicas": 1}, "status": {"readyReplicas": 1, "updatedReplicas": 1}},
         pod("vision-ai-backend-a", "backend", True), pod("vision-ai-backend-b", "backend", True),
         pod("vision-ai-frontend-a", "frontend", True),
