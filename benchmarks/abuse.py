@@ -177,7 +177,7 @@ def run_case(server: Server, steps) -> dict:
     sent = 0
     for raw, count, concurrency in steps:
         with ThreadPoolExecutor(concurrency) as pool:
-            for status in pool.map(lambda _: http(server.port, raw), range(count)):
+            for status in pool.map(lambda _, raw=raw: http(server.port, raw), range(count)):
                 with lock:
                     statuses[status] = statuses.get(status, 0) + 1
         sent += count

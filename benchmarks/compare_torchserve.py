@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
 
-from load import WRK_SCRIPT, machine_busy_seconds, rss_mib, run_wrk, training_running
+from load import WRK_SCRIPT, machine_busy_seconds, rss_mib, run_wrk, training_running  # noqa: E402  (sibling script)
 
 RESULTS = ROOT / "benchmarks" / "results"
 SAMPLE = ROOT / "samples" / "mnist" / "7-7.png"
@@ -62,7 +62,8 @@ def ensure_venv(path: Path) -> Path:
     venv.EnvBuilder(with_pip=True).create(path)
     import sysconfig
 
-    site = Path(subprocess.run([str(bin_dir / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(subprocess.run([str(bin_dir / "python"), "-c", purelib],
                                capture_output=True, text=True, check=True).stdout.strip())
     (site / "_vision_parent.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch, numpy, Pillow
     print(f"installing {' '.join(PINS)} into {path} ...", flush=True)
@@ -112,7 +113,8 @@ class TorchServe:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"torchserve exited with {self.proc.returncode}:\n{self.logs()}")
             try:
-                req = urllib.request.Request(self.url + "/predictions/mnist", body, {"Content-Type": "application/json"})
+                req = urllib.request.Request(self.url + "/predictions/mnist", body,
+                                             {"Content-Type": "application/json"})
                 with urllib.request.urlopen(req, timeout=5) as resp:
                     answer = json.loads(resp.read())
                 if answer.get("label") == "7":
@@ -147,7 +149,8 @@ def summarise(runs: list[dict]) -> dict:
     return {"rps_median": round(statistics.median(rps), 1), "rps_best": max(rps),
             "p99_ms_median": round(statistics.median(p99), 2), "p99_ms_best": min(p99),
             "p50_ms_median": round(statistics.median(r["latency_ms"]["p50"] for r in runs), 2),
-            "cpu_us_per_request_median": round(statistics.median(r.get("server_cpu_us_per_request", 0) for r in runs), 1),
+            "cpu_us_per_request_median": round(
+                statistics.median(r.get("server_cpu_us_per_request", 0) for r in runs), 1),
             "errors": sum(sum(r["errors"].values()) for r in runs)}
 
 
@@ -164,7 +167,8 @@ def markdown_table(results: dict) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in rows:
         lines.append(f"| {name} | {r['rps_median']:.0f} ({r['rps_best']:.0f}) | {r['p50_ms_median']:.2f} | "
-                     f"{r['p99_ms_median']:.2f} ({r['p99_ms_best']:.2f}) | {r['cpu_us_per_request_median']:.0f} | {r['errors']} |")
+                     f"{r['p99_ms_median']:.2f} ({r['p99_ms_best']:.2f}) | {r['cpu_us_per_request_median']:.0f} "
+                     f"| {r['errors']} |")
     lines.append(f"| **ratio** | **{s['ratio_median']:.2f}×** | | | | |")
     note = (f"{m['cpus']} CPUs, {results['created']}, other processes used {m['other_cpu_share']:.0%} of the CPU"
             + (" (measured under contention)" if m["other_cpu_share"] > 0.05 else ""))
@@ -207,7 +211,8 @@ def plot(results: dict, path: Path) -> None:
         ax.legend(fontsize=8)
     s, m = results["summary"], results["machine"]
     fig.suptitle(f"POST /predict, c={results['concurrency']}, {m['cpus']} CPUs — median ratio {s['ratio_median']:.2f}×"
-                 + (f" (other processes used {m['other_cpu_share']:.0%} of the CPU)" if m["other_cpu_share"] > 0.05 else ""),
+                 + (f" (other processes used {m['other_cpu_share']:.0%} of the CPU)"
+                    if m["other_cpu_share"] > 0.05 else ""),
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -254,7 +259,8 @@ def main() -> int:
     results = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "concurrency": args.concurrency,
                "rounds": args.rounds, "duration_s": args.duration, "short": args.short,
                "sample": str(SAMPLE.relative_to(ROOT)),
-               "machine": {"cpus": len(os.sched_getaffinity(0)), "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+               "machine": {"cpus": len(os.sched_getaffinity(0)),
+                           "loadavg_before": [round(x, 2) for x in os.getloadavg()],
                            "training_running": training_running()},
                "runs": {"vision": [], "torchserve": [], "healthz": []}}
     try:

@@ -36,7 +36,8 @@ def main() -> None:
                "per_epoch": [round(h["test_accuracy"], 4) for h in metrics["history"]],
                "seconds": round(time.perf_counter() - start, 1)}
         results.append(row)
-        print(f"{strategy:8s} test accuracy {row['test_accuracy']:.2%} per epoch {row['per_epoch']} ({row['seconds']} s)",
+        print(f"{strategy:8s} test accuracy {row['test_accuracy']:.2%} per epoch {row['per_epoch']} "
+              f"({row['seconds']} s)",
               flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

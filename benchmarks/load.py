@@ -176,7 +176,8 @@ def markdown_table(results: dict) -> str:
         for r in runs:
             lat = r["latency_ms"]
             lines.append(f"| /{endpoint} | {r['concurrency']} | {r['rps']:.0f} | {lat['p50']:.2f} | {lat['p95']:.2f} | "
-                         f"{lat['p99']:.2f} | {sum(r['errors'].values())} | {r.get('server_cpu_us_per_request', '–')} |")
+                         f"{lat['p99']:.2f} | {sum(r['errors'].values())} "
+                         f"| {r.get('server_cpu_us_per_request', '–')} |")
     return "\n".join(lines)
 
 

@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "protocols.json"))
     args = parser.parse_args()
     import tritonclient.http as triton
+
     from devkit.backend_server import BackendServer, test_model_dir
 
     png = (ROOT / "samples" / "mnist" / "7-7.png").read_bytes()

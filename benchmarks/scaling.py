@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
 
-from load import WRK_SCRIPT, rss_mib, run_wrk, training_running
+from load import WRK_SCRIPT, rss_mib, run_wrk, training_running  # noqa: E402  (sibling script)
 
 RESULTS = ROOT / "benchmarks" / "results"
 SAMPLE = ROOT / "samples" / "mnist" / "7-7.png"
@@ -72,7 +72,8 @@ def markdown_table(results: dict) -> str:
         for r in block["runs"]:
             lat = r["latency_ms"]
             lines.append(f"| {block['workers']} | {r['concurrency']} | {r['rps']:.0f} | {lat['p50']:.2f} | "
-                         f"{lat['p99']:.2f} | {r['server_cpu_us_per_request']:.0f} | {block['rss_mib_per_worker']:.0f} |")
+                         f"{lat['p99']:.2f} | {r['server_cpu_us_per_request']:.0f} "
+                         f"| {block['rss_mib_per_worker']:.0f} |")
     return "\n".join(lines)
 
 
@@ -116,10 +117,12 @@ def main() -> int:
                 r = run_wrk(server.url + "/predict", c, args.duration, str(body), str(script), server.proc.pid)
                 block["runs"].append(r)
                 print(f"workers {n} c={c:<3} {r['rps']:8.1f} req/s  p99 {r['latency_ms']['p99']:7.2f} ms  "
-                      f"cpu/req {r.get('server_cpu_us_per_request')} us  errors {sum(r['errors'].values())}", flush=True)
+                      f"cpu/req {r.get('server_cpu_us_per_request')} us  errors {sum(r['errors'].values())}",
+                      flush=True)
             rss = rss_mib(server.proc.pid)
             supervisor = rss.pop(server.proc.pid) if n > 1 else 0.0  # one process = the worker itself
-            block["rss_mib"] = {"supervisor": supervisor, "workers": sorted(rss.values()) if n > 1 else [rss[server.proc.pid]]}
+            workers = sorted(rss.values()) if n > 1 else [rss[server.proc.pid]]
+            block["rss_mib"] = {"supervisor": supervisor, "workers": workers}
             block["rss_mib_per_worker"] = round(sum(block["rss_mib"]["workers"]) / len(block["rss_mib"]["workers"]), 1)
         finally:
             server.stop()
