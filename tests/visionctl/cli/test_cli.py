@@ -228,7 +228,7 @@ def test_deploy_context_backend_only_and_unknown_context():
     res = invoke("deploy", "--dry-run", "--context", "kind-x", "--no-frontend")
     assert res.exit_code == 0, res.output
     lines = plan_lines(res.output)
-    assert lines[1] == "kind load docker-image vision-ai-backend:0.1.0 --name x"
+    assert lines[1] == f"kind load docker-image vision-ai-backend:{IMAGE_TAG} --name x"
     assert "frontend.enabled=false" in lines[3] and not any("vision-ai-frontend --timeout" in line for line in lines)
     res = invoke("deploy", "--dry-run", "--context", "my-prod-cluster")
     assert res.exit_code == 1

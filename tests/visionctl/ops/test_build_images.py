@@ -31,7 +31,7 @@ def docker():
 
 
 def test_build_both_images(docker):
-    tag = f"cli-test-{uuid.uuid4().hex[:8]}"  # never clobbers the real 0.1.0 images
+    tag = f"cli-test-{uuid.uuid4().hex[:8]}"  # never clobbers the release's images
     refs = [f"{BACKEND_IMAGE}:{tag}", f"{FRONTEND_IMAGE}:{tag}"]
     try:
         res = CliRunner().invoke(app, ["build", "--tag", tag], catch_exceptions=False)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from devkit.backend_server import BackendServer, free_port, test_model_dir
 from visionctl.cli import app
+from visionctl.constants import IMAGE_TAG
 
 FAKE = ROOT / "tests" / "support" / "fakebin" / "fake_tool.py"
 TOOLS = ("docker", "k3d", "helm", "kubectl", "kind")
@@ -74,7 +75,7 @@ def test_up_runs_every_step_and_is_idempotent(fake, backend, monkeypatch):
     kube = ["--context", "k3d-vision-ai", "--namespace", "vision-ai"]
     assert changed[0][:2] == ["docker", "build"] and "BASE_IMAGE=base:1" in changed[0]
     assert changed[1][:2] == ["docker", "build"]
-    assert changed[2] == ["k3d", "image", "import", "vision-ai-backend:0.1.0", "vision-ai-frontend:0.1.0",
+    assert changed[2] == ["k3d", "image", "import", f"vision-ai-backend:{IMAGE_TAG}", f"vision-ai-frontend:{IMAGE_TAG}",
                           "--cluster", "vision-ai"]
     assert changed[3] == ["kubectl", *kube, "apply", "-f", "deploy/manifests/00-namespace.yaml"]
     helm = changed[4]
@@ -220,7 +221,7 @@ def test_deploy_to_a_kind_context_smoke_tests_through_a_port_forward(fake, backe
     assert res.exit_code == 0, res.output
     changed = mutating(fake.calls())
     kube = ["kubectl", "--context", "kind-dev", "--namespace", "vision-ai"]
-    assert changed[0] == ["kind", "load", "docker-image", "vision-ai-backend:0.1.0", "--name", "dev"]
+    assert changed[0] == ["kind", "load", "docker-image", f"vision-ai-backend:{IMAGE_TAG}", "--name", "dev"]
     assert changed[1] == kube + ["apply", "-f", "deploy/manifests/00-namespace.yaml"]
     assert changed[2][:4] == ["helm", "upgrade", "--install", "vision-ai"] and "frontend.enabled=false" in changed[2]
     assert changed[3][5:8] == ["rollout", "status", "deployment/vision-ai-backend"]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -84,9 +85,26 @@ def test_sigterm_to_ui_stops_streamlit():
     terminate_and_check(proc, kids)
 
 
+def wait_until_ready(proc: subprocess.Popen, port: int, timeout: float = 90) -> None:
+    """Until /readyz answers 200: a SIGTERM while workers still load models is a failed start."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"visionctl serve exited early with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("visionctl serve never became ready")
+
+
 def test_sigterm_to_serve_stops_every_worker():
-    proc = start(["serve", "--port", str(free_port()), "--models-dir", str(test_model_dir()), "--workers", "2",
+    port = free_port()
+    proc = start(["serve", "--port", str(port), "--models-dir", str(test_model_dir()), "--workers", "2",
                   "--threads", "2"])
+    wait_until_ready(proc, port)
     kids = wait_for_children(proc, 2)
     assert terminate_and_check(proc, kids) == 0
 
