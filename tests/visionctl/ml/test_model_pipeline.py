@@ -14,10 +14,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from backend import modelcard
+from visionctl.cli import app
 from visionctl.ml import data as vdata
 from visionctl.ml import export as vexport
 from visionctl.ml import training
-from visionctl.cli import app
 from visionctl.ml.model import Net
 
 runner = CliRunner()
@@ -214,6 +215,7 @@ def validate_card(card: dict, directory) -> None:
     assert card["data"]["sha256"].items() <= spec.sha256.items()
     for artifact in card["artifacts"].values():
         assert vexport.sha256_file(directory / artifact["file"]) == artifact["sha256"]
+    assert modelcard.read(directory / f"{card['name']}.json").raw == card  # the backend reads what export wrote
 
 
 ACCURACY_BARS = {"mnist": 0.992, "fashion-mnist": 0.91}
