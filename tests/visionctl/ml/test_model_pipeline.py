@@ -111,6 +111,15 @@ def test_missing_dataset_cli_error_has_the_fix(tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_dataset_specs_are_the_served_models():
+    """Every trainable dataset is a model the backend serves, with a preprocessing mode it knows
+    (export builds the card from the spec, and the backend refuses unknown modes at start)."""
+    from backend.contract import MODEL_NAMES
+
+    assert tuple(vdata.DATASETS) == MODEL_NAMES
+    assert all(spec.preprocessing in modelcard.PREPROCESSING_MODES for spec in vdata.DATASETS.values())
+
+
 def test_shared_datasets_verify(shared_datasets):
     for name in vdata.DATASETS:
         split = vdata.load_split(name, "test", shared_datasets / name)
