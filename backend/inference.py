@@ -1,93 +1,27 @@
 """Model registry: one ONNX Runtime session per model card, created once and warmed up.
 
-A model is the pair ``<dir>/<name>.onnx`` + ``<dir>/<name>.json`` (the model card written by
-``visionctl.ml.export``). The card is validated against the session at load time, and the ONNX file
+A model is the pair ``<dir>/<name>.onnx`` + ``<dir>/<name>.json`` (the model card, read and checked
+by ``backend.modelcard``). The card is also validated against the session at load time, and the ONNX file
 against the card's sha256, so a mismatched or half-copied model fails at start instead of answering
 with wrong labels.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from backend import modelcard
 from backend.errors import ModelLoadError
+from backend.modelcard import IMAGE_SIDE, PREPROCESSING_MODES, ModelCard  # noqa: F401  (re-exported)
 
 log = logging.getLogger("backend.inference")
-
-PREPROCESSING_MODES = ("digit", "frame")
-IMAGE_SIDE = 28
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    name: str
-    version: str
-    labels: tuple[str, ...]
-    preprocessing: str
-    mean: float
-    std: float
-    input_name: str
-    output_name: str
-    output_kind: str
-    raw: dict  # the whole card, served by GET /v1/models/<name>
-
-    @classmethod
-    def from_dict(cls, raw: dict, source: str) -> ModelCard:
-        try:
-            labels = tuple(str(x) for x in raw["labels"])
-            card = cls(
-                name=str(raw["name"]), version=str(raw["version"]), labels=labels,
-                preprocessing=str(raw["input"]["preprocessing"]),
-                mean=float(raw["normalization"]["mean"]), std=float(raw["normalization"]["std"]),
-                input_name=str(raw["input"]["name"]), output_name=str(raw["output"]["name"]),
-                output_kind=str(raw["output"].get("kind", "log_softmax")), raw=raw)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelLoadError(f"{source}: malformed model card ({type(exc).__name__}: {exc})") from None
-        if len(labels) != 10:
-            raise ModelLoadError(f"{source}: expected 10 labels, found {len(labels)}")
-        if card.preprocessing not in PREPROCESSING_MODES:
-            raise ModelLoadError(f"{source}: input.preprocessing must be one of {PREPROCESSING_MODES}")
-        if not card.std > 0:
-            raise ModelLoadError(f"{source}: normalization.std must be > 0")
-        if card.output_kind not in ("log_softmax", "softmax", "logits"):
-            raise ModelLoadError(f"{source}: unknown output.kind {card.output_kind!r}")
-        return card
-
-    def summary(self) -> dict:
-        """What GET /v1/models lists: enough for a client to label and display results."""
-        metrics = self.raw.get("metrics") or {}
-        return {
-            "name": self.name,
-            "version": self.version,
-            "description": self.raw.get("description", ""),
-            "labels": list(self.labels),
-            "test_accuracy": metrics.get("test_accuracy"),
-            "input": self.raw.get("input"),
-        }
-
-    def detail(self) -> dict:
-        """GET /v1/models/<name>: the summary plus per-class accuracy and provenance."""
-        metrics = self.raw.get("metrics") or {}
-        return {
-            **self.summary(),
-            "per_class_accuracy": metrics.get("per_class_accuracy"),
-            "test_samples": metrics.get("test_samples"),
-            "output": self.raw.get("output"),
-            "normalization": self.raw.get("normalization"),
-            "created": self.raw.get("created"),
-            "artifacts": self.raw.get("artifacts"),
-        }
-
 
 def session_options() -> ort.SessionOptions:
     """Options tuned for many small concurrent requests on few cores.
@@ -230,20 +164,9 @@ def load_model(model_dir: Path, name: str, batching: bool = True) -> Model:
         if not path.is_file():
             raise ModelLoadError(f"model file not found: {path} (train it with `visionctl train {name}` "
                                  "or point VISION_MODEL_DIR at the folder that has it)")
-    try:
-        raw = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{card_path}: unreadable model card ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"{card_path}: model card must be a JSON object")
-    card = ModelCard.from_dict(raw, str(card_path))
-    if card.name != name:
-        raise ModelLoadError(f"{card_path}: card is for model {card.name!r}, expected {name!r}")
-
+    card = modelcard.read(card_path)  # also refuses a card whose name is not the file's
     blob = onnx_path.read_bytes()
-    expected = ((raw.get("artifacts") or {}).get("onnx") or {}).get("sha256")
-    if expected and hashlib.sha256(blob).hexdigest() != expected:
-        raise ModelLoadError(f"{onnx_path}: sha256 does not match the model card (stale or partial copy?)")
+    modelcard.check_artifact(card, "onnx", blob, onnx_path)
     try:
         session = ort.InferenceSession(blob, sess_options=session_options(),
                                        providers=["CPUExecutionProvider"])

@@ -29,10 +29,12 @@ from functools import cache, lru_cache
 import numpy as np
 from PIL import Image, ImageFilter
 
+from backend.modelcard import PREPROCESSING_MODES
+
 SIZE = 28                 # model input side
 DIGIT_BOX = 20            # MNIST digits were fitted into 20×20 ...
 DIGIT_CENTRE = 14.0       # ... then shifted so the centre of mass lands here (measured: 13.99, 14.01)
-MODES = ("digit", "frame")
+MODES = PREPROCESSING_MODES  # the values of a model card's input.preprocessing
 
 STATS_SIDE = 96           # levels are estimated on a thumbnail no larger than this
 MIN_CONTRAST = 0.12       # object vs background difference below this = blank image

@@ -52,7 +52,7 @@ def time_preprocess(inputs: dict[str, tuple[Image.Image, str]], repeat: int = 7)
     """µs per ``preprocess`` call: best and median of ``repeat`` runs (best = least disturbed by load)."""
     out = {}
     for name, (img, mode) in inputs.items():
-        timer = timeit.Timer(lambda: preprocess(img, mode))
+        timer = timeit.Timer(lambda img=img, mode=mode: preprocess(img, mode))
         number, _ = timer.autorange()
         runs = [t / number * 1e6 for t in timer.repeat(repeat, number)]
         out[name] = {"mode": img.mode, "size": list(img.size), "best_us": round(min(runs), 1),
@@ -71,7 +71,7 @@ def markdown(results: dict) -> str:
              "whatever else the machine was doing; the latency table takes the best of 7 repeats.", "",
              "What each preprocessing step undoes and why: the docstring of `backend/preprocessing.py`. "
              "Reproduce: `.venv/bin/python benchmarks/variants.py --data-dir ../shared/datasets` "
-             "(~4 min on 2 cores); tests: `pytest tests/test_evaluation.py -m slow`.", ""]
+             "(~4 min on 2 cores); tests: `pytest tests/visionctl/ml/test_evaluation.py -m slow`.", ""]
     for rep in results["models"]:
         lines += [f"## {rep['model']} ({rep['model_version']}, preprocessing `{rep['preprocessing']}`)", "",
                   f"Plain test-set accuracy of the same ONNX model on the same {rep['samples']} images: "
@@ -82,7 +82,8 @@ def markdown(results: dict) -> str:
             lines.append(f"| {row['variant']} | {row['accuracy']:.2%} | {row['accuracy'] - rep['test_accuracy']:+.2%} "
                          f"| {row['errors']} | {row['preprocess_us']:.0f} | {row['description']} |")
         lines.append("")
-    lines += ["## `preprocess` latency", "", "| input | PIL mode | best µs | median µs |", "| --- | --- | ---: | ---: |"]
+    lines += ["## `preprocess` latency", "",
+              "| input | PIL mode | best µs | median µs |", "| --- | --- | ---: | ---: |"]
     for name, t in results["preprocess_latency"].items():
         lines.append(f"| {name} | {t['mode']} | {t['best_us']:.0f} | {t['median_us']:.0f} |")
     lines += ["", f"Machine: {results['machine']}.", ""]

@@ -73,12 +73,13 @@ def evaluate(
     limit: Annotated[int, typer.Option(min=0, help="Only the first N test images (quick checks; 0 = all).")] = 0,
 ) -> None:
     """Accuracy of the ONNX artifact on the test set, plus confusion-matrix and mistakes PNGs."""
+    from backend.errors import ModelLoadError
     from visionctl.ml import evaluation
     from visionctl.ml.data import DatasetError
 
     try:
         report = evaluation.evaluate_model(dataset.value, models_dir=models_dir, data_dir=data_dir, out_dir=out_dir,
                                            limit=limit)
-    except (DatasetError, FileNotFoundError) as exc:
+    except (DatasetError, FileNotFoundError, ModelLoadError) as exc:
         render.fail(str(exc))
     render.evaluated(dataset.value, report)

@@ -1,72 +1,54 @@
 """Evaluate shipped ONNX models: test-set accuracy, confusion matrix, mistakes, real-world variants.
 
-Only ONNX Runtime and the model card are used — the same artifact and metadata the backend serves —
-so a number here is a number for the service, not for a torch checkpoint. Real-world variants go
+Models are loaded by the backend's own loader (``backend.inference.load_model``: the card checks,
+the sha256 check, the session options) and classified by the same ``Model`` method ``/predict``
+calls — normalisation from the card, ONNX Runtime, softmax — so a number here is a number for the
+service, not for a torch checkpoint or a second copy of the serving code. Real-world variants go
 through ``backend.preprocessing.preprocess``, the function on the request path, for the same reason.
 matplotlib is imported inside the plotting functions: it is a training/evaluation extra only.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from backend import inference
 from backend.preprocessing import preprocess
 from visionctl.ml import variants as variants_mod
 from visionctl.ml.data import load_split
 
+# Images per ONNX Runtime run. /predict runs a request's images (up to 64) at once; larger runs here
+# only amortise the per-run overhead — how rows are grouped changes results by float rounding at
+# most (the classes are identical on both full test sets).
 BATCH = 512
 
 
-@dataclass
-class OnnxModel:
-    """An ONNX Runtime session plus the model card fields that define its input."""
-    name: str
-    card: dict
-    session: object
-
-    @property
-    def labels(self) -> list[str]:
-        return self.card["labels"]
-
-    @property
-    def mode(self) -> str:
-        return self.card["input"]["preprocessing"]
-
-    def log_probs(self, images: np.ndarray) -> np.ndarray:
-        """(N, 28, 28) float32 in [0, 1] (or uint8 0-255) → (N, 10) log-probabilities, batched."""
-        x = images.astype(np.float32)
-        if images.dtype == np.uint8:
-            x *= 1.0 / 255.0
-        norm = self.card["normalization"]
-        x = ((x - norm["mean"]) / norm["std"])[:, None]
-        feed, out = self.card["input"]["name"], self.card["output"]["name"]
-        if len(x) == 0:
-            return np.zeros((0, len(self.labels)), np.float32)
-        return np.concatenate([self.session.run([out], {feed: x[i:i + BATCH]})[0]
-                               for i in range(0, len(x), BATCH)])
+def load_model(name: str, models_dir: str | os.PathLike = "models") -> inference.Model:
+    """The model as the backend loads it (without the batcher thread: evaluation calls it from one
+    thread). FileNotFoundError says what to run; a card or ONNX file the server would refuse raises
+    :class:`backend.errors.ModelLoadError`."""
+    models_dir = Path(models_dir)
+    for path in (models_dir / f"{name}.json", models_dir / f"{name}.onnx"):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; run `visionctl train {name}` first or pass --models-dir")
+    return inference.load_model(models_dir, name, batching=False)
 
 
-def load_model(name: str, models_dir: str | os.PathLike = "models") -> OnnxModel:
-    """Open ``<models_dir>/<name>.json`` and the ONNX file it names; FileNotFoundError says what to run."""
-    import onnxruntime as ort
+def classify(model: inference.Model, images: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) float32 in [0, 1] (or uint8 0-255, like the IDX test sets) → (N, 10) probabilities.
 
-    card_path = Path(models_dir) / f"{name}.json"
-    if not card_path.is_file():
-        raise FileNotFoundError(f"model card {card_path} not found; run `visionctl train {name}` first "
-                                f"or pass --models-dir")
-    card = json.loads(card_path.read_text())
-    onnx_path = card_path.parent / card["artifacts"]["onnx"]["file"]
-    if not onnx_path.is_file():
-        raise FileNotFoundError(f"{onnx_path} (named by {card_path}) not found; re-run `visionctl export {name}`")
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    return OnnxModel(name=name, card=card, session=session)
+    ``Model.predict`` is what ``/predict`` calls on its preprocessed batch; it is called here in
+    chunks of :data:`BATCH` images."""
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) * np.float32(1.0 / 255.0)
+    if len(images) == 0:
+        return np.zeros((0, len(model.card.labels)), np.float64)
+    return np.concatenate([model.predict(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int = 10) -> np.ndarray:
@@ -86,23 +68,24 @@ def evaluate_model(name: str, models_dir: str | os.PathLike = "models", data_dir
     images, labels = split.images, split.labels
     if limit:
         images, labels = images[:limit], labels[:limit]
-    lp = model.log_probs(images)
-    pred = lp.argmax(1)
-    conf = np.exp(lp.max(1))
+    names = list(model.card.labels)
+    probs = classify(model, images)
+    pred = probs.argmax(1)
+    conf = probs.max(1)
     correct = pred == labels
-    cm = confusion_matrix(labels, pred, len(model.labels))
+    cm = confusion_matrix(labels, pred, len(names))
     per_class = {lab: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan")
-                 for i, lab in enumerate(model.labels)}
+                 for i, lab in enumerate(names)}
     accuracy = float(correct.mean())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    title = f"{name} {model.card.get('version', '')}: {accuracy:.2%} on {len(labels)} test images"
-    files = [plot_confusion(cm, model.labels, out / f"{name}-confusion.png", title)]
+    title = f"{name} {model.card.version}: {accuracy:.2%} on {len(labels)} test images"
+    files = [plot_confusion(cm, names, out / f"{name}-confusion.png", title)]
     wrong = np.flatnonzero(~correct)
     wrong = wrong[np.argsort(-conf[wrong], kind="stable")]
-    files.append(plot_mistakes(images[wrong], labels[wrong], pred[wrong], conf[wrong], model.labels,
+    files.append(plot_mistakes(images[wrong], labels[wrong], pred[wrong], conf[wrong], names,
                                out / f"{name}-mistakes.png", f"{name}: {len(wrong)} mistakes, most confident first"))
-    return {"model": name, "model_version": model.card.get("version"), "accuracy": accuracy,
+    return {"model": name, "model_version": model.card.version, "accuracy": accuracy,
             "samples": int(len(labels)), "errors": int(len(wrong)), "per_class_accuracy": per_class,
             "confusion": cm.tolist(), "files": [str(f) for f in files]}
 
@@ -133,21 +116,21 @@ def evaluate_variants(name: str, models_dir: str | os.PathLike = "models", data_
     images, labels = split.images, split.labels
     if limit:
         images, labels = images[:limit], labels[:limit]
-    reference = float((model.log_probs(images).argmax(1) == labels).mean())
+    reference = float((classify(model, images).argmax(1) == labels).mean())
     chosen = (variants_mod.variants_for(name) if only is None
               else [variants_mod.get_variant(name, v) for v in only])  # unknown names raise ValueError
     rows = []
     for v in chosen:
         t0 = time.perf_counter()
-        x, pre_s = preprocess_all(variants_mod.render(images, name, v.name, seed), model.mode)
+        x, pre_s = preprocess_all(variants_mod.render(images, name, v.name, seed), model.card.preprocessing)
         total_s = time.perf_counter() - t0
-        pred = model.log_probs(x).argmax(1)
+        pred = classify(model, x).argmax(1)
         rows.append({"variant": v.name, "description": v.description,
                      "accuracy": float((pred == labels).mean()), "samples": int(len(labels)),
                      "errors": int((pred != labels).sum()),
                      "preprocess_us": 1e6 * pre_s / max(len(labels), 1),
                      "render_us": 1e6 * (total_s - pre_s) / max(len(labels), 1)})
-    return {"model": name, "model_version": model.card.get("version"), "preprocessing": model.mode,
+    return {"model": name, "model_version": model.card.version, "preprocessing": model.card.preprocessing,
             "seed": seed, "samples": int(len(labels)), "test_accuracy": reference, "variants": rows}
 
 

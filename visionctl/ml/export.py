@@ -1,23 +1,24 @@
 """ONNX export with a parity gate, and the model card that travels with every artifact.
 
 The model card (``models/<name>.json``) is the single source of truth the backend reads for labels,
-normalisation, preprocessing mode and version; nothing downstream hard-codes them.
+normalisation, preprocessing mode and version; nothing downstream hard-codes them. It is built and
+written by ``backend.modelcard``, the module the backend reads it with, so export cannot write a
+card the server would refuse.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
-import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from backend import modelcard
+from backend.modelcard import sha256_file  # noqa: F401  (part of this module's API)
 from visionctl.ml.data import get_spec, load_split
 from visionctl.ml.model import Net
 from visionctl.ml.training import MEAN, STD, to_tensor
@@ -29,14 +30,6 @@ PARITY_ATOL = 1e-4
 
 class ExportError(RuntimeError):
     pass
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def onnx_bytes(model: Net) -> bytes:
@@ -68,15 +61,6 @@ def check_parity(model: Net, onnx_model: bytes, batch: torch.Tensor) -> float:
     return diff
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; images run as a non-root user
-    os.replace(tmp, path)
-
-
 def export_model(model: Net, name: str, out_dir: str | os.PathLike = "models", *,
                  metrics: dict, data_sha256: dict, training: dict,
                  parity_batch: torch.Tensor) -> dict:
@@ -88,36 +72,21 @@ def export_model(model: Net, name: str, out_dir: str | os.PathLike = "models", *
     diff = check_parity(model, blob, parity_batch)
     pt = io.BytesIO()
     torch.save(model.state_dict(), pt)
-    _atomic_write(out / f"{name}.onnx", blob)
-    _atomic_write(out / f"{name}.pt", pt.getvalue())
-    onnx_sha = hashlib.sha256(blob).hexdigest()
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    card = {
-        "name": name,
-        "version": f"{now:%Y.%m.%d}-{onnx_sha[:8]}",
-        "description": f"Net (2×conv + 2×fc CNN) trained on {name}",
-        "labels": list(spec.labels),
-        "input": {"name": INPUT_NAME, "shape": [None, 1, 28, 28], "dtype": "float32", "layout": "NCHW",
-                  "color": "grayscale, light object on dark background",
-                  "preprocessing": spec.preprocessing},
-        "output": {"name": OUTPUT_NAME, "shape": [None, 10], "kind": "log_softmax"},
-        "normalization": {"mean": MEAN, "std": STD},
-        "metrics": {
-            "test_accuracy": round(metrics["accuracy"], 6),
-            "test_samples": metrics["samples"],
-            "per_class_accuracy": {label: round(a, 6)
-                                   for label, a in zip(spec.labels, metrics["per_class_accuracy"], strict=True)},
-            "history": metrics.get("history", []),
-        },
-        "data": {"dataset": name, "sha256": data_sha256},
-        "training": training,
-        "export": {"opset": OPSET, "torch": torch.__version__, "parity_max_abs_diff": diff},
-        "artifacts": {"onnx": {"file": f"{name}.onnx", "sha256": onnx_sha},
-                      "pt": {"file": f"{name}.pt", "sha256": hashlib.sha256(pt.getvalue()).hexdigest()}},
-        "created": now.isoformat(),
-    }
-    _atomic_write(out / f"{name}.json", (json.dumps(card, indent=2) + "\n").encode())
-    return card
+    card = modelcard.build(  # before writing anything: it checks the card as the backend will
+        name=name, description=f"Net (2×conv + 2×fc CNN) trained on {name}",
+        labels=spec.labels, preprocessing=spec.preprocessing, mean=MEAN, std=STD,
+        input_name=INPUT_NAME, output_name=OUTPUT_NAME, output_kind="log_softmax",
+        accuracy=metrics["accuracy"], samples=metrics["samples"],
+        per_class_accuracy=metrics["per_class_accuracy"], history=metrics.get("history", []),
+        data_sha256=data_sha256, training=training,
+        export={"opset": OPSET, "torch": torch.__version__, "parity_max_abs_diff": diff},
+        artifacts={"onnx": (f"{name}.onnx", modelcard.sha256_bytes(blob)),
+                   "pt": (f"{name}.pt", modelcard.sha256_bytes(pt.getvalue()))},
+        created=dt.datetime.now(dt.UTC))
+    modelcard.write_atomic(out / f"{name}.onnx", blob)
+    modelcard.write_atomic(out / f"{name}.pt", pt.getvalue())
+    modelcard.write(out / f"{name}.json", card)  # last: a reader never sees a card without its files
+    return card.to_dict()
 
 
 def export_weights(weights: str | os.PathLike, name: str, out_dir: str | os.PathLike = "models",
@@ -140,11 +109,14 @@ def export_weights(weights: str | os.PathLike, name: str, out_dir: str | os.Path
     training = {"source": str(weights)}
     data_sha256 = test.sha256
     previous = Path(out_dir) / f"{name}.json"
-    if previous.is_file():
+    try:
+        old = modelcard.read(previous) if previous.is_file() else None
+    except modelcard.CardError:
+        old = None  # about to be replaced; an unreadable card has no provenance worth keeping
+    if old is not None and old.artifact_sha256("pt") == modelcard.sha256_file(weights):
         # Re-exporting our own weights: keep the provenance the training run recorded.
-        old = json.loads(previous.read_text())
-        if old.get("artifacts", {}).get("pt", {}).get("sha256") == sha256_file(weights):
-            training, data_sha256 = old["training"], {**old["data"]["sha256"], **test.sha256}
-            metrics["history"] = old["metrics"].get("history", [])
+        raw = old.raw
+        training, data_sha256 = raw["training"], {**raw["data"]["sha256"], **test.sha256}
+        metrics["history"] = raw["metrics"].get("history", [])
     return export_model(model, name, out_dir, metrics=metrics, data_sha256=data_sha256,
                         training=training, parity_batch=x[:256])

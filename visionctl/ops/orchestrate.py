@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend import modelcard
 from visionctl.constants import MODEL_NAMES, REPO_ROOT
 from visionctl.ops import cluster, deploy, distro, doctor, images, smoke, tunnel
 from visionctl.ops.deploy import ChartOptions, Target
@@ -80,9 +81,9 @@ def ensure_models(runner: Runner, models_dir: Path | None = None, *, train: bool
         onnx, card = Path(models_dir) / f"{name}.onnx", Path(models_dir) / f"{name}.json"
         if onnx.is_file() and card.is_file():
             try:
-                version = json.loads(card.read_text()).get("version", "?")
-            except ValueError:
-                version = "unreadable card"
+                version = modelcard.read(card).version
+            except modelcard.CardError:
+                version = "unreadable card"  # the backend will refuse it at start and say why
             runner.note(f"reuse model {name}", f"{_relative(onnx)} (version {version})")
             continue
         if not train:

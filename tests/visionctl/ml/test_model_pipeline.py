@@ -14,10 +14,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from backend import modelcard
+from visionctl.cli import app
 from visionctl.ml import data as vdata
 from visionctl.ml import export as vexport
 from visionctl.ml import training
-from visionctl.cli import app
 from visionctl.ml.model import Net
 
 runner = CliRunner()
@@ -108,6 +109,15 @@ def test_missing_dataset_cli_error_has_the_fix(tmp_path):
     assert result.exit_code == 1
     assert "not found" in result.output and "--data-dir" in result.output
     assert "Traceback" not in result.output
+
+
+def test_dataset_specs_are_the_served_models():
+    """Every trainable dataset is a model the backend serves, with a preprocessing mode it knows
+    (export builds the card from the spec, and the backend refuses unknown modes at start)."""
+    from backend.contract import MODEL_NAMES
+
+    assert tuple(vdata.DATASETS) == MODEL_NAMES
+    assert all(spec.preprocessing in modelcard.PREPROCESSING_MODES for spec in vdata.DATASETS.values())
 
 
 def test_shared_datasets_verify(shared_datasets):
@@ -214,6 +224,7 @@ def validate_card(card: dict, directory) -> None:
     assert card["data"]["sha256"].items() <= spec.sha256.items()
     for artifact in card["artifacts"].values():
         assert vexport.sha256_file(directory / artifact["file"]) == artifact["sha256"]
+    assert modelcard.read(directory / f"{card['name']}.json").raw == card  # the backend reads what export wrote
 
 
 ACCURACY_BARS = {"mnist": 0.992, "fashion-mnist": 0.91}
