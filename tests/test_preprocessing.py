@@ -233,12 +233,12 @@ def test_mnist_digits_round_trip(mnist_test):
 
 
 def test_mnist_predictions_survive_preprocessing(mnist_test):
-    from visionctl.ml.evaluation import load_model
+    from visionctl.ml.evaluation import classify, load_model
 
     model = load_model("mnist", test_model_dir())
     imgs, labels = mnist_test.images[:1000], mnist_test.labels[:1000]
-    raw = model.log_probs(imgs).argmax(1)
-    pre = model.log_probs(np.stack([preprocess(Image.fromarray(d), "digit") for d in imgs])).argmax(1)
+    raw = classify(model, imgs).argmax(1)
+    pre = classify(model, np.stack([preprocess(Image.fromarray(d), "digit") for d in imgs])).argmax(1)
     assert (pre == labels).mean() >= (raw == labels).mean() - 0.003
     assert (pre == raw).mean() >= 0.99
 
@@ -286,11 +286,11 @@ def test_shipped_samples_survive_real_encodings(samples_dir, dataset):
     """bytes → backend.decoding.open_image → preprocess → ONNX gives the sample's label (its file name
     starts with the class index) for every encoding — the path a request takes."""
     from backend.decoding import open_image
-    from visionctl.ml.evaluation import load_model
+    from visionctl.ml.evaluation import classify, load_model
 
     model = load_model(dataset, test_model_dir())
     for path in sorted((samples_dir / dataset).glob("*.png")):
         label = int(path.name.split("-")[0])
         for encoding, data in _encodings(Image.open(path).convert("L")).items():
-            x = preprocess(open_image(data, 16_000_000), model.mode)
-            assert model.log_probs(x[None]).argmax() == label, (path.name, encoding)
+            x = preprocess(open_image(data, 16_000_000), model.card.preprocessing)
+            assert classify(model, x[None]).argmax() == label, (path.name, encoding)
