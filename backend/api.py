@@ -15,7 +15,6 @@ import numpy as np
 from flask import Blueprint, Response, g, request
 from PIL import Image
 
-from backend.app import get_state, json_response
 from backend.bodies import Body, read_body
 from backend.budget import estimate
 from backend.contract import DEFAULT_MODEL
@@ -23,6 +22,8 @@ from backend.decoding import decode_base64, open_image
 from backend.errors import ApiError, ImageTooLarge
 from backend.inference import Model
 from backend.preprocessing import preprocess
+from backend.responses import json_response
+from backend.state import get_state
 
 bp = Blueprint("api", __name__)
 

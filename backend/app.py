@@ -1,90 +1,50 @@
 """Flask application factory: wires config, model registry, auth, JSON errors, metrics and logs.
 
-The routes live in ``backend.api``; this module owns the cross-cutting request lifecycle so every
-response — including Flask's own 404/405/413 and genuine bugs — gets the same JSON error shape,
-an ``X-Request-ID``, one access-log line and its metrics.
+The routes live in the blueprints (``backend.api``, ``docs``, ``explain``, ``v2``), which this module
+imports and registers; they reach the per-app state through ``backend.state``, never through this
+module, so imports point one way: factory → blueprints → the modules below.
+
+This module owns the cross-cutting request lifecycle so every response — including Flask's own
+404/405/413 and genuine bugs — gets the same JSON error shape, an ``X-Request-ID``, one access-log
+line and its metrics.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
-import json
 import logging
-import threading
 import time
-from dataclasses import dataclass, field
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from backend import api, docs, explain, v2
+from backend.auth import is_open, key_is_valid, presented_key
 from backend.budget import MemoryBudget
 from backend.config import Config
+from backend.contract import (
+    BODY_TOO_LARGE,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    UNSUPPORTED_MEDIA_TYPE,
+)
 from backend.errors import ApiError
 from backend.inference import Registry
 from backend.logs import REQUEST_ID_HEADER, request_id
 from backend.metrics import Metrics
 from backend.ratelimit import RateLimiter
+from backend.responses import json_response
+from backend.state import EXTENSION, State
 
 log = logging.getLogger("backend.app")
 access_log = logging.getLogger("backend.access")
 
-# Probes, metrics and the API description stay reachable without a key (kubelet and Prometheus
-# carry none, and the document reveals nothing a client could not learn from an error).
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json",
-                        # the index and the docs page (the page sends the key itself via "Authorize"),
-                        # and the Open Inference Protocol's health probes
-                        "/", "/docs", "/v2/health/live", "/v2/health/ready"})
-OPEN_PREFIXES = ("/docs/",)  # the docs page's static assets
-
-
-def is_open(path: str) -> bool:
-    """Paths served without an API key."""
-    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
-
 # Werkzeug's HTTP errors → our stable error codes.
-HTTP_ERROR_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found",
-                    405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type"}
-
-
-@dataclass
-class State:
-    """Per-app shared state (``app.extensions["vision"]``)."""
-
-    config: Config
-    registry: Registry
-    metrics: Metrics
-    memory: MemoryBudget
-    limiter: RateLimiter
-    draining: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def ready(self) -> bool:
-        return self.registry.ready.is_set() and not self.draining.is_set()
-
-    def load_models(self) -> None:
-        """Load and warm up every model (blocking), then publish them in ``vision_model_info``."""
-        self.registry.load()
-        for name, model in self.registry.models.items():
-            self.metrics.model_info.labels(name, model.card.version).set(1)
-        self.metrics.refresh()
-
-    def start_draining(self) -> None:
-        """Shutdown has begun: /readyz answers 503 from now on."""
-        self.draining.set()
-        self.metrics.refresh()
-
-
-def json_response(obj, status: int = 200, headers: dict | None = None) -> Response:
-    """Compact JSON without Flask's key sorting and pretty-printing (measurably cheaper per request)."""
-    return Response(json.dumps(obj, separators=(",", ":"), ensure_ascii=False), status=status,
-                    headers=headers, mimetype="application/json")
-
-
-def get_state() -> State:
-    from flask import current_app
-
-    return current_app.extensions["vision"]
+HTTP_ERROR_CODES = {400: INVALID_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND, 405: METHOD_NOT_ALLOWED,
+                    413: BODY_TOO_LARGE, 415: UNSUPPORTED_MEDIA_TYPE}
 
 
 def create_app(config: Config | None = None, registry: Registry | None = None) -> Flask:
@@ -102,42 +62,12 @@ def create_app(config: Config | None = None, registry: Registry | None = None) -
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.extensions["vision"] = state
-
-    from backend.api import bp
-    from backend.docs import bp as docs_bp
-    from backend.explain import bp as explain_bp
-    from backend.v2 import bp as v2_bp
-
-    for blueprint in (bp, docs_bp, v2_bp, explain_bp):
+    app.extensions[EXTENSION] = state
+    for blueprint in (api.bp, docs.bp, v2.bp, explain.bp):
         app.register_blueprint(blueprint)
     _install_lifecycle(app, state)
     _install_error_handlers(app, state)
     return app
-
-
-def presented_key(header) -> str | None:
-    """The key a client sent (``X-API-Key``, else ``Authorization: Bearer``); ``header(name)`` reads
-    one request header, so Flask's request and Waitress's parser share this."""
-    key = header("X-API-Key")
-    if key:
-        return key.strip()
-    scheme, _, token = (header("Authorization") or "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return None
-
-
-def key_is_valid(presented: str | None, keys: tuple[bytes, ...]) -> bool:
-    """Constant-time check against every configured key (no early exit that would leak which or how
-    many characters matched)."""
-    if presented is None:
-        return False
-    candidate = presented.encode("utf-8", "surrogateescape")
-    ok = False
-    for key in keys:
-        ok |= hmac.compare_digest(candidate, key)
-    return ok
 
 
 def _install_lifecycle(app: Flask, state: State) -> None:
@@ -218,5 +148,5 @@ def _install_error_handlers(app: Flask, state: State) -> None:
         # the request id; tell the client nothing internal.
         rid = g.get("request_id", "")
         log.error("unhandled exception", exc_info=exc, extra={"fields": {"request_id": rid}})
-        return json_response({"error": {"code": "internal_error",
+        return json_response({"error": {"code": INTERNAL_ERROR,
                                         "message": f"internal error (request id {rid})"}}, 500)

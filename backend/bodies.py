@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from flask import request
 
+from backend.contract import BATCH_TOO_LARGE, INVALID_JSON, INVALID_REQUEST
 from backend.errors import ApiError
 
 USAGE = ('send {"base64": "<base64-encoded image>"} as JSON, the image file itself '
@@ -50,14 +51,14 @@ def read_body(max_batch: int) -> Body:
     raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: werkzeug raises 413 here
     if mimetype.startswith("image/") or mimetype == "application/octet-stream" or _looks_like_image(raw):
         if not raw:
-            raise ApiError(f"request body is empty; {USAGE}", code="invalid_request")
+            raise ApiError(f"request body is empty; {USAGE}", code=INVALID_REQUEST)
         return Body([raw], False, False)
     return parse_json_body(raw, max_batch)
 
 
 def parse_json_body(raw: bytes, max_batch: int) -> Body:
     if not raw.strip():
-        raise ApiError(f"request body is empty; {USAGE}", code="invalid_json")
+        raise ApiError(f"request body is empty; {USAGE}", code=INVALID_JSON)
     _check_structure(raw, max_batch)
     try:
         body = json.loads(raw)
@@ -66,14 +67,14 @@ def parse_json_body(raw: bytes, max_batch: int) -> Body:
         if literal:
             return Body([literal.group(1).decode("ascii")], False, False)
         raise ApiError(f"body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-                       f"{USAGE}", code="invalid_json") from None
+                       f"{USAGE}", code=INVALID_JSON) from None
     except UnicodeDecodeError:
-        raise ApiError("body is neither UTF-8 JSON nor a supported image; " + USAGE, code="invalid_json") from None
+        raise ApiError("body is neither UTF-8 JSON nor a supported image; " + USAGE, code=INVALID_JSON) from None
     except RecursionError:
-        raise ApiError("JSON is nested too deeply; " + USAGE, code="invalid_json") from None
+        raise ApiError("JSON is nested too deeply; " + USAGE, code=INVALID_JSON) from None
     except ValueError as exc:  # e.g. an integer of more than 4,300 digits (int() refuses to parse it)
         raise ApiError(f"body has a value JSON parsing refused ({str(exc)[:120]}); {USAGE}",
-                       code="invalid_json") from None
+                       code=INVALID_JSON) from None
     return _from_json(body, max_batch)
 
 
@@ -88,7 +89,7 @@ def _check_structure(raw: bytes, max_batch: int) -> None:
     if raw.count(b"{") > limit or raw.count(b",") > limit or raw.count(b"[") > limit:
         raise ApiError(f"the JSON body is nested too deeply or has far more objects, arrays or items than a "
                        f"request of at most {max_batch} images (VISION_MAX_BATCH) can have; {USAGE}",
-                       code="invalid_json")
+                       code=INVALID_JSON)
 
 
 def _looks_like_image(raw: bytes) -> bool:
@@ -102,7 +103,7 @@ def _multipart() -> Body:
         if data:
             return Body([data], False, _flag(request.form.get("return_input", "false")))
     raise ApiError("multipart body has no (non-empty) file part; upload the image with -F file=@digit.png",
-                   code="invalid_request")
+                   code=INVALID_REQUEST)
 
 
 def _flag(text: str) -> bool:
@@ -111,7 +112,7 @@ def _flag(text: str) -> bool:
         return True
     if value in ("false", "0", "no", ""):
         return False
-    raise ApiError(f"'return_input' must be true or false, got {text[:20]!r}", code="invalid_request")
+    raise ApiError(f"'return_input' must be true or false, got {text[:20]!r}", code=INVALID_REQUEST)
 
 
 def type_name(value) -> str:
@@ -121,35 +122,35 @@ def type_name(value) -> str:
 
 def _from_json(body, max_batch: int) -> Body:
     if not isinstance(body, dict):
-        raise ApiError(f"body must be a JSON object, got {type_name(body)}; {USAGE}", code="invalid_request")
+        raise ApiError(f"body must be a JSON object, got {type_name(body)}; {USAGE}", code=INVALID_REQUEST)
     return_input = body.get("return_input", False)
     if not isinstance(return_input, bool):
         raise ApiError(f"'return_input' must be true or false, got {type_name(return_input)}",
-                       code="invalid_request")
+                       code=INVALID_REQUEST)
     if "instances" in body:
         if "base64" in body:
             raise ApiError("send either 'base64' (one image) or 'instances' (a batch), not both",
-                           code="invalid_request")
+                           code=INVALID_REQUEST)
         instances = body["instances"]
         if not isinstance(instances, list):
             raise ApiError(f"'instances' must be an array of {{\"base64\": ...}} objects, got "
-                           f"{type_name(instances)}", code="invalid_request")
+                           f"{type_name(instances)}", code=INVALID_REQUEST)
         if not instances:
-            raise ApiError("'instances' is empty; send at least one image", code="invalid_request")
+            raise ApiError("'instances' is empty; send at least one image", code=INVALID_REQUEST)
         if len(instances) > max_batch:
             raise ApiError(f"'instances' has {len(instances)} images; the maximum per request is {max_batch} "
-                           "(VISION_MAX_BATCH)", status=413, code="batch_too_large")
+                           "(VISION_MAX_BATCH)", status=413, code=BATCH_TOO_LARGE)
         texts = []
         for i, item in enumerate(instances):
             if not isinstance(item, dict) or not isinstance(item.get("base64"), str):
                 got = type_name(item.get("base64")) if isinstance(item, dict) else type_name(item)
                 raise ApiError(f"instances[{i}] must be an object with a string 'base64' field (got {got})",
-                               code="invalid_request")
+                               code=INVALID_REQUEST)
             texts.append(item["base64"])
         return Body(texts, True, return_input)
     if "base64" not in body:
-        raise ApiError(f"missing field 'base64'; {USAGE}", code="invalid_request")
+        raise ApiError(f"missing field 'base64'; {USAGE}", code=INVALID_REQUEST)
     text = body["base64"]
     if not isinstance(text, str):
-        raise ApiError(f"'base64' must be a string, got {type_name(text)}; {USAGE}", code="invalid_request")
+        raise ApiError(f"'base64' must be a string, got {type_name(text)}; {USAGE}", code=INVALID_REQUEST)
     return Body([text], False, return_input)

@@ -13,6 +13,7 @@ import threading
 import time
 from contextlib import contextmanager
 
+from backend.contract import OVERLOADED
 from backend.errors import ApiError, ImageTooLarge
 
 # Bytes per pixel of Pillow's modes once decoded; preprocessing then holds float32 working copies.
@@ -47,7 +48,7 @@ class MemoryBudget:
                 if left <= 0:
                     self._on_shed()
                     raise ApiError("the server is busy decoding other large images; retry shortly", status=503,
-                                   code="overloaded", headers={"Retry-After": "1"})
+                                   code=OVERLOADED, headers={"Retry-After": "1"})
                 self._cond.wait(left)
             self.used += nbytes
         try:

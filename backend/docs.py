@@ -10,7 +10,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, send_from_directory
 
-from backend.app import get_state, json_response
+from backend.responses import json_response
+from backend.state import get_state
 
 bp = Blueprint("docs", __name__)
 

@@ -2,17 +2,20 @@
 
 Kept free of Flask imports on purpose: ``backend.decoding`` raises these and is also used outside the
 server (evaluation, CLI), where Flask is not installed. ``backend.app`` turns them into the JSON body
-``{"error": {"code": ..., "message": ...}}``.
+``{"error": {"code": ..., "message": ...}}``. The codes and their statuses are defined once, in
+``backend.contract`` (clients read them there).
 """
 
 from __future__ import annotations
+
+from backend.contract import ERROR_CODES, IMAGE_TOO_LARGE, INVALID_BASE64, INVALID_REQUEST, UNSUPPORTED_IMAGE
 
 
 class ApiError(Exception):
     """An error the client can fix (or must be told about) — never logged with a traceback."""
 
-    status = 400
-    code = "bad_request"
+    code = INVALID_REQUEST
+    status = ERROR_CODES[code]
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
                  headers: dict[str, str] | None = None):
@@ -33,41 +36,18 @@ class InputError(ApiError):
 
 
 class InvalidBase64(InputError):
-    status, code = 400, "invalid_base64"
+    code = INVALID_BASE64
+    status = ERROR_CODES[code]
 
 
 class UnsupportedImage(InputError):
-    status, code = 422, "unsupported_image"
+    code = UNSUPPORTED_IMAGE
+    status = ERROR_CODES[code]
 
 
 class ImageTooLarge(InputError):
-    status, code = 413, "image_too_large"
-
-
-# Codes the API can answer with; the OpenAPI document lists them so clients can switch on them.
-ERROR_CODES = {
-    "invalid_json": 400,
-    "invalid_request": 400,
-    "invalid_base64": 400,
-    "unauthorized": 401,
-    "not_found": 404,
-    "model_not_found": 404,
-    "method_not_allowed": 405,
-    "body_too_large": 413,
-    "image_too_large": 413,
-    "batch_too_large": 413,
-    "unsupported_media_type": 415,
-    "request_timeout": 408,
-    "unsupported_image": 422,
-    "headers_too_large": 431,
-    "client_closed_request": 499,
-    "rate_limited": 429,
-    "internal_error": 500,
-    "not_implemented": 501,
-    "not_ready": 503,
-    "overloaded": 503,
-    "deadline_exceeded": 503,
-}
+    code = IMAGE_TOO_LARGE
+    status = ERROR_CODES[code]
 
 
 # Start-up failures (not HTTP errors): here so ``python -m backend`` can report them without

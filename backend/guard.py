@@ -26,9 +26,20 @@ from waitress.parser import HTTPRequestParser
 from waitress.task import ErrorTask
 from waitress.utilities import Error
 
-from backend.app import State, is_open, key_is_valid, presented_key
+from backend.auth import is_open, key_is_valid, presented_key
+from backend.contract import (
+    BODY_TOO_LARGE,
+    HEADERS_TOO_LARGE,
+    INVALID_REQUEST,
+    NOT_IMPLEMENTED,
+    OVERLOADED,
+    RATE_LIMITED,
+    REQUEST_TIMEOUT,
+    UNAUTHORIZED,
+)
 from backend.errors import ApiError
 from backend.logs import REQUEST_ID_HEADER, request_id
+from backend.state import State
 
 access_log = logging.getLogger("backend.access")
 
@@ -36,19 +47,19 @@ access_log = logging.getLogger("backend.access")
 UNSHEDDABLE = frozenset({"/healthz", "/readyz", "/metrics"})
 
 # Waitress's error classes by status → our stable error codes.
-WAITRESS_CODES = {400: "invalid_request", 408: "request_timeout", 413: "body_too_large",
-                  431: "headers_too_large", 501: "not_implemented"}
+WAITRESS_CODES = {400: INVALID_REQUEST, 408: REQUEST_TIMEOUT, 413: BODY_TOO_LARGE, 431: HEADERS_TOO_LARGE,
+                  501: NOT_IMPLEMENTED}
 
 
 class Unauthorized(Error):
     code, reason = 401, "Unauthorized"
-    error_code = "unauthorized"
+    error_code = UNAUTHORIZED
     headers = (("WWW-Authenticate", 'Bearer realm="vision-ai"'),)
 
 
 class TooManyRequests(Error):
     code, reason = 429, "Too Many Requests"
-    error_code = "rate_limited"
+    error_code = RATE_LIMITED
 
     def __init__(self, body, retry_after: str):
         super().__init__(body)
@@ -57,13 +68,13 @@ class TooManyRequests(Error):
 
 class RequestTimeout(Error):
     code, reason = 408, "Request Timeout"
-    error_code = "request_timeout"
+    error_code = REQUEST_TIMEOUT
     headers = ()
 
 
 class Overloaded(Error):
     code, reason = 503, "Service Unavailable"
-    error_code = "overloaded"
+    error_code = OVERLOADED
     headers = (("Retry-After", "1"),)
 
 
@@ -134,7 +145,7 @@ class JsonErrorTask(ErrorTask):
 
     def execute(self):
         e = self.request.error
-        code = getattr(e, "error_code", None) or WAITRESS_CODES.get(e.code, "invalid_request")
+        code = getattr(e, "error_code", None) or WAITRESS_CODES.get(e.code, INVALID_REQUEST)
         message = str(e.body).strip() or e.reason
         if e.code == 413:
             message = f"request body is too large ({message}); send a smaller image"

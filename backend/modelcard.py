@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.contract import PREPROCESSING_MODES
 from backend.errors import ModelLoadError
 
-PREPROCESSING_MODES = ("digit", "frame")  # what backend.preprocessing.preprocess implements
 OUTPUT_KINDS = ("log_softmax", "softmax", "logits")
 NUM_CLASSES = 10
 IMAGE_SIDE = 28

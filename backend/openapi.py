@@ -9,8 +9,22 @@ from __future__ import annotations
 
 from backend import openapi_protocols as protocols
 from backend.config import Config
-from backend.contract import __version__
-from backend.errors import ERROR_CODES
+from backend.contract import (
+    BATCH_TOO_LARGE,
+    BODY_TOO_LARGE,
+    ERROR_CODES,
+    IMAGE_TOO_LARGE,
+    INTERNAL_ERROR,
+    INVALID_JSON,
+    INVALID_REQUEST,
+    METHOD_NOT_ALLOWED,
+    MODEL_NOT_FOUND,
+    NOT_READY,
+    PREPROCESSING_MODES,
+    UNAUTHORIZED,
+    UNSUPPORTED_IMAGE,
+    __version__,
+)
 
 REF = "#/components/schemas/"
 
@@ -90,7 +104,7 @@ def openapi_document(config: Config) -> dict:
                 "test_accuracy": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
                 "input": {"type": "object", "required": ["shape", "preprocessing"],
                           "description": "Input spec from the model card.",
-                          "properties": {"preprocessing": {"enum": ["digit", "frame"]},
+                          "properties": {"preprocessing": {"enum": list(PREPROCESSING_MODES)},
                                          "shape": {"type": "array"}}},
             },
         },
@@ -132,20 +146,20 @@ def openapi_document(config: Config) -> dict:
         "schema": {"type": "string"}}}
     auth = [{"ApiKey": []}, {"Bearer": []}] if config.auth_enabled else []
     common_errors = {
-        "401": _error_response("Missing or wrong API key (only when VISION_API_KEYS is set)", "unauthorized"),
-        "503": _error_response("Models still loading or the server is shutting down", "not_ready"),
-        "500": _error_response("A bug in the server (never caused by bad input)", "internal_error"),
+        "401": _error_response("Missing or wrong API key (only when VISION_API_KEYS is set)", UNAUTHORIZED),
+        "503": _error_response("Models still loading or the server is shutting down", NOT_READY),
+        "500": _error_response("A bug in the server (never caused by bad input)", INTERNAL_ERROR),
     }
     predict_errors = {
         "400": _error_response("Invalid JSON, a missing or wrong-typed field, or undecodable base64",
-                               "invalid_json", "invalid_request", "invalid_base64"),
-        "404": _error_response("Unknown model", "model_not_found"),
-        "405": _error_response("Method other than POST", "method_not_allowed"),
+                               INVALID_JSON, INVALID_REQUEST, "invalid_base64"),
+        "404": _error_response("Unknown model", MODEL_NOT_FOUND),
+        "405": _error_response("Method other than POST", METHOD_NOT_ALLOWED),
         "413": _error_response(f"Body over {config.max_body_bytes} bytes (VISION_MAX_BODY_BYTES), image over "
                                f"{config.max_pixels} pixels (VISION_MAX_PIXELS, checked before decoding) or more "
-                               f"than {config.max_batch} instances", "body_too_large", "image_too_large",
-                               "batch_too_large"),
-        "422": _error_response("The bytes are not a complete image in a supported format", "unsupported_image"),
+                               f"than {config.max_batch} instances", BODY_TOO_LARGE, IMAGE_TOO_LARGE,
+                               BATCH_TOO_LARGE),
+        "422": _error_response("The bytes are not a complete image in a supported format", UNSUPPORTED_IMAGE),
         **common_errors,
     }
 
@@ -184,7 +198,7 @@ def openapi_document(config: Config) -> dict:
         "/v1/models": {"get": get_op("listModels", "Loaded models", "ModelList", common_errors, tags=["models"])},
         "/v1/models/{name}": {"get": get_op(
             "getModel", "One model's card: labels, version, accuracy, input spec", "ModelDetail",
-            {"404": _error_response("Unknown model", "model_not_found"), **common_errors},
+            {"404": _error_response("Unknown model", MODEL_NOT_FOUND), **common_errors},
             tags=["models"], parameters=name_param)},
         "/healthz": {"get": get_op("healthz", "Liveness (the process serves HTTP)", "Health", {}, open_=True,
                                    tags=["operations"])},

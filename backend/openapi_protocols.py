@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from backend.explain import STRIDE, WINDOW
+from backend.occlusion import STRIDE, WINDOW
 
 REF = "#/components/schemas/"
 

@@ -212,7 +212,8 @@ def _main_span(profile: np.ndarray) -> tuple[int, int]:
         return int(idx[0]), int(idx[-1]) + 1
     runs = np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1)
     masses = np.array([profile[r].sum() for r in runs])
-    keep = [r for r, m in zip(runs, masses, strict=True) if m >= SPECK_SHARE * masses.sum()] or [runs[int(masses.argmax())]]
+    keep = ([r for r, m in zip(runs, masses, strict=True) if m >= SPECK_SHARE * masses.sum()]
+            or [runs[int(masses.argmax())]])
     return int(keep[0][0]), int(keep[-1][-1]) + 1
 
 

@@ -24,6 +24,7 @@ from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from backend.contract import RATE_LIMITED
 from backend.errors import ApiError
 
 # Never limited: probes and scrapes come from the kubelet and Prometheus, not from clients.
@@ -73,4 +74,4 @@ class RateLimiter:
         what = "requests with a missing or invalid API key" if auth_failed else "requests"
         raise ApiError(f"too many {what} from this client: the limit is {item} "
                        f"({'VISION_AUTH_FAIL_LIMIT' if auth_failed else 'VISION_RATE_LIMIT'}); retry in {retry} s",
-                       status=429, code="rate_limited", headers={"Retry-After": str(retry)})
+                       status=429, code=RATE_LIMITED, headers={"Retry-After": str(retry)})

@@ -21,9 +21,10 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from backend.api import prepare_image
-from backend.app import get_state, json_response
 from backend.errors import ApiError
 from backend.inference import IMAGE_SIDE, Model
+from backend.responses import json_response
+from backend.state import get_state
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 

@@ -1,0 +1,46 @@
+"""API keys: which paths need one, how a client presents it, and the constant-time check.
+
+Shared by the Flask request lifecycle (``backend.app``) and the Waitress-level guard
+(``backend.guard``, which refuses a keyless request before reading its body), so both decide alike.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+# Probes, metrics and the API description stay reachable without a key (kubelet and Prometheus
+# carry none, and the document reveals nothing a client could not learn from an error).
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json",
+                        # the index and the docs page (the page sends the key itself via "Authorize"),
+                        # and the Open Inference Protocol's health probes
+                        "/", "/docs", "/v2/health/live", "/v2/health/ready"})
+OPEN_PREFIXES = ("/docs/",)  # the docs page's static assets
+
+
+def is_open(path: str) -> bool:
+    """Paths served without an API key."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def presented_key(header) -> str | None:
+    """The key a client sent (``X-API-Key``, else ``Authorization: Bearer``); ``header(name)`` reads
+    one request header, so Flask's request and Waitress's parser share this."""
+    key = header("X-API-Key")
+    if key:
+        return key.strip()
+    scheme, _, token = (header("Authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def key_is_valid(presented: str | None, keys: tuple[bytes, ...]) -> bool:
+    """Constant-time check against every configured key (no early exit that would leak which or how
+    many characters matched)."""
+    if presented is None:
+        return False
+    candidate = presented.encode("utf-8", "surrogateescape")
+    ok = False
+    for key in keys:
+        ok |= hmac.compare_digest(candidate, key)
+    return ok

@@ -1,0 +1,53 @@
+"""Per-app shared state (``app.extensions["vision"]``) and its accessor for the blueprints.
+
+Its own module so the blueprints and the HTTP guard reach the state without importing the app
+factory that registers them (``backend.app`` imports the blueprints, never the reverse).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from flask import current_app
+
+from backend.budget import MemoryBudget
+from backend.config import Config
+from backend.inference import Registry
+from backend.metrics import Metrics
+from backend.ratelimit import RateLimiter
+
+EXTENSION = "vision"  # the key in ``app.extensions``
+
+
+@dataclass
+class State:
+    """Per-app shared state (``app.extensions["vision"]``)."""
+
+    config: Config
+    registry: Registry
+    metrics: Metrics
+    memory: MemoryBudget
+    limiter: RateLimiter
+    draining: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def ready(self) -> bool:
+        return self.registry.ready.is_set() and not self.draining.is_set()
+
+    def load_models(self) -> None:
+        """Load and warm up every model (blocking), then publish them in ``vision_model_info``."""
+        self.registry.load()
+        for name, model in self.registry.models.items():
+            self.metrics.model_info.labels(name, model.card.version).set(1)
+        self.metrics.refresh()
+
+    def start_draining(self) -> None:
+        """Shutdown has begun: /readyz answers 503 from now on."""
+        self.draining.set()
+        self.metrics.refresh()
+
+
+def get_state() -> State:
+    """The state of the app serving the current request."""
+    return current_app.extensions[EXTENSION]
