@@ -11,12 +11,12 @@ import io
 
 import numpy as np
 import pytest
-from devkit.backend_server import test_model_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from backend.preprocessing import DIGIT_BOX, MODES, preprocess, stroke_width
+from devkit.backend_server import test_model_dir
 from visionctl.ml.data import load_split
 
 

@@ -10,16 +10,14 @@ from pathlib import Path
 
 import pytest
 import requests
-from devkit.backend_server import BackendServer, test_model_dir
+from repo import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 HEADERS = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def server():
-    with BackendServer(model_dir=test_model_dir(), env={"VISION_LOG_LEVEL": "WARNING"}) as s:
-        yield s
+def server_env():
+    return {"VISION_LOG_LEVEL": "WARNING"}
 
 
 def bodies() -> list[tuple[str, str]]:

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from devkit.backend_server import ROOT, free_port, test_model_dir
 
 from backend.config import Config
 from backend.cpus import cgroup_quota, cpu_budget, usable_cpus
+from devkit.backend_server import ROOT, free_port, test_model_dir
 
 
 def fake_tree(tmp_path: Path, proc_cgroup: str, files: dict[str, str]) -> tuple[Path, Path]:
@@ -76,7 +76,8 @@ def test_cgroup_v1_unlimited_and_mount_root_fallback(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     assert budget(tmp_path / "a", proc, {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}).count == 16
-    assert budget(tmp_path / "b", proc, {"cpu/cpu.cfs_quota_us": "100000", "cpu/cpu.cfs_period_us": "100000"}).count == 1
+    limited = {"cpu/cpu.cfs_quota_us": "100000", "cpu/cpu.cfs_period_us": "100000"}
+    assert budget(tmp_path / "b", proc, limited).count == 1
 
 
 def test_affinity_below_the_quota_decides(tmp_path):

@@ -4,22 +4,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 import tritonclient.http as triton
-from devkit.backend_server import BackendServer, test_model_dir
+from repo import SAMPLES
 from tritonclient.utils import InferenceServerException
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+from devkit.backend_server import test_model_dir
 
 
 @pytest.fixture(scope="module")
-def server():
-    with BackendServer(model_dir=test_model_dir(), env={"VISION_MAX_BATCH": "16"}) as s:
-        yield s
+def server_env():
+    return {"VISION_MAX_BATCH": "16"}
 
 
 @pytest.fixture(scope="module")
@@ -99,4 +97,5 @@ def test_errors_use_the_protocol_shape(server, client):
         resp = requests.post(server.url + "/v2/models/mnist/infer", data=body)
         assert 400 <= resp.status_code < 500, (body, resp.text)
         assert set(resp.json()) == {"error"} and isinstance(resp.json()["error"], str), resp.text
-    assert requests.get(server.url + "/v2/models/cifar/ready").status_code == 404
+    resp = requests.get(server.url + "/v2/models/cifar/ready")
+    assert resp.status_code == 404 and "unknown model 'cifar'" in resp.json()["error"]

@@ -1,4 +1,7 @@
-"""The HTTP API over real loopback HTTP against ``python -m backend`` (Waitress + ONNX Runtime).
+"""The HTTP API: routes, body parsing and the JSON error matrix in-process (Flask's test client on the
+app factory with the real ONNX models), and what needs the real server — Waitress's limits, chunked
+bodies, stdout access logs, metrics over HTTP, API keys at the HTTP layer — over loopback HTTP
+against ``python -m backend``.
 
 Predictions are checked against an independent computation (ONNX Runtime called directly on the
 preprocessed input), and every error path against the status/code matrix of the contract.
@@ -9,36 +12,33 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import re
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import requests
-from devkit.backend_server import BackendServer, test_model_dir
+from api_errors import assert_error
+from backend_limits import LIMITS_ENV, MAX_BATCH, MAX_BODY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from repo import SAMPLES
 
+from backend.auth import key_is_valid
 from backend.decoding import open_image
-from backend.errors import ERROR_CODES
 from backend.preprocessing import preprocess
+from devkit.backend_server import BackendServer, test_model_dir
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "samples"
-MAX_BODY, MAX_PIXELS, MAX_BATCH = 4_000_000, 1_000_000, 16
 KEYS = ("k" * 20, "another-valid-key-123")
 
 
 @pytest.fixture(scope="module")
-def server():
-    env = {"VISION_MAX_BODY_BYTES": str(MAX_BODY), "VISION_MAX_PIXELS": str(MAX_PIXELS),
-           "VISION_MAX_BATCH": str(MAX_BATCH), "VISION_THREADS": "4"}
-    with BackendServer(model_dir=test_model_dir(), env=env) as s:
-        yield s
+def server_env():
+    return {**LIMITS_ENV, "VISION_THREADS": "4"}
 
 
 @pytest.fixture(scope="module")
@@ -80,31 +80,21 @@ def expected_probabilities(name: str, data: bytes) -> np.ndarray:
     return np.exp(logp) / np.exp(logp).sum()
 
 
-def assert_error(resp: requests.Response, status: int, code: str, fragment: str = "") -> dict:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["Content-Type"].startswith("application/json")
-    body = resp.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
-    assert body["error"]["code"] == code
-    assert ERROR_CODES[code] == status
-    assert fragment.lower() in body["error"]["message"].lower()
-    assert "Traceback" not in resp.text
-    return body
-
-
 def post(http, url, body, **kw):
+    """POST a JSON body (or raw bytes/str) with ``http`` — a requests session and a URL, or Flask's
+    test client and a path: both take the same arguments."""
     return http.post(url, data=body if isinstance(body, (bytes, str)) else json.dumps(body),
                      headers={"Content-Type": "application/json", **kw.pop("headers", {})}, **kw)
 
 
 # --- predictions --------------------------------------------------------------------------------
 
-def test_predict_matches_independent_onnx_computation(server, http):
+def test_predict_matches_independent_onnx_computation(client):
     for i in range(10):
         data = sample("mnist", i)
-        resp = post(http, server.url + "/predict", {"base64": b64(data)})
+        resp = post(client, "/predict", {"base64": b64(data)})
         assert resp.status_code == 200, resp.text
-        body = resp.json()
+        body = resp.json
         expected = expected_probabilities("mnist", data)
         assert body["model"] == "mnist" and body["model_version"] == card("mnist")["version"]
         assert len(body["probabilities"]) == 10
@@ -116,51 +106,51 @@ def test_predict_matches_independent_onnx_computation(server, http):
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
-def test_samples_are_classified_correctly(server, http, dataset):
+def test_samples_are_classified_correctly(client, dataset):
     """The shipped samples (real dataset images) must come out right with the real models."""
     labels = card(dataset)["labels"]
     for i in range(10):
-        resp = post(http, f"{server.url}/v1/models/{dataset}/predict", {"base64": b64(sample(dataset, i))})
+        resp = post(client, f"/v1/models/{dataset}/predict", {"base64": b64(sample(dataset, i))})
         assert resp.status_code == 200
-        assert (resp.json()["class_index"], resp.json()["label"]) == (i, labels[i])
+        assert (resp.json["class_index"], resp.json["label"]) == (i, labels[i])
 
 
-def test_base64_dialects_give_the_same_answer(server, http):
+def test_base64_dialects_give_the_same_answer(client):
     data = sample("mnist", 3)
     plain = b64(data)
     variants = [f"data:image/png;base64,{plain}", "\n".join(plain[i:i + 76] for i in range(0, len(plain), 76)),
                 base64.urlsafe_b64encode(data).decode().rstrip("=")]
-    reference = post(http, server.url + "/predict", {"base64": plain}).json()
+    reference = post(client, "/predict", {"base64": plain}).json
     for text in variants:
-        assert post(http, server.url + "/predict", {"base64": text}).json() == reference
+        assert post(client, "/predict", {"base64": text}).json == reference
 
 
-def test_return_input_is_the_model_input(server, http):
+def test_return_input_is_the_model_input(client):
     data = sample("fashion-mnist", 7)
-    resp = post(http, server.url + "/v1/models/fashion-mnist/predict", {"base64": b64(data), "return_input": True})
+    resp = post(client, "/v1/models/fashion-mnist/predict", {"base64": b64(data), "return_input": True})
     assert resp.status_code == 200
-    img = Image.open(io.BytesIO(base64.b64decode(resp.json()["input_image"])))
+    img = Image.open(io.BytesIO(base64.b64decode(resp.json["input_image"])))
     assert (img.format, img.mode, img.size) == ("PNG", "L", (28, 28))
     expected = np.rint(preprocess(open_image(data, 10**8), "frame") * 255)
     np.testing.assert_array_equal(np.asarray(img), expected)
-    assert "input_image" not in post(http, server.url + "/predict", {"base64": b64(data)}).json()
+    assert "input_image" not in post(client, "/predict", {"base64": b64(data)}).json
 
 
-def test_batch_keeps_order_and_matches_single_predictions(server, http):
+def test_batch_keeps_order_and_matches_single_predictions(client):
     images = [sample("fashion-mnist", i) for i in (9, 0, 5, 1)]
-    resp = post(http, server.url + "/v1/models/fashion-mnist/predict",
+    resp = post(client, "/v1/models/fashion-mnist/predict",
                 {"instances": [{"base64": b64(d)} for d in images], "return_input": True})
     assert resp.status_code == 200
-    body = resp.json()
+    body = resp.json
     assert set(body) == {"model", "model_version", "predictions"}
     assert len(body["predictions"]) == 4
     for data, pred in zip(images, body["predictions"], strict=True):
-        single = post(http, server.url + "/v1/models/fashion-mnist/predict", {"base64": b64(data)}).json()
+        single = post(client, "/v1/models/fashion-mnist/predict", {"base64": b64(data)}).json
         np.testing.assert_allclose(pred["probabilities"], single["probabilities"], atol=1e-6)
         assert pred["label"] == single["label"] and "input_image" in pred
     # /predict is the mnist model and takes batches too
-    resp = post(http, server.url + "/predict", {"instances": [{"base64": b64(sample("mnist", 4))}] * MAX_BATCH})
-    assert resp.status_code == 200 and len(resp.json()["predictions"]) == MAX_BATCH
+    resp = post(client, "/predict", {"instances": [{"base64": b64(sample("mnist", 4))}] * MAX_BATCH})
+    assert resp.status_code == 200 and len(resp.json["predictions"]) == MAX_BATCH
 
 
 def _png_declaring(width: int, height: int) -> bytes:
@@ -208,12 +198,12 @@ def _real_world_cases() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("kind, fmt", _real_world_cases())
-def test_real_world_images_never_fail(server, http, kind, fmt):
+def test_real_world_images_never_fail(client, kind, fmt):
     data = encode(REAL_WORLD[kind](), fmt)
     for model in ("mnist", "fashion-mnist"):
-        resp = post(http, f"{server.url}/v1/models/{model}/predict", {"base64": b64(data)})
+        resp = post(client, f"/v1/models/{model}/predict", {"base64": b64(data)})
         assert resp.status_code == 200, resp.text
-        assert sum(resp.json()["probabilities"]) == pytest.approx(1.0)
+        assert sum(resp.json["probabilities"]) == pytest.approx(1.0)
 
 
 # --- the error matrix ------------------------------------------------------------------------------
@@ -222,7 +212,8 @@ PNG = sample("mnist", 1)
 ERROR_CASES = [
     # (id, method, path, body, content-type, status, code, message fragment)
     # the literal unquoted form is accepted; this value is just a PNG signature, not a whole image
-    ("unquoted-base64", "POST", "/predict", b'{"base64": iVBORw0KGgo}', "application/json", 422, "unsupported_image", ""),
+    ("unquoted-base64", "POST", "/predict", b'{"base64": iVBORw0KGgo}', "application/json", 422,
+     "unsupported_image", ""),
     ("trailing-comma", "POST", "/predict", b'{"base64": "abc",}', "application/json", 400, "invalid_json", "line 1"),
     ("empty-body", "POST", "/predict", b"", "application/json", 400, "invalid_json", "empty"),
     ("not-utf8", "POST", "/predict", b'{"base64": "\xff\xfe"}', "application/json", 400, "invalid_json", ""),
@@ -265,7 +256,8 @@ ERROR_CASES = [
     ("unquoted-extra-key", "POST", "/predict", b'{"base64": iVBOR, "x": 1}', None, 400, "invalid_json", ""),
     ("empty-raw-image", "POST", "/predict", b"", "image/png", 400, "invalid_request", "empty"),
     ("raw-not-an-image", "POST", "/predict", b"hello", "application/octet-stream", 422, "unsupported_image", ""),
-    ("multipart-without-file", "POST", "/predict", b"--b\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n--b--\r\n",
+    ("multipart-without-file", "POST", "/predict",
+     b"--b\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n--b--\r\n",
      "multipart/form-data; boundary=b", 400, "invalid_request", "file part"),
     ("unknown-model", "POST", "/v1/models/cifar/predict", b"{}", "application/json", 404, "model_not_found", "cifar"),
     ("unknown-model-card", "GET", "/v1/models/cifar", None, None, 404, "model_not_found", "available"),
@@ -276,17 +268,18 @@ ERROR_CASES = [
 ]
 
 
+ALLOWED = {"get-predict": {"POST"}, "delete-models": {"GET"}, "put-named-predict": {"POST"}}
+
+
 @pytest.mark.parametrize("case", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
-def test_error_matrix(server, http, case):
-    _, method, path, body, ctype, status, code, fragment = case
-    headers = {"Content-Type": ctype} if ctype else {}
-    req = requests.Request(method, server.url + path, data=body, headers=headers).prepare()
-    if ctype is None:
-        req.headers.pop("Content-Type", None)
-    resp = http.send(req)
+def test_error_matrix(client, caplog, case):
+    """Every bad request is the documented JSON error, decided in Flask, and never logged as a bug."""
+    name, method, path, body, ctype, status, code, fragment = case
+    resp = client.open(path, method=method, data=body, headers={"Content-Type": ctype} if ctype else {})
     assert_error(resp, status, code, fragment)
     if status == 405:
-        assert resp.headers["Allow"]
+        assert set(resp.headers["Allow"].split(", ")) - {"HEAD", "OPTIONS"} == ALLOWED[name]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_body_far_over_limit_is_refused_before_reading(server):
@@ -299,32 +292,26 @@ def test_body_far_over_limit_is_refused_before_reading(server):
         assert sock.recv(4096).startswith(b"HTTP/1.1 413")
 
 
-def test_server_survives_the_matrix(server, http):
-    assert http.get(server.url + "/healthz").status_code == 200
-    assert post(http, server.url + "/predict", {"base64": b64(PNG)}).status_code == 200
-    assert "Traceback" not in server.logs() and '"level": "ERROR"' not in server.logs()
-
-
 # --- models, probes --------------------------------------------------------------------------------
 
-def test_models_endpoints(server, http):
-    listed = http.get(server.url + "/v1/models").json()["models"]
+def test_models_endpoints(client):
+    listed = client.get("/v1/models").json["models"]
     assert [m["name"] for m in listed] == ["mnist", "fashion-mnist"]
     for m in listed:
         c = card(m["name"])
         assert m["labels"] == c["labels"] and m["version"] == c["version"]
         assert m["test_accuracy"] == c["metrics"]["test_accuracy"]
         assert m["input"]["preprocessing"] == c["input"]["preprocessing"]
-    detail = http.get(server.url + "/v1/models/fashion-mnist").json()
+    detail = client.get("/v1/models/fashion-mnist").json
     assert detail["per_class_accuracy"] == card("fashion-mnist")["metrics"]["per_class_accuracy"]
     assert detail["normalization"] == card("fashion-mnist")["normalization"]
 
 
-def test_probes(server, http):
-    assert http.get(server.url + "/healthz").json() == {"status": "ok"}
-    ready = http.get(server.url + "/readyz")
+def test_probes(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["models"] == {n: card(n)["version"] for n in ("mnist", "fashion-mnist")}
+    assert ready.json["models"] == {n: card(n)["version"] for n in ("mnist", "fashion-mnist")}
 
 
 # --- request ids, logs, metrics --------------------------------------------------------------------
@@ -413,10 +400,10 @@ def test_api_keys(auth_server, http):
     assert_error(post(http, url, body, headers={"X-API-Key": KEYS[0][:-1]}), 401, "unauthorized")
     assert_error(post(http, url, body, headers={"Authorization": f"Basic {KEYS[0]}"}), 401, "unauthorized")
     assert_error(http.get(auth_server.url + "/v1/models"), 401, "unauthorized")
-    assert post(http, url, body, headers={"X-API-Key": KEYS[0]}).status_code == 200
-    assert post(http, url, body, headers={"X-API-Key": KEYS[1]}).status_code == 200
-    assert post(http, url, body, headers={"Authorization": f"Bearer {KEYS[1]}"}).status_code == 200
-    assert post(http, url, body, headers={"Authorization": f"bearer {KEYS[0]}"}).status_code == 200
+    for headers in ({"X-API-Key": KEYS[0]}, {"X-API-Key": KEYS[1]}, {"Authorization": f"Bearer {KEYS[1]}"},
+                    {"Authorization": f"bearer {KEYS[0]}"}):
+        resp = post(http, url, body, headers=headers)
+        assert resp.status_code == 200 and resp.json()["label"] == "1", (headers, resp.text)
     for open_path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
         assert http.get(auth_server.url + open_path).status_code == 200
     doc = http.get(auth_server.url + "/openapi.json").json()
@@ -427,9 +414,17 @@ def test_api_keys(auth_server, http):
     assert KEYS[0] not in auth_server.logs()  # keys are never logged
 
 
-def test_key_check_is_exact():
-    from backend.app import key_is_valid
+def test_flask_checks_keys_too(make_app):
+    """Behind another WSGI server (no Waitress guard), the app itself refuses a request without a key."""
+    client = make_app(api_keys=KEYS, models=("mnist",)).test_client()
+    resp = post(client, "/predict", {"base64": b64(PNG)})
+    assert_error(resp, 401, "unauthorized", "X-API-Key")
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert post(client, "/predict", {"base64": b64(PNG)}, headers={"X-API-Key": KEYS[1]}).json["label"] == "1"
+    assert client.get("/healthz").status_code == 200
 
+
+def test_key_check_is_exact():
     keys = tuple(k.encode() for k in KEYS)
     assert key_is_valid(KEYS[0], keys) and key_is_valid(KEYS[1], keys)
     for wrong in (None, "", KEYS[0].upper(), KEYS[0] + " ", KEYS[1][1:], "ü" * 20):
@@ -438,7 +433,7 @@ def test_key_check_is_exact():
 
 # --- bounded fuzz over HTTP: the full pipeline never answers 500 ---------------------------------
 
-def test_fuzzed_bodies_never_500(server, http):
+def test_fuzzed_bodies_never_500(client):
     import random
 
     rng = random.Random(1234)
@@ -450,7 +445,7 @@ def test_fuzzed_bodies_never_500(server, http):
             data = data[: rng.randrange(len(data))]
         for _ in range(rng.randint(0, 6)):
             data[rng.randrange(len(data) or 1)] = rng.randrange(256) if data else 0
-        resp = post(http, server.url + "/predict", {"base64": b64(bytes(data))})
+        resp = post(client, "/predict", {"base64": b64(bytes(data))})
         assert resp.status_code in (200, 400, 413, 422), resp.text
         seen.add(resp.status_code)
     assert {200, 422} <= seen
@@ -500,12 +495,19 @@ _bodies = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=_bodies)
-def test_any_json_body_gets_a_documented_answer(server, http, body):
-    resp = post(http, server.url + "/v1/models/mnist/predict", body)
+def test_any_json_body_gets_a_documented_answer(client, body):
+    resp = post(client, "/v1/models/mnist/predict", body)
     assert resp.status_code in (200, 400, 413, 422), resp.text
     if resp.status_code == 200:
-        got = resp.json()
+        got = resp.json
         assert got["model"] == "mnist"
         assert "predictions" in got or len(got["probabilities"]) == 10
     else:
-        assert_error(resp, resp.status_code, resp.json()["error"]["code"])
+        assert_error(resp, resp.status_code, resp.json["error"]["code"])
+
+
+def test_server_survives_bad_requests(server, http):
+    """After this module's malformed, oversized and chunked requests: still serving, nothing logged as a bug."""
+    assert http.get(server.url + "/healthz").json() == {"status": "ok"}
+    assert post(http, server.url + "/predict", {"base64": b64(PNG)}).json()["label"] == "1"
+    assert "Traceback" not in server.logs() and '"level": "ERROR"' not in server.logs()

@@ -1,9 +1,11 @@
-"""Process lifecycle: env validation, start-up failures, readiness, graceful SIGTERM drain."""
+"""Process lifecycle: env validation, start-up failures, readiness, graceful SIGTERM drain, workers.
+
+Real ``python -m backend`` processes, except where the behaviour is the app's alone (readiness
+while models load, the catch-all 500): those use the app factory in-process."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import signal
@@ -16,15 +18,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from devkit.backend_server import BackendServer, free_port, test_model_dir
-from waitress import wasyncore
-from waitress.server import create_server
+from api_errors import assert_error
+from repo import ROOT, SAMPLES
 
-from backend.app import create_app
 from backend.config import Config, ConfigError
+from devkit.backend_server import BackendServer, free_port, test_model_dir
 
-ROOT = Path(__file__).resolve().parent.parent
-PNG = (ROOT / "samples" / "mnist" / "8-8.png").read_bytes()
+PNG = (SAMPLES / "mnist" / "8-8.png").read_bytes()
 BODY = json.dumps({"base64": base64.b64encode(PNG).decode()})
 
 
@@ -125,52 +125,36 @@ def test_busy_port_exits_1(workers):
     assert proc.returncode == 1 and "cannot listen on 127.0.0.1" in proc.stderr
 
 
-# --- readiness: 503 until every model is loaded and warm (real Waitress, in-process) ----------
+# --- readiness: 503 until every model is loaded and warm (the app, in-process) -------------------
 
-@contextlib.contextmanager
-def in_process_waitress(app, port: int):
-    """Serve ``app`` on 127.0.0.1:port from a thread; stopped from inside its own event loop."""
-    server = create_server(app, host="127.0.0.1", port=port, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map, ignore_all=True))
-        thread.join(5)
-        server.task_dispatcher.shutdown()
-
-
-def test_not_ready_until_models_loaded():
-    config = Config(host="127.0.0.1", port=free_port(), model_dir=test_model_dir(), threads=2)
-    app = create_app(config)
-    with in_process_waitress(app, config.port) as url:
-        assert requests.get(url + "/healthz").status_code == 200
-        for resp in (requests.get(url + "/readyz"), requests.get(url + "/v1/models"),
-                     requests.post(url + "/predict", data=BODY, headers={"Content-Type": "application/json"})):
-            assert resp.status_code == 503 and resp.json()["error"]["code"] == "not_ready"
-        assert "vision_ready 0.0" in requests.get(url + "/metrics").text
-        app.extensions["vision"].load_models()
-        assert requests.get(url + "/readyz").status_code == 200
-        assert requests.post(url + "/predict", data=BODY, headers={"Content-Type": "application/json"}).ok
-        assert "vision_ready 1.0" in requests.get(url + "/metrics").text
+def test_not_ready_until_models_loaded(make_app):
+    app = make_app(load=False)
+    client = app.test_client()
+    assert client.get("/healthz").json == {"status": "ok"}
+    assert_error(client.get("/readyz"), 503, "not_ready", "loading")
+    for resp in (client.get("/v1/models"), client.post("/predict", data=BODY, content_type="application/json")):
+        assert_error(resp, 503, "not_ready", "loading")
+        assert resp.headers["Retry-After"] == "1"
+    assert "vision_ready 0.0" in client.get("/metrics").text
+    app.extensions["vision"].load_models()
+    assert client.get("/readyz").status_code == 200
+    assert client.post("/predict", data=BODY, content_type="application/json").json["label"] == "8"
+    assert "vision_ready 1.0" in client.get("/metrics").text
 
 
-def test_a_genuine_bug_gives_json_500_and_a_logged_traceback(caplog):
+def test_a_genuine_bug_gives_json_500_and_a_logged_traceback(make_app, caplog):
     """The catch-all: an exception in a view (here a route added only for this test) is a 500 with
     the request id, never a stack trace to the client; the traceback goes to the log."""
-    config = Config(host="127.0.0.1", port=free_port(), model_dir=test_model_dir(), threads=1)
-    app = create_app(config)
+    app = make_app(load=False)
 
     def broken():
         raise ZeroDivisionError("bug")
 
     app.add_url_rule("/boom", view_func=broken)
-    with in_process_waitress(app, config.port) as url:
-        resp = requests.get(url + "/boom", headers={"X-Request-ID": "bug-1"})
+    resp = app.test_client().get("/boom", headers={"X-Request-ID": "bug-1"})
     assert resp.status_code == 500
-    assert resp.json() == {"error": {"code": "internal_error", "message": "internal error (request id bug-1)"}}
-    assert "ZeroDivisionError" not in resp.text
+    assert resp.json == {"error": {"code": "internal_error", "message": "internal error (request id bug-1)"}}
+    assert "ZeroDivisionError" not in resp.text and resp.headers["X-Request-ID"] == "bug-1"
     record = next(r for r in caplog.records if r.name == "backend.app")
     assert record.exc_info and record.fields["request_id"] == "bug-1"
 

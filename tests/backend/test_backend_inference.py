@@ -8,9 +8,9 @@ import threading
 
 import numpy as np
 import pytest
-from devkit.backend_server import test_model_dir
 
 from backend.inference import Batcher, ModelLoadError, Registry, load_model
+from devkit.backend_server import test_model_dir
 
 
 @pytest.fixture(scope="module")

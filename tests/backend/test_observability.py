@@ -18,8 +18,9 @@ import time
 
 import pytest
 import yaml
-from devkit.backend_server import BackendServer, free_port
 from helm_render import CHART, ROOT, helm, kubernetes_versions, load_docs, validate_objects
+
+from devkit.backend_server import BackendServer, free_port
 from devkit.prometheus_server import PrometheusServer, mixed_traffic, require_prometheus
 
 RULES = CHART / "files" / "vision-ai.rules.yml"

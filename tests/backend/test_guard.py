@@ -12,10 +12,12 @@ import urllib.error
 import urllib.request
 
 import pytest
+from repo import SAMPLES
+
 from devkit.backend_server import BackendServer
 
 KEY = "k" * 32
-PNG = (__import__("pathlib").Path(__file__).resolve().parent.parent / "samples" / "mnist" / "7-7.png").read_bytes()
+PNG = (SAMPLES / "mnist" / "7-7.png").read_bytes()
 
 
 def raw(server: BackendServer, data: bytes, timeout: float = 5.0) -> tuple[int, dict, dict | None]:
@@ -63,9 +65,8 @@ def metrics(server: BackendServer) -> str:
 
 
 @pytest.fixture(scope="module")
-def server():
-    with BackendServer(env={"VISION_READ_TIMEOUT": "1", "VISION_IDLE_TIMEOUT": "2"}) as srv:
-        yield srv
+def server_env():
+    return {"VISION_READ_TIMEOUT": "1", "VISION_IDLE_TIMEOUT": "2"}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,88 @@
+"""The backend's internal layering: pyproject.toml's backend contracts hold and catch a cycle, the
+shared contract stays stdlib-only, and every error code the backend spells is one it defines."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from repo import ROOT
+
+from backend.contract import ERROR_CODES
+
+LINT = Path(sys.executable).with_name("lint-imports")
+PACKAGES = ("devkit", "visionctl", "frontend", "vision_client", "backend")
+LAYERS = "backend layers: server > app > blueprints > openapi > plumbing > errors > contract"
+ACYCLIC = "backend modules import each other without cycles"
+
+
+def lint(cwd: Path) -> subprocess.CompletedProcess:
+    # Wide enough that import-linter's wrapped contract names stay on one line.
+    return subprocess.run([str(LINT)], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin", "COLUMNS": "200"})
+
+
+def test_backend_contracts_are_kept():
+    proc = lint(ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{LAYERS} KEPT" in proc.stdout and f"{ACYCLIC} KEPT" in proc.stdout
+
+
+@pytest.mark.parametrize("module, violation, broken, reported", [
+    # the cycle this layering replaced: a blueprint reaching back into the factory that registers it
+    ("backend/api.py", "from backend.app import create_app", {LAYERS, ACYCLIC}, "backend.api -> backend.app"),
+    ("backend/state.py", "from backend import api", {LAYERS, ACYCLIC}, "backend.state -> backend.api"),
+    ("backend/contract.py", "from backend import errors", {LAYERS, ACYCLIC}, "backend.contract -> backend.errors"),
+    # the Flask app knows nothing of the Waitress layer that guards it (no cycle, but upside down)
+    ("backend/app.py", "from backend import guard", {LAYERS}, "backend.app -> backend.guard"),
+])
+def test_a_wrong_way_import_inside_the_backend_breaks_the_build(tmp_path, module, violation, broken, reported):
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / module
+    target.write_text(target.read_text() + f"\n{violation}  # the violation\n")
+    proc = lint(tmp_path)
+    assert proc.returncode != 0, proc.stdout
+    for name in (LAYERS, ACYCLIC):
+        assert f"{name} {'BROKEN' if name in broken else 'KEPT'}" in proc.stdout, proc.stdout
+    assert reported in proc.stdout or reported.replace("backend.", ".", 2) in proc.stdout, proc.stdout
+
+
+def test_the_contract_imports_only_the_standard_library():
+    """The frontend image copies backend/contract.py alone: it must import nothing else."""
+    tree = ast.parse((ROOT / "backend" / "contract.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    assert not {m for m in imported if m not in sys.stdlib_module_names and m != "__future__"}
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level]  # no relative imports
+
+
+def spelled_error_codes() -> dict[str, set[str]]:
+    """String literals the backend uses as an error code — ``code="..."`` arguments and ``code`` /
+    ``error_code`` class attributes — by module."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "backend").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            values = []
+            if isinstance(node, ast.keyword) and node.arg == "code":
+                values.append(node.value)
+            elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in ("code", "error_code")
+                                                      for t in node.targets):
+                values.append(node.value)
+            for value in values:
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    found.setdefault(path.name, set()).add(value.value)
+    return found
+
+
+def test_every_error_code_the_backend_spells_is_a_contract_code():
+    unknown = {module: codes - set(ERROR_CODES) for module, codes in spelled_error_codes().items()
+               if codes - set(ERROR_CODES)}
+    assert unknown == {}, f"error codes not in backend.contract.ERROR_CODES: {unknown}"
