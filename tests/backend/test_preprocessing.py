@@ -11,11 +11,11 @@ import io
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from backend.preprocessing import DIGIT_BOX, MODES, preprocess, stroke_width
+from backend.preprocessing import DIGIT_BOX, MIN_CONTRAST, MODES, _thumbnail, preprocess, stroke_width
 from devkit.backend_server import test_model_dir
 from visionctl.ml.data import load_split
 
@@ -130,6 +130,10 @@ def test_polarity_never_matters(size, points, width, ink, contrast, mode):
     img = Image.new("L", size, bg)
     ImageDraw.Draw(img).line([(x * size[0], y * size[1]) for x, y in points], fill=ink, width=width)
     inverted = Image.fromarray(255 - np.asarray(img))
+    # A faint thin line is shrunk into the levels thumbnail; when what is left of it sits within
+    # rounding of the blank-image threshold, one polarity can round to "blank" and the other not.
+    thumb = np.asarray(_thumbnail(img), np.float32) / 255
+    assume(abs(abs(thumb.max() - thumb.min()) - MIN_CONTRAST) > 2 / 255)
     np.testing.assert_allclose(preprocess(inverted, mode), preprocess(img, mode), atol=2 / 255)
 
 
