@@ -20,7 +20,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from backend.contract import __version__
+from backend.contract import DIGIT, __version__
 from frontend.config import Settings, load_settings
 from vision_client import ApiError, ApiUnavailable, ClientError, VisionClient
 
@@ -265,7 +265,7 @@ def _sidebar(settings: Settings, state: str, model: dict | None) -> None:
             preprocessing = (model.get("input") or {}).get("preprocessing")
             if preprocessing:
                 st.caption(f"Preprocessing: {preprocessing} "
-                           + ("(crop to ink, centre by mass)" if preprocessing == "digit"
+                           + ("(crop to ink, centre by mass)" if preprocessing == DIGIT
                               else "(whole frame)"))
             st.caption("Classes: " + ", ".join(model["labels"]))
         st.divider()

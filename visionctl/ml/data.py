@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.contract import DIGIT, FRAME
+
 DATA_DIR_ENV = "VISION_DATA_DIR"
 
 
@@ -45,7 +47,7 @@ DATASETS: dict[str, DatasetSpec] = {
         name="mnist",
         torchvision_class="MNIST",
         labels=tuple(str(i) for i in range(10)),
-        preprocessing="digit",
+        preprocessing=DIGIT,
         sha256={
             "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
             "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -58,7 +60,7 @@ DATASETS: dict[str, DatasetSpec] = {
         torchvision_class="FashionMNIST",
         labels=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        preprocessing="frame",
+        preprocessing=FRAME,
         sha256={
             "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
             "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
