@@ -70,9 +70,9 @@ def open_image(data: bytes, max_pixels: int, reserve=None) -> Image.Image:
     """Decode ``data`` into a loaded PIL image: first frame, EXIF orientation applied.
 
     ``reserve(size, mode)``, if given, is called with the size to be decoded before decoding (see
-    ``backend.budget``). Raises :class:`ImageTooLarge` (413) when width × height exceeds ``max_pixels`` — checked from the
-    header before decoding — and :class:`UnsupportedImage` (422) for anything that is not a complete
-    PNG/JPEG/WebP/BMP/GIF/TIFF image.
+    ``backend.budget``). Raises :class:`ImageTooLarge` (413) when width × height exceeds
+    ``max_pixels`` — checked from the header before decoding — and :class:`UnsupportedImage` (422)
+    for anything that is not a complete PNG/JPEG/WebP/BMP/GIF/TIFF image.
     """
     if not data:
         raise UnsupportedImage("the image is empty (0 bytes)")

@@ -55,6 +55,9 @@ export VISION_REQUIRE_PROMETHEUS=${VISION_REQUIRE_PROMETHEUS:-1}
 log "import contracts (lint-imports, pyproject.toml)"
 "$VENV/bin/lint-imports"
 
+log "lint (ruff, pyproject.toml)"
+"$VENV/bin/ruff" check .
+
 log "pytest"
 set +e
 "$VENV/bin/python" -m pytest "$@"
