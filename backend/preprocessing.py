@@ -51,6 +51,13 @@ _ZEROS = np.zeros((SIZE, SIZE), np.float32)
 _ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
 
 
+def _pixels(img: Image.Image, dtype=np.uint8) -> np.ndarray:
+    """An ``L`` image as a (height, width) array: ``np.asarray(img, dtype)`` without its detour
+    through ``__array_interface__`` (~1 µs for uint8, ~3 µs for float32, several times per image)."""
+    a = np.frombuffer(img.tobytes(), np.uint8).reshape(img.height, img.width)
+    return a if dtype is np.uint8 else a.astype(dtype)
+
+
 def preprocess(img: Image.Image, mode: str) -> np.ndarray:
     """Return float32 (28, 28) in [0, 1], light object on black, ready for ``(x - mean) / std``.
 
@@ -119,8 +126,8 @@ def to_grayscale(img: Image.Image) -> Image.Image | None:
         return None
     if lo == 255:
         return lum
-    small_l = np.asarray(_thumbnail(lum), np.float32)
-    small_a = np.asarray(_thumbnail(alpha), np.float32)
+    small_l = _pixels(_thumbnail(lum), np.float32)
+    small_a = _pixels(_thumbnail(alpha), np.float32)
     visible_mean = float((small_l * small_a).sum() / max(small_a.sum(), 1.0))
     backdrop = Image.new("L", img.size, 255 if visible_mean < 128 else 0)
     return Image.composite(lum, backdrop, alpha)
@@ -155,7 +162,7 @@ def estimate_levels(gray: Image.Image, noise_sigmas: float = NOISE_SIGMAS["digit
     sigmas (median absolute deviation of the ring) above the background so paper grain and sensor
     noise map to exactly 0.
     """
-    a = np.asarray(_thumbnail(gray), np.float32) * (1.0 / 255.0)
+    a = _pixels(_thumbnail(gray), np.float32) * (1.0 / 255.0)
     ring = _border(a)
     flat = ring.min() == ring.max()  # clean digital background (MNIST, canvases): no medians needed
     bg = float(ring[0]) if flat else float(np.median(ring))
@@ -242,7 +249,7 @@ def ink_box(ink: Image.Image, threshold: float) -> tuple[int, int, int, int] | N
     factor = -(-max(ink.size) // (2 * STATS_SIDE))
     small = ink.reduce(factor) if factor > 1 else ink
     # Box-averaging dims thin strokes by up to 1/factor: lower the cut to match.
-    mask = np.asarray(small) > threshold * 255 / factor
+    mask = _pixels(small) > threshold * 255 / factor
     if not mask.any():
         return None
     top, bottom = _main_span(mask.sum(axis=1))
@@ -281,7 +288,7 @@ def _resize_long(img: Image.Image, side: int, resample: int = Image.LANCZOS) -> 
 def _unit_peak(img: Image.Image) -> np.ndarray:
     """float32 array rescaled so the brightest pixel is 1: shrinking dims thin strokes, and almost
     every MNIST/Fashion-MNIST image peaks at 1."""
-    a = np.asarray(img, np.float32)
+    a = _pixels(img, np.float32)
     peak = float(a.max())
     return a * (1.0 / peak) if peak > 0 else a
 
@@ -309,7 +316,7 @@ def normalise_stroke(crop: Image.Image) -> Image.Image:
     peak = glyph.getextrema()[1]
     if 0 < peak < 255:  # shrinking dims hair-thin strokes below the mask threshold: restretch
         glyph = glyph.point(_stretch_lut(peak))
-    width = stroke_width(np.asarray(glyph)) / STROKE_SCALE
+    width = stroke_width(_pixels(glyph)) / STROKE_SCALE
     if 0 < width < STROKE_MIN:
         r = min(4, round((STROKE_MIN - width) * STROKE_SCALE / 2))
         return glyph.filter(ImageFilter.MaxFilter(2 * r + 1)) if r else crop
