@@ -83,3 +83,20 @@ def test_cached_children_are_the_labelled_children():
     child.inc()
     assert metrics.registry.get_sample_value(
         "vision_http_requests_total", {"method": "POST", "route": "/predict", "model": "mnist", "status": "200"}) == 1.0
+
+
+def test_hot_path_benchmark_short_mode(tmp_path):
+    """benchmarks/hot_path.py --short runs end to end and writes what the README says (no speed asserted)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "hot_path.json"
+    proc = subprocess.run([sys.executable, "benchmarks/hot_path.py", "--short", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert [r["path"] for r in results["inproc"]] == ["/predict", "/healthz"]
+    assert all(r["cpu_us_per_request"] > 0 for r in results["inproc"])
+    assert [r["path"] for r in results["http"]] == ["/predict", "/healthz"]
+    assert all(r["errors"] == 0 and r["server_cpu_us_per_request"] > 0 for r in results["http"])
