@@ -140,7 +140,7 @@ def prepared_inputs(name: str) -> tuple[Model, Body, np.ndarray]:
             if body.is_batch:  # say which image is wrong
                 raise ApiError(f"instances[{i}]: {exc.message}", status=exc.status, code=exc.code) from None
             raise
-        state.metrics.preprocessing.labels(name).observe(time.perf_counter() - start)
+        state.metrics.preprocessing_by[(name,)].observe(time.perf_counter() - start)
     return model, body, np.stack(images)
 
 
@@ -169,14 +169,14 @@ def _predict(name: str):
     metrics = state.metrics
     start = time.perf_counter()
     probs = model.predict(batch)
-    metrics.inference.labels(name).observe(time.perf_counter() - start)
-    metrics.batch_size.labels(name).observe(len(images))
+    metrics.inference_by[(name,)].observe(time.perf_counter() - start)
+    metrics.batch_size_by[(name,)].observe(len(images))
 
     labels = model.card.labels
     predictions = []
     for image, row in zip(images, probs, strict=True):
         index = int(row.argmax())
-        metrics.predictions.labels(name, labels[index]).inc()
+        metrics.predictions_by[(name, labels[index])].inc()
         item = {"label": labels[index], "class_index": index, "confidence": float(row[index]),
                 "probabilities": row.tolist()}
         if return_input:

@@ -74,44 +74,53 @@ def _install_lifecycle(app: Flask, state: State) -> None:
     metrics = state.metrics
     keys = tuple(k.encode() for k in state.config.api_keys)
 
+    # Without keys and without a request limit, who the client is does not matter: skip working it
+    # out (the limiter would return at once anyway). The auth-failure limit needs keys to apply.
+    identify = bool(keys) or state.limiter.rate is not None
+
     @app.before_request
     def start_request():
         g.start = time.perf_counter()
-        g.request_id = request_id(request.headers.get(REQUEST_ID_HEADER))
+        req = request._get_current_object()  # one context lookup instead of one per attribute
+        g.request_id = request_id(req.headers.get(REQUEST_ID_HEADER))
         g.model = ""
         metrics.in_flight.inc()
         g.in_flight = True
+        if not identify:
+            return
         limiter = state.limiter
-        client = limiter.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"))
-        presented = presented_key(request.headers.get)
-        if keys and not is_open(request.path) and not key_is_valid(presented, keys):
-            limiter.check(client, request.path, auth_failed=True)
+        client = limiter.client_address(req.remote_addr, req.headers.get("X-Forwarded-For"))
+        presented = presented_key(req.headers.get)
+        if keys and not is_open(req.path) and not key_is_valid(presented, keys):
+            limiter.check(client, req.path, auth_failed=True)
             raise ApiError("missing or invalid API key: send it as 'X-API-Key: <key>' or "
                            "'Authorization: Bearer <key>'", status=401, code="unauthorized",
                            headers={"WWW-Authenticate": 'Bearer realm="vision-ai"'})
         # A valid key identifies its consumer (its hash, never the key, is the limiter's identity).
         limiter.check(hashlib.sha256(presented.encode()).hexdigest()[:16] if keys and presented else client,
-                      request.path)
+                      req.path)
 
     @app.after_request
     def finish_request(response: Response) -> Response:
+        req = request._get_current_object()
         rid = g.get("request_id") or request_id(None)
         response.headers[REQUEST_ID_HEADER] = rid
         start = g.get("start")
         duration = time.perf_counter() - start if start is not None else 0.0
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        route = req.url_rule.rule if req.url_rule is not None else "unmatched"
         model = g.get("model", "")
-        metrics.requests.labels(metrics.method_label(request.method), route, model, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(duration)
-        if request.method == "POST":
-            metrics.request_size.labels(route).observe(request.content_length or 0)
+        method = req.method
+        metrics.requests_by[(metrics.method_label(method), route, model, str(response.status_code))].inc()
+        metrics.latency_by[(route,)].observe(duration)
+        if method == "POST":
+            metrics.request_size_by[(route,)].observe(req.content_length or 0)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("request", extra={"fields": {
-                "request_id": rid, "method": request.method, "path": request.path, "route": route,
+                "request_id": rid, "method": method, "path": req.path, "route": route,
                 "model": model or None, "status": response.status_code,
-                "duration_ms": round(duration * 1000, 3), "bytes_in": request.content_length or 0,
-                "bytes_out": response.calculate_content_length(), "remote_addr": request.remote_addr,
-                "user_agent": request.user_agent.string or None}})
+                "duration_ms": round(duration * 1000, 3), "bytes_in": req.content_length or 0,
+                "bytes_out": response.calculate_content_length(), "remote_addr": req.remote_addr,
+                "user_agent": req.user_agent.string or None}})
         return response
 
     @app.teardown_request

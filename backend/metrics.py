@@ -46,6 +46,23 @@ SHED_REASONS = ("overloaded", "memory", "rate_limited")
 SAMPLE_INTERVAL = 1.0  # seconds between samples of tracked gauges in multiprocess mode
 
 
+class Children(dict):
+    """``metric.labels(*values)`` memoised by the values tuple.
+
+    ``labels()`` validates, stringifies and looks the child up under a lock on every call (~1 µs,
+    seven times per prediction; a dict lookup is ~0.05 µs). Label values here come from closed sets (see above), so
+    the cache stays small; two threads missing at once both get the same child from ``labels()``.
+    """
+
+    def __init__(self, metric) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, values: tuple):
+        child = self[values] = self.metric.labels(*values)
+        return child
+
+
 def multiprocess_mode() -> bool:
     """True when prometheus_client stores values in PROMETHEUS_MULTIPROC_DIR files (decided at import)."""
     return bool(getattr(values.ValueClass, "_multiprocess", False))
@@ -97,6 +114,14 @@ class Metrics:
         # With several workers: 1 only when every live worker is ready.
         self.ready = Gauge("vision_ready", "1 when every model is loaded and warm and not draining.",
                            multiprocess_mode="livemin", registry=r)
+        # The labelled children the per-request path updates, e.g. ``latency_by[(route,)]``.
+        self.requests_by = Children(self.requests)
+        self.latency_by = Children(self.latency)
+        self.request_size_by = Children(self.request_size)
+        self.preprocessing_by = Children(self.preprocessing)
+        self.inference_by = Children(self.inference)
+        self.batch_size_by = Children(self.batch_size)
+        self.predictions_by = Children(self.predictions)
 
     @staticmethod
     def method_label(method: str) -> str:
