@@ -12,7 +12,7 @@ Wall-clock req/s on a shared machine is noise; CPU per request is not (much). Th
   ``/proc/<pid>/stat`` per request (this includes Waitress's I/O; the client's CPU is not counted).
 
     .venv/bin/python benchmarks/hot_path.py            # all three, saves benchmarks/results/hot_path.json
-    .venv/bin/python benchmarks/hot_path.py --short    # CI: small counts, no valgrind
+    .venv/bin/python benchmarks/hot_path.py --short    # CI: small counts, no valgrind, fails over budget
 """
 
 from __future__ import annotations
@@ -233,6 +233,22 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
+    if args.short and (broken := over_budget(results)):
+        sys.exit("over budget: " + "; ".join(broken))
+
+
+# CI's regression gate, in ratios so that a slower or busier machine does not trip it: /predict may
+# cost at most this many /healthz requests of CPU in process (measured 4.5-6.6 on 2 loaded cores).
+MAX_PREDICT_TO_HEALTHZ_CPU = 10.0
+
+
+def over_budget(results: dict) -> list[str]:
+    inproc = {r["path"]: r["cpu_us_per_request"] for r in results["inproc"]}
+    ratio = inproc["/predict"] / inproc["/healthz"]
+    broken = [f"/predict costs {ratio:.1f}x /healthz in CPU (budget {MAX_PREDICT_TO_HEALTHZ_CPU}x)"
+              ] if ratio > MAX_PREDICT_TO_HEALTHZ_CPU else []
+    broken += [f"{r['path']}: {r['errors']} errors over HTTP" for r in results.get("http", []) if r["errors"]]
+    return broken
 
 
 if __name__ == "__main__":
