@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from import_lint import lint, lint_with
 from repo import ROOT
 
-LINT = Path(sys.executable).with_name("lint-imports")
-PACKAGES = ("devkit", "visionctl", "frontend", "vision_client", "backend")
 LAYERS = "layers: devkit > visionctl | frontend > vision_client > backend"
 NO_SERVING = "the UI and the API client use no serving or training stack"
-
-
-def lint(cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LINT)], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin"})
 
 
 def test_contracts_are_kept():
@@ -37,12 +26,7 @@ def test_contracts_are_kept():
     ("vision_client/__init__.py", "from backend import server", NO_SERVING, "vision_client -> backend.server"),
 ])
 def test_a_wrong_way_import_breaks_the_build(tmp_path, module, violation, contract, reported):
-    for package in PACKAGES:
-        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    target = tmp_path / module
-    target.write_text(target.read_text() + f"\n{violation}  # the violation\n")
-    proc = lint(tmp_path)
+    proc = lint_with(tmp_path, module, violation)
     assert proc.returncode != 0, proc.stdout
     assert f"{contract} BROKEN" in proc.stdout
     assert reported in proc.stdout, proc.stdout

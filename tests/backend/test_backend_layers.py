@@ -4,26 +4,16 @@ shared contract stays stdlib-only, and every error code the backend spells is on
 from __future__ import annotations
 
 import ast
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from import_lint import lint, lint_with
 from repo import ROOT
 
 from backend.contract import ERROR_CODES
 
-LINT = Path(sys.executable).with_name("lint-imports")
-PACKAGES = ("devkit", "visionctl", "frontend", "vision_client", "backend")
 LAYERS = "backend layers: server > app > blueprints > openapi > plumbing > errors > contract"
 ACYCLIC = "backend modules import each other without cycles"
-
-
-def lint(cwd: Path) -> subprocess.CompletedProcess:
-    # Wide enough that import-linter's wrapped contract names stay on one line.
-    return subprocess.run([str(LINT)], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin", "COLUMNS": "200"})
 
 
 def test_backend_contracts_are_kept():
@@ -41,12 +31,7 @@ def test_backend_contracts_are_kept():
     ("backend/app.py", "from backend import guard", {LAYERS}, "backend.app -> backend.guard"),
 ])
 def test_a_wrong_way_import_inside_the_backend_breaks_the_build(tmp_path, module, violation, broken, reported):
-    for package in PACKAGES:
-        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    target = tmp_path / module
-    target.write_text(target.read_text() + f"\n{violation}  # the violation\n")
-    proc = lint(tmp_path)
+    proc = lint_with(tmp_path, module, violation)
     assert proc.returncode != 0, proc.stdout
     for name in (LAYERS, ACYCLIC):
         assert f"{name} {'BROKEN' if name in broken else 'KEPT'}" in proc.stdout, proc.stdout
