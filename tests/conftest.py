@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from repo import MODELS, ROOT, SAMPLES
 
-ROOT = Path(__file__).resolve().parent.parent
+from devkit.backend_server import BackendServer, test_model_dir
+
 SHARED_DATASETS = Path(os.environ.get("VISION_SHARED_DATASETS", ROOT.parent / "shared" / "datasets"))
 
 
@@ -18,12 +21,12 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
-    return ROOT / "models"
+    return MODELS
 
 
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
-    return ROOT / "samples"
+    return SAMPLES
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +35,16 @@ def shared_datasets() -> Path:
     if not (SHARED_DATASETS / "mnist").is_dir():
         pytest.fail(f"datasets not found at {SHARED_DATASETS}; set VISION_SHARED_DATASETS")
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="module")
+def server_env() -> dict[str, str]:
+    """``VISION_*`` settings of this module's real server; override the fixture to change them."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def server(server_env) -> Iterator[BackendServer]:
+    """A real ``python -m backend`` (one worker) on a free loopback port, for this module."""
+    with BackendServer(model_dir=test_model_dir(), env=server_env) as s:
+        yield s

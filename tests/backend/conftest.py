@@ -7,12 +7,13 @@ Two ways in, chosen by where the behaviour under test lives:
   JSON error matrix, OpenAPI, docs, explanations). No port, no process, no Waitress.
 * ``server``: the real process on Waitress over loopback HTTP — for what Waitress, the guard and the
   process decide (HTTP-level limits, slow clients, load shedding, signals, workers, stdout logs).
-  A module changes its server's settings by overriding ``server_env``.
+  A module changes its server's settings by overriding ``server_env``; both fixtures live in
+  tests/conftest.py, as the CLI, client and UI tests use the same server.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from backend_limits import MAX_BATCH, MAX_BODY, MAX_PIXELS
@@ -21,7 +22,7 @@ from flask.testing import FlaskClient
 
 from backend.app import create_app
 from backend.config import Config
-from devkit.backend_server import BackendServer, test_model_dir
+from devkit.backend_server import test_model_dir
 
 
 @pytest.fixture(scope="session")
@@ -53,14 +54,3 @@ def client(app) -> FlaskClient:
     return app.test_client()
 
 
-@pytest.fixture(scope="module")
-def server_env() -> dict[str, str]:
-    """``VISION_*`` settings of this module's real server; override the fixture to change them."""
-    return {}
-
-
-@pytest.fixture(scope="module")
-def server(server_env) -> Iterator[BackendServer]:
-    """A real ``python -m backend`` (one worker) on a free loopback port, for this module."""
-    with BackendServer(model_dir=test_model_dir(), env=server_env) as s:
-        yield s

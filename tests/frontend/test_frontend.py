@@ -28,10 +28,6 @@ from vision_client import VisionClient
 APP = ROOT / "frontend" / "app.py"
 
 
-@pytest.fixture(scope="module")
-def backend():
-    with BackendServer(model_dir=test_model_dir()) as server:
-        yield server
 
 
 def make_app(monkeypatch, url: str, **env: str) -> AppTest:
@@ -58,15 +54,15 @@ def sample(model: str, index: int) -> Path:
     return path
 
 
-def test_sample_prediction_for_each_model(backend, monkeypatch):
-    at = make_app(monkeypatch, backend.url).run()
+def test_sample_prediction_for_each_model(server, monkeypatch):
+    at = make_app(monkeypatch, server.url).run()
     no_traceback(at)
     assert at.sidebar.success[0].value == "Ready"
-    assert backend.url in at.sidebar.code[0].value
+    assert server.url in at.sidebar.code[0].value
 
     # MNIST: the first sample is preselected so the page shows a result straight away.
     assert at.segmented_control(key="model").value == "mnist"
-    card = VisionClient(backend.url).model("mnist")
+    card = VisionClient(server.url).model("mnist")
     caption = f"Version {card['version']} · test accuracy {card['test_accuracy']:.2%}"
     assert caption in [c.value for c in at.main.caption]
     assert shown(at)["Prediction"] == "0"
@@ -82,38 +78,38 @@ def test_sample_prediction_for_each_model(backend, monkeypatch):
     # Fashion-MNIST: the picker switches model, samples, labels and the sidebar card.
     at.segmented_control(key="model").set_value("fashion-mnist").run()
     no_traceback(at)
-    labels = VisionClient(backend.url).model("fashion-mnist")["labels"]
+    labels = VisionClient(server.url).model("fashion-mnist")["labels"]
     at.pills(key="sample-fashion-mnist").set_value(sample("fashion-mnist", 7)).run()
     no_traceback(at)
-    expected = VisionClient(backend.url).predict(sample("fashion-mnist", 7).read_bytes(), model="fashion-mnist")
+    expected = VisionClient(server.url).predict(sample("fashion-mnist", 7).read_bytes(), model="fashion-mnist")
     assert shown(at)["Prediction"] == expected["label"] in labels
     assert any("fashion-mnist" in md.value for md in at.sidebar.markdown)
     assert at.main.caption[-1].value.startswith("Model fashion-mnist · version ")
 
 
-def test_probability_chart_shows_every_class_in_order(backend, monkeypatch):
-    at = make_app(monkeypatch, backend.url).run()
+def test_probability_chart_shows_every_class_in_order(server, monkeypatch):
+    at = make_app(monkeypatch, server.url).run()
     at.pills(key="sample-mnist").set_value(sample("mnist", 8)).run()
     (chart,) = at.get("vega_lite_chart")
     spec = json.loads(chart.proto.spec)
-    labels = VisionClient(backend.url).model("mnist")["labels"]
+    labels = VisionClient(server.url).model("mnist")["labels"]
     # Class order on the axis, not Vega's default alphabetical sort (matters for Fashion-MNIST).
     assert spec["encoding"]["y"]["sort"] == labels
     (dataset,) = chart.proto.datasets
     table = pyarrow.ipc.open_stream(dataset.data.data).read_pandas()
-    expected = VisionClient(backend.url).predict(sample("mnist", 8).read_bytes())
+    expected = VisionClient(server.url).predict(sample("mnist", 8).read_bytes())
     assert list(table["class"]) == labels
     assert list(table["probability"]) == pytest.approx(expected["probabilities"], abs=1e-6)
     assert list(table["predicted"]) == [i == expected["class_index"] for i in range(10)]
 
 
-def test_upload_dark_on_light_jpeg(backend, monkeypatch):
+def test_upload_dark_on_light_jpeg(server, monkeypatch):
     """A photo-like upload (dark ink on white, JPEG, larger than 28 px) is preprocessed server-side."""
     img = Image.open(sample("mnist", 4)).convert("L").resize((200, 200), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     ImageOps.invert(img).convert("RGB").save(buf, "JPEG", quality=90)
 
-    at = make_app(monkeypatch, backend.url).run()
+    at = make_app(monkeypatch, server.url).run()
     at.segmented_control(key="source").set_value("upload").run()
     assert at.info, "an empty uploader should explain what to do"
     at.file_uploader[0].set_value(("four.jpg", buf.getvalue(), "image/jpeg")).run()
@@ -121,8 +117,8 @@ def test_upload_dark_on_light_jpeg(backend, monkeypatch):
     assert shown(at)["Prediction"] == "4"
 
 
-def test_upload_that_is_not_an_image_gets_a_friendly_error(backend, monkeypatch):
-    at = make_app(monkeypatch, backend.url).run()
+def test_upload_that_is_not_an_image_gets_a_friendly_error(server, monkeypatch):
+    at = make_app(monkeypatch, server.url).run()
     at.segmented_control(key="source").set_value("upload").run()
     at.file_uploader[0].set_value(("notes.png", b"definitely not a PNG", "image/png")).run()
     no_traceback(at)
@@ -223,23 +219,23 @@ def predictions_served(server: BackendServer) -> float:
                for s in fam.samples if s.name == "vision_predictions_total")
 
 
-def test_reruns_do_not_resend_the_same_image(backend, monkeypatch):
-    before = predictions_served(backend)
-    at = make_app(monkeypatch, backend.url).run()
+def test_reruns_do_not_resend_the_same_image(server, monkeypatch):
+    before = predictions_served(server)
+    at = make_app(monkeypatch, server.url).run()
     assert shown(at)["Prediction"] == "0"
-    assert predictions_served(backend) == before + 1
+    assert predictions_served(server) == before + 1
     at.sidebar.button[0].click().run()  # any rerun: widgets unchanged
     assert shown(at)["Prediction"] == "0"
-    assert predictions_served(backend) == before + 1
+    assert predictions_served(server) == before + 1
     at.pills(key="sample-mnist").set_value(sample("mnist", 2)).run()
     assert shown(at)["Prediction"] == "2"
-    assert predictions_served(backend) == before + 2
+    assert predictions_served(server) == before + 2
 
 
-def test_draw_view_has_a_canvas_and_waits_for_a_drawing(backend, monkeypatch):
+def test_draw_view_has_a_canvas_and_waits_for_a_drawing(server, monkeypatch):
     """The canvas component must be installed (it is in the [ui] extra), not degraded to a notice.
     Drawing itself needs a browser: tests/frontend/test_browser.py draws a digit with the mouse."""
-    at = make_app(monkeypatch, backend.url).run()
+    at = make_app(monkeypatch, server.url).run()
     at.segmented_control(key="source").set_value("draw").run()
     no_traceback(at)
     assert not at.warning, [w.value for w in at.warning]
@@ -248,15 +244,15 @@ def test_draw_view_has_a_canvas_and_waits_for_a_drawing(backend, monkeypatch):
     assert at.main.info[0].value.startswith("Pick a sample, upload an image or draw")
 
 
-def test_samples_folder_is_configurable(backend, monkeypatch, tmp_path):
-    at = make_app(monkeypatch, backend.url, VISION_SAMPLES_DIR=str(tmp_path)).run()
+def test_samples_folder_is_configurable(server, monkeypatch, tmp_path):
+    at = make_app(monkeypatch, server.url, VISION_SAMPLES_DIR=str(tmp_path)).run()
     no_traceback(at)
     assert at.main.info[0].value == f"No sample images found in {tmp_path / 'mnist'}."
     assert "Prediction" not in shown(at)
 
 
-def test_explanation_overlay_on_request(backend, monkeypatch):
-    at = make_app(monkeypatch, backend.url).run()
+def test_explanation_overlay_on_request(server, monkeypatch):
+    at = make_app(monkeypatch, server.url).run()
     no_traceback(at)
     captions = lambda: [c for img in at.image for c in img.captions]  # noqa: E731
     assert "What the model looked at (red = most important)" not in captions()  # only when asked

@@ -17,14 +17,13 @@ from vision_client import ApiError, ApiUnavailable, ClientError, VisionClient, e
 
 
 @pytest.fixture(scope="module")
-def backend():
-    with BackendServer(model_dir=test_model_dir(), env={"VISION_THREADS": "4"}) as server:
-        yield server
+def server_env():
+    return {"VISION_THREADS": "4"}
 
 
 @pytest.fixture(scope="module")
-def client(backend):
-    with VisionClient(backend.url) as c:
+def client(server):
+    with VisionClient(server.url) as c:
         yield c
 
 

@@ -17,7 +17,7 @@ import requests
 from repo import ROOT, SAMPLES
 from typer.testing import CliRunner
 
-from devkit.backend_server import BackendServer, free_port, test_model_dir
+from devkit.backend_server import free_port, test_model_dir
 from visionctl.cli import app
 from visionctl.constants import IMAGE_TAG
 from visionctl.ops import orchestrate
@@ -313,34 +313,33 @@ def test_doctor_checks_in_detail(tools):
 # -- predict against the real backend ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def backend():
-    with BackendServer(model_dir=test_model_dir(), env={"VISION_THREADS": "2"}) as server:
-        yield server
+def server_env():
+    return {"VISION_THREADS": "2"}
 
 
-def test_predict_table(backend):
+def test_predict_table(server):
     res = CliRunner(env={"COLUMNS": "200"}).invoke(
-        app, ["predict", str(SAMPLES / "mnist/7-7.png"), str(SAMPLES / "mnist/3-3.png"), "--url", backend.url])
+        app, ["predict", str(SAMPLES / "mnist/7-7.png"), str(SAMPLES / "mnist/3-3.png"), "--url", server.url])
     assert res.exit_code == 0, res.output
     assert "7-7.png" in res.output and "3-3.png" in res.output and "%" in res.output
 
 
-def test_predict_json_matches_api(backend):
+def test_predict_json_matches_api(server):
     from vision_client import VisionClient
 
     image = SAMPLES / "fashion-mnist/1-trouser.png"
-    res = invoke("predict", str(image), "--model", "fashion-mnist", "--json", env={"VISION_API_URL": backend.url})
+    res = invoke("predict", str(image), "--model", "fashion-mnist", "--json", env={"VISION_API_URL": server.url})
     assert res.exit_code == 0, res.output
     [row] = json.loads(res.stdout)
-    direct = VisionClient(backend.url).predict(image.read_bytes(), model="fashion-mnist")
+    direct = VisionClient(server.url).predict(image.read_bytes(), model="fashion-mnist")
     assert row["label"] == direct["label"] and row["file"] == str(image)
     assert row["probabilities"] == pytest.approx(direct["probabilities"])
 
 
-def test_predict_bad_image_exit_1(backend, tmp_path):
+def test_predict_bad_image_exit_1(server, tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
-    res = invoke("predict", str(SAMPLES / "mnist/1-1.png"), str(bad), "--url", backend.url, "--json")
+    res = invoke("predict", str(SAMPLES / "mnist/1-1.png"), str(bad), "--url", server.url, "--json")
     assert res.exit_code == 1
     good, failed = json.loads(res.stdout)
     assert "label" in good and failed["error"]["status"] == 422
@@ -408,10 +407,10 @@ def test_serve_missing_models(tmp_path):
 
 # -- ui: the real Streamlit app through the CLI --------------------------------------------------
 
-def test_ui_serves_the_page(backend):
+def test_ui_serves_the_page(server):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
-    proc = subprocess.Popen([sys.executable, "-m", "visionctl", "ui", "--port", str(port), "--api-url", backend.url],
+    proc = subprocess.Popen([sys.executable, "-m", "visionctl", "ui", "--port", str(port), "--api-url", server.url],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:

@@ -12,7 +12,7 @@ import pytest
 from repo import ROOT
 from typer.testing import CliRunner
 
-from devkit.backend_server import BackendServer, free_port, test_model_dir
+from devkit.backend_server import free_port, test_model_dir
 from visionctl.cli import app
 from visionctl.constants import IMAGE_TAG
 
@@ -48,9 +48,8 @@ def fake(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def backend():
-    with BackendServer(model_dir=test_model_dir(), env={"VISION_THREADS": "2"}) as server:
-        yield server
+def server_env():
+    return {"VISION_THREADS": "2"}
 
 
 def invoke(*args: str):
@@ -64,11 +63,11 @@ def mutating(calls):
     return [c for c in calls if not any(c[: len(s)] == s for s in skip)]
 
 
-def test_up_runs_every_step_and_is_idempotent(fake, backend, monkeypatch):
+def test_up_runs_every_step_and_is_idempotent(fake, server, monkeypatch):
     from visionctl.ops import orchestrate
     monkeypatch.setattr(orchestrate, "MODELS_DIR", test_model_dir())  # the repo's may still be training
     (fake.state / "cluster").write_text("vision-ai")  # an existing cluster: reused, not recreated
-    res = invoke("up", "--port", str(backend.port), "--tunnel", "--no-train", "--base-image", "base:1")
+    res = invoke("up", "--port", str(server.port), "--tunnel", "--no-train", "--base-image", "base:1")
     assert res.exit_code == 0, res.output
     calls = fake.calls()
     changed = mutating(calls)
@@ -87,12 +86,12 @@ def test_up_runs_every_step_and_is_idempotent(fake, backend, monkeypatch):
                                               for c in ("backend", "frontend", "cloudflared")]
     assert all(c[1:5] == kube for c in changed[5:8])
     assert not any(c[:3] == ["k3d", "cluster", "create"] for c in calls)
-    # the real smoke test went through the (real) backend, the tunnel URL came via port-forward
+    # the real smoke test went through the (real) server, the tunnel URL came via port-forward
     assert "smoke test: label 7" in res.output
     assert "https://quiet-fox-example.trycloudflare.com" in res.output
-    assert f'curl -X POST "http://localhost:{backend.port}/predict"' in res.output
+    assert f'curl -X POST "http://localhost:{server.port}/predict"' in res.output
 
-    again = invoke("up", "--port", str(backend.port), "--tunnel", "--no-train", "--base-image", "base:1")
+    again = invoke("up", "--port", str(server.port), "--tunnel", "--no-train", "--base-image", "base:1")
     assert again.exit_code == 0, again.output
     # the same upgrade in place (the port-forward's local port is random), nothing created
     assert mutating(fake.calls())[:8] == changed[:8]
@@ -108,18 +107,18 @@ def test_cluster_create_when_absent_then_reuse(fake):
     assert mutating(fake.calls()) == []
 
 
-def test_cluster_create_refuses_a_taken_port(fake, backend):
-    res = invoke("cluster", "create", "--port", str(backend.port))
+def test_cluster_create_refuses_a_taken_port(fake, server):
+    res = invoke("cluster", "create", "--port", str(server.port))
     assert res.exit_code == 1
-    assert f"localhost:{backend.port} is already in use" in res.output and "--port" in res.output
+    assert f"localhost:{server.port} is already in use" in res.output and "--port" in res.output
 
 
-def test_failed_step_names_step_output_and_fix(fake, backend, monkeypatch):
+def test_failed_step_names_step_output_and_fix(fake, server, monkeypatch):
     from visionctl.ops import orchestrate
     monkeypatch.setattr(orchestrate, "MODELS_DIR", test_model_dir())
     (fake.state / "cluster").write_text("vision-ai")
     monkeypatch.setenv("FAKE_FAIL", "helm upgrade")
-    res = invoke("up", "--port", str(backend.port), "--no-train", "--no-build")
+    res = invoke("up", "--port", str(server.port), "--no-train", "--no-build")
     assert res.exit_code == 1
     assert "helm upgrade --install vision-ai failed" in res.stderr
     assert "simulated failure for the test" in res.stderr  # the stderr tail
@@ -161,7 +160,7 @@ def test_tunnel_reads_quicktunnel(fake):
     assert any("port-forward" in c for c in fake.calls("kubectl"))
 
 
-def test_status_renders_the_release(fake, backend):
+def test_status_renders_the_release(fake, server):
     pod = lambda name, comp, ready: {  # noqa: E731
         "kind": "Pod", "metadata": {"name": name, "labels": {"app.kubernetes.io/component": comp}},
         "status": {"phase": "Running", "containerStatuses": [{"ready": ready, "restartCount": 1, "state": {}}]}}
@@ -181,7 +180,7 @@ def test_status_renders_the_release(fake, backend):
              {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 12}}}]}},
     ]
     (fake.state / "get.json").write_text(json.dumps({"items": items}))
-    res = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["status", "--port", str(backend.port)])
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["status", "--port", str(server.port)])
     assert res.exit_code == 0, res.output
     assert "vision-ai-backend-b" in res.output and "2/2" in res.output
     assert "CPU 12% / target 70%" in res.output
@@ -189,7 +188,7 @@ def test_status_renders_the_release(fake, backend):
     # unready backend → exit 1 so scripts can wait on `visionctl status`
     items[0]["status"]["readyReplicas"] = 1
     (fake.state / "get.json").write_text(json.dumps({"items": items}))
-    assert invoke("status", "--port", str(backend.port)).exit_code == 1
+    assert invoke("status", "--port", str(server.port)).exit_code == 1
 
 
 def test_status_without_a_release(fake):
@@ -213,10 +212,10 @@ def test_missing_tool_is_a_clear_failure(fake, monkeypatch, tmp_path):
     assert "`kubectl` is not installed or not on PATH" in res.stderr and "visionctl doctor" in res.stderr
 
 
-def test_deploy_to_a_kind_context_smoke_tests_through_a_port_forward(fake, backend, monkeypatch):
+def test_deploy_to_a_kind_context_smoke_tests_through_a_port_forward(fake, server, monkeypatch):
     """`visionctl deploy --context kind-dev`: kind's image load, the namespace, helm, the rollout,
-    then a real POST /predict through `kubectl port-forward` (the fake forwards to a real backend)."""
-    monkeypatch.setenv("FAKE_BACKEND_PORT", str(backend.port))
+    then a real POST /predict through `kubectl port-forward` (the fake forwards to a real server)."""
+    monkeypatch.setenv("FAKE_BACKEND_PORT", str(server.port))
     res = invoke("deploy", "--context", "kind-dev", "--no-frontend")
     assert res.exit_code == 0, res.output
     changed = mutating(fake.calls())
@@ -231,7 +230,7 @@ def test_deploy_to_a_kind_context_smoke_tests_through_a_port_forward(fake, backe
     assert "smoke test: label 7" in text and "port-forward svc/vision-ai-backend 8080:8080" in text
 
 
-def test_deploy_fails_clearly_when_the_port_forward_finds_nothing(fake, backend, monkeypatch):
+def test_deploy_fails_clearly_when_the_port_forward_finds_nothing(fake, server, monkeypatch):
     monkeypatch.setenv("FAKE_FAIL", "kubectl --context kind-dev --namespace vision-ai port-forward")
     res = invoke("deploy", "--context", "kind-dev", "--no-frontend")
     assert res.exit_code == 1
