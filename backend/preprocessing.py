@@ -195,7 +195,7 @@ class Table(Image.ImagePointHandler):
     ``Image.point(list)`` re-rounds all 256 entries in Python on every call (~30 µs, more than the
     lookup itself on a small image); the tables here are integers already and cached, so they go
     straight to the C lookup — the same call ``Image.point`` ends with (Pillow internals: the
-    result is checked against the public path in tests/test_hot_path.py).
+    result is checked against the public path in tests/backend/test_hot_path.py).
     """
 
     __slots__ = ("values",)
