@@ -17,7 +17,7 @@ from PIL import Image
 
 from backend.bodies import Body, read_body
 from backend.budget import estimate
-from backend.contract import DEFAULT_MODEL
+from backend.contract import CLIENT_CLOSED_REQUEST, DEADLINE_EXCEEDED, DEFAULT_MODEL, MODEL_NOT_FOUND, NOT_READY
 from backend.decoding import decode_base64, open_image
 from backend.errors import ApiError, ImageTooLarge
 from backend.inference import Model
@@ -38,9 +38,9 @@ def healthz():
 def readyz():
     state = get_state()
     if state.draining.is_set():
-        raise ApiError("shutting down", status=503, code="not_ready")
+        raise ApiError("shutting down", status=503, code=NOT_READY)
     if not state.registry.ready.is_set():
-        raise ApiError(state.registry.error or "models are still loading", status=503, code="not_ready")
+        raise ApiError(state.registry.error or "models are still loading", status=503, code=NOT_READY)
     return json_response({"status": "ready",
                           "models": {n: m.card.version for n, m in state.registry.models.items()}})
 
@@ -88,7 +88,7 @@ def _ready_registry():
     registry = get_state().registry
     if not registry.ready.is_set():
         raise ApiError(registry.error or "models are still loading; retry shortly", status=503,
-                       code="not_ready", headers={"Retry-After": "1"})
+                       code=NOT_READY, headers={"Retry-After": "1"})
     return registry
 
 
@@ -97,7 +97,7 @@ def _model(name: str) -> Model:
     model = registry.get(name)
     if model is None:
         raise ApiError(f"unknown model {name!r}; available: {', '.join(registry.models) or 'none'}",
-                       status=404, code="model_not_found")
+                       status=404, code=MODEL_NOT_FOUND)
     g.model = name  # a loaded model's name: safe as a metrics label
     return model
 
@@ -147,10 +147,10 @@ def prepared_inputs(name: str) -> tuple[Model, Body, np.ndarray]:
 def _check_still_wanted(client_gone, deadline: float, now: float) -> None:
     if client_gone is not None and client_gone():
         raise ApiError("the client closed the connection; the rest of the batch was not processed",
-                       status=499, code="client_closed_request")
+                       status=499, code=CLIENT_CLOSED_REQUEST)
     if now > deadline:
         raise ApiError("the request ran past its deadline (VISION_REQUEST_DEADLINE); send fewer or smaller "
-                       "images, or retry when the server is less busy", status=503, code="deadline_exceeded",
+                       "images, or retry when the server is less busy", status=503, code=DEADLINE_EXCEEDED,
                        headers={"Retry-After": "1"})
 
 

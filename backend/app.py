@@ -94,7 +94,7 @@ def _install_lifecycle(app: Flask, state: State) -> None:
         if keys and not is_open(req.path) and not key_is_valid(presented, keys):
             limiter.check(client, req.path, auth_failed=True)
             raise ApiError("missing or invalid API key: send it as 'X-API-Key: <key>' or "
-                           "'Authorization: Bearer <key>'", status=401, code="unauthorized",
+                           "'Authorization: Bearer <key>'", status=401, code=UNAUTHORIZED,
                            headers={"WWW-Authenticate": 'Bearer realm="vision-ai"'})
         # A valid key identifies its consumer (its hash, never the key, is the limiter's identity).
         limiter.check(hashlib.sha256(presented.encode()).hexdigest()[:16] if keys and presented else client,
