@@ -32,7 +32,7 @@ def explain(name: str):
     start = time.perf_counter()
     probs = model.predict(occlusion_batch(images[0]))
     seconds = time.perf_counter() - start
-    state.metrics.inference.labels(name).observe(seconds)
+    state.metrics.inference_by[(name,)].observe(seconds)
     index = int(probs[0].argmax())
     attr = attributions(probs, index)
     return json_response({

@@ -128,8 +128,8 @@ class Guard:
         metrics = self.state.metrics
         route = self.route(request)
         method = _method(request)
-        metrics.requests.labels(metrics.method_label(method), route, "", str(status)).inc()
-        metrics.latency.labels(route).observe(duration)
+        metrics.requests_by[(metrics.method_label(method), route, "", str(status))].inc()
+        metrics.latency_by[(route,)].observe(duration)
         if status == 503:
             metrics.shed.labels("overloaded").inc()
         if access_log.isEnabledFor(logging.INFO):

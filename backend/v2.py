@@ -86,11 +86,11 @@ def infer(name: str):
     spec = _single_input(header)
     start = time.perf_counter()
     images = _images(spec, binary, model, state.config)
-    state.metrics.preprocessing.labels(name).observe(time.perf_counter() - start)
+    state.metrics.preprocessing_by[(name,)].observe(time.perf_counter() - start)
     start = time.perf_counter()
     probs = model.predict(images)
-    state.metrics.inference.labels(name).observe(time.perf_counter() - start)
-    state.metrics.batch_size.labels(name).observe(len(images))
+    state.metrics.inference_by[(name,)].observe(time.perf_counter() - start)
+    state.metrics.batch_size_by[(name,)].observe(len(images))
     body = {"model_name": name, "model_version": model.card.version,
             "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": list(probs.shape),
                          "data": probs.astype(np.float32).ravel().tolist()}]}
