@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from backend import modelcard
 from backend.errors import ModelLoadError
-from backend.modelcard import IMAGE_SIDE, PREPROCESSING_MODES, ModelCard  # noqa: F401  (re-exported)
+from backend.modelcard import IMAGE_SIDE, ModelCard
 
 log = logging.getLogger("backend.inference")
 

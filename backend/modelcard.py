@@ -49,10 +49,6 @@ class ModelCard:
     output_kind: str
     raw: dict  # the whole card, served by GET /v1/models/<name>
 
-    @classmethod
-    def from_dict(cls, raw: dict, source: str) -> ModelCard:
-        return parse(raw, source)
-
     def to_dict(self) -> dict:
         """A copy of the card as it is (or will be) on disk."""
         return copy.deepcopy(self.raw)

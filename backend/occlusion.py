@@ -15,7 +15,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from backend.inference import IMAGE_SIDE
+from backend.modelcard import IMAGE_SIDE
 
 WINDOW, STRIDE = 6, 2
 OVERLAY_SCALE = 8  # 28 px → 224 px

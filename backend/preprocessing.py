@@ -29,9 +29,10 @@ from functools import cache, lru_cache
 import numpy as np
 from PIL import Image, ImageFilter
 
-from backend.modelcard import PREPROCESSING_MODES
+from backend.contract import PREPROCESSING_MODES
+from backend.modelcard import IMAGE_SIDE
 
-SIZE = 28                 # model input side
+SIZE = IMAGE_SIDE         # model input side
 DIGIT_BOX = 20            # MNIST digits were fitted into 20×20 ...
 DIGIT_CENTRE = 14.0       # ... then shifted so the centre of mass lands here (measured: 13.99, 14.01)
 MODES = PREPROCESSING_MODES  # the values of a model card's input.preprocessing

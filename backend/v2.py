@@ -22,7 +22,8 @@ from werkzeug.exceptions import HTTPException
 
 from backend.api import prepare_image
 from backend.errors import ApiError
-from backend.inference import IMAGE_SIDE, Model
+from backend.inference import Model
+from backend.modelcard import IMAGE_SIDE
 from backend.responses import json_response
 from backend.state import get_state
 
