@@ -149,7 +149,7 @@ class Runner:
         the caller decides so (callers skip queries in dry-run to keep plans deterministic)."""
         argv = [str(a) for a in argv]
         if self.verbose:
-            self.console.print(f"[dim]$ {escape(shlex.join(argv))}[/]", soft_wrap=True, highlight=False)
+            self._echo(argv)
         return self._execute(argv, env=env, cwd=cwd, timeout=timeout, title=shlex.join(argv[:3]), hint="",
                              echo=False)
 
@@ -165,8 +165,7 @@ class Runner:
         self._record(PlanItem(title, argv, env=dict(env or {})))
         if self.dry_run:
             return 0
-        self._which(argv[0], title, hint)
-        proc = subprocess.Popen(argv, env=self.environ(env), cwd=cwd)
+        proc = self._start(argv, title=title, hint=hint, env=env, cwd=cwd)
         with forward_signals(proc):
             try:
                 return proc.wait()
@@ -175,22 +174,17 @@ class Runner:
                 return 0
 
     @contextmanager
-    def background(self, argv: Sequence[str], *, title: str, capture_stderr: bool = True):
+    def background(self, argv: Sequence[str], *, title: str):
         """Run a helper command (``kubectl port-forward``) for the duration of a block; yields the
         process, and stops it (SIGTERM, then SIGKILL) when the block ends, also when visionctl is
         itself terminated (the signal becomes ``SystemExit``, so ``finally`` runs). Not part of the plan:
         callers wrap it in an :meth:`action`, which is. Raises :class:`StepFailed` if it cannot
-        start."""
+        start; its stderr is readable from ``proc.stderr`` once it has exited."""
         argv = [str(a) for a in argv]
         if self.verbose:
-            self.console.print(f"[dim]$ {escape(shlex.join(argv))}[/]", soft_wrap=True, highlight=False)
-        exe = self._which(argv[0], title, "")
-        try:
-            proc = subprocess.Popen([exe, *argv[1:]], env=self.environ(None), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE if capture_stderr else subprocess.DEVNULL, text=True)
-        except OSError as exc:
-            raise StepFailed(title, f"cannot start `{argv[0]}`: {exc.strerror or exc}", argv=argv) from None
+            self._echo(argv)
+        proc = self._start(argv, title=title, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
         try:
             with exit_on_signals():
                 yield proc
@@ -213,14 +207,23 @@ class Runner:
                              hint=hint or "run `visionctl doctor` for install instructions")
         return path
 
-    def _execute(self, argv: list[str], *, env, cwd, timeout, title: str, hint: str, echo: bool) -> Result:
+    def _start(self, argv: list[str], *, title: str, hint: str = "", env: Mapping[str, str] | None = None,
+               cwd: str | os.PathLike | None = None, **popen) -> subprocess.Popen:
+        """Start ``argv`` found on the runner's PATH; a missing or unstartable program is a
+        :class:`StepFailed` naming the step, never a traceback."""
         exe = self._which(argv[0], title, hint)
         try:
-            proc = subprocess.Popen([exe, *argv[1:]], env=self.environ(env), cwd=cwd, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    encoding="utf-8", errors="replace", bufsize=1)
+            return subprocess.Popen([exe, *argv[1:]], env=self.environ(env), cwd=cwd, **popen)
         except OSError as exc:
             raise StepFailed(title, f"cannot start `{argv[0]}`: {exc.strerror or exc}", argv=argv, hint=hint) from None
+
+    def _echo(self, argv: list[str]) -> None:
+        self.console.print(f"[dim]$ {escape(shlex.join(argv))}[/]", soft_wrap=True, highlight=False)
+
+    def _execute(self, argv: list[str], *, env, cwd, timeout, title: str, hint: str, echo: bool) -> Result:
+        proc = self._start(argv, title=title, hint=hint, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                           errors="replace", bufsize=1)
         out: list[str] = []
         errs: list[str] = []
 
