@@ -109,30 +109,17 @@ def count_instructions(model_dir: Path, n: int, warmup: int, path: str = "/predi
 # real server over HTTP
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = task / "children"
-        if children.exists():
-            out += [int(p) for p in children.read_text().split()]
-    return out
-
-
 def run_http(model_dir: Path, n: int, concurrency: int, workers: int, path: str = "/predict",
              extra_env: dict | None = None) -> dict:
     if str(ROOT) not in sys.path:  # appended: a tree on PYTHONPATH (an A/B run) keeps its own devkit
         sys.path.append(str(ROOT))
+    from load import process_seconds  # a sibling script: the supervisor's and its workers' utime + stime
+
     from devkit.backend_server import BackendServer  # starts the server from its own tree
 
     data = body()
     env = {"VISION_WORKERS": str(workers), **(extra_env or {})}
     with BackendServer(model_dir=model_dir, env=env) as server:
-        pids = [server.proc.pid] + _children(server.proc.pid)
         per_client = n // concurrency
         latencies: list[float] = []
         errors: list[str] = []
@@ -166,9 +153,9 @@ def run_http(model_dir: Path, n: int, concurrency: int, workers: int, path: str 
 
         round_(max(1, per_client // 10))  # warm-up: connections, lazy allocations
         latencies.clear()
-        cpu0 = sum(_cpu_seconds(p) for p in pids)
+        cpu0 = process_seconds(server.proc.pid)
         wall = round_(per_client)
-        cpu = sum(_cpu_seconds(p) for p in pids) - cpu0
+        cpu = process_seconds(server.proc.pid) - cpu0
     total = per_client * concurrency
     latencies.sort()
     return {"path": path, "workers": workers, "concurrency": concurrency, "requests": total,
