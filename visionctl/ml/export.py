@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from backend import modelcard
-from backend.modelcard import sha256_file  # noqa: F401  (part of this module's API)
 from visionctl.ml.data import get_spec, load_split
 from visionctl.ml.model import Net
 from visionctl.ml.training import MEAN, STD, to_tensor
