@@ -12,7 +12,7 @@ import time
 from contextlib import ExitStack
 
 import numpy as np
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, g, request
 from PIL import Image
 
 from backend.bodies import Body, read_body
@@ -43,12 +43,6 @@ def readyz():
         raise ApiError(state.registry.error or "models are still loading", status=503, code=NOT_READY)
     return json_response({"status": "ready",
                           "models": {n: m.card.version for n, m in state.registry.models.items()}})
-
-
-@bp.get("/metrics")
-def metrics():
-    body, content_type = get_state().metrics.render()
-    return Response(body, content_type=content_type)
 
 
 @bp.get("/openapi.json")

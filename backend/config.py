@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.contract import BACKEND_PORT, MODEL_NAMES
+from backend.contract import BACKEND_PORT, METRICS_PORT, MODEL_NAMES
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -29,6 +29,9 @@ class ConfigError(ValueError):
 class Config:
     host: str = "0.0.0.0"
     port: int = BACKEND_PORT
+    # /metrics is served here, never on the API port (backend.metrics_server), bound on the same
+    # host; 0 = any free port (tests), the chosen one is in the start-up log.
+    metrics_port: int = METRICS_PORT
     threads: int = 8
     # Server processes sharing the port (backend.supervisor). One process uses about one core (the
     # GIL), so the default (VISION_WORKERS=auto) is one per CPU this process may use: affinity and
@@ -183,13 +186,20 @@ class Config:
             except ValueError:
                 raise ConfigError(f"VISION_TRUSTED_PROXIES: {proxy!r} is not an address or CIDR range") from None
 
+        port = integer("VISION_PORT", d.port, 1, 65535)
+        metrics_port = integer("VISION_METRICS_PORT", d.metrics_port, 0, 65535)
+        if metrics_port == port:
+            raise ConfigError(f"VISION_METRICS_PORT={metrics_port} is the API port (VISION_PORT); "
+                              "metrics need a port of their own")
+
         return cls(
             host=host,
             rate_limit=rate("VISION_RATE_LIMIT", d.rate_limit),
             auth_fail_limit=rate("VISION_AUTH_FAIL_LIMIT", d.auth_fail_limit),
             rate_limit_storage=get("VISION_RATE_LIMIT_STORAGE") or d.rate_limit_storage,
             trusted_proxies=proxies,
-            port=integer("VISION_PORT", d.port, 1, 65535),
+            port=port,
+            metrics_port=metrics_port,
             threads=integer("VISION_THREADS", d.threads, 1, 256),
             workers=workers(),
             model_dir=model_dir,

@@ -9,8 +9,9 @@ arriving or waiting for a thread is decided here, in Waitress's event-loop threa
   sender trickling one byte every few seconds is cut off with a 408), idle keep-alive connections
   close after ``idle_timeout``.
 * **Load shedding.** When more than ``max_queue`` requests already wait for a worker thread, a new
-  one is answered at once with 503 + ``Retry-After`` instead of queueing without bound. Probes and
-  ``/metrics`` are never shed, so an overloaded pod is not killed by its liveness probe.
+  one is answered at once with 503 + ``Retry-After`` instead of queueing without bound. Probes are
+  never shed, so an overloaded pod is not killed by its liveness probe. (Scrapes do not come here:
+  /metrics has its own port, ``backend.metrics_server``.)
 * **JSON errors.** Waitress's own rejections (bad request line or headers, 413 over its body limit,
   431, 501) get the API's JSON error shape and, like every answer, an access-log line and metrics.
 """
@@ -43,8 +44,8 @@ from backend.state import State
 
 access_log = logging.getLogger("backend.access")
 
-# Never shed: kubelet probes and scrapes must get through an overload (they are tiny).
-UNSHEDDABLE = frozenset({"/healthz", "/readyz", "/metrics"})
+# Never shed: kubelet probes must get through an overload (they are tiny).
+UNSHEDDABLE = frozenset({"/healthz", "/readyz"})
 
 # Waitress's error classes by status → our stable error codes.
 WAITRESS_CODES = {400: INVALID_REQUEST, 408: REQUEST_TIMEOUT, 413: BODY_TOO_LARGE, 431: HEADERS_TOO_LARGE,

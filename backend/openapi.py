@@ -204,10 +204,6 @@ def openapi_document(config: Config) -> dict:
                                    tags=["operations"])},
         "/readyz": {"get": get_op("readyz", "Readiness: 200 once every model is loaded and warmed up", "Ready",
                                   {"503": common_errors["503"]}, open_=True, tags=["operations"])},
-        "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics (vision_* series)",
-                             "tags": ["operations"], "security": [],
-                             "responses": {"200": {"description": "Prometheus text exposition format",
-                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "tags": ["operations"],
                                   "security": [],
                                   "responses": {"200": {"description": "OpenAPI 3.1 document",
@@ -225,8 +221,9 @@ def openapi_document(config: Config) -> dict:
             "version": __version__,
             "description": "MNIST / Fashion-MNIST image classification. Every error is JSON "
                            "`{\"error\": {\"code\", \"message\"}}`; `code` values are stable. "
-                           "Unknown routes answer 404 `not_found`. The `/v2` routes follow the Open Inference "
-                           "Protocol instead: errors there are `{\"error\": \"...\"}`.",
+                           "Unknown routes answer 404 `not_found`. Prometheus metrics are not part of this API: they "
+                           "are served on the operator's metrics port (VISION_METRICS_PORT). The `/v2` routes "
+                           "follow the Open Inference Protocol instead: errors there are `{\"error\": \"...\"}`.",
         },
         "paths": paths,
         "components": {

@@ -47,7 +47,7 @@ def main() -> None:
 
     panels = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["type"] == "timeseries"]
     with BackendServer(env={"VISION_LOG_LEVEL": "WARNING"}) as backend, \
-            PrometheusServer([f"127.0.0.1:{backend.port}"], rule_files=[RULES]) as prom:
+            PrometheusServer([f"127.0.0.1:{backend.metrics_port}"], rule_files=[RULES]) as prom:
         start = time.time()
         while time.time() - start < args.seconds:  # bursts of growing then shrinking size
             phase = (time.time() - start) / args.seconds
