@@ -76,10 +76,12 @@ class Config:
     shutdown_timeout: float = 20.0
     # Coalesce concurrent requests into one ONNX Runtime run (see backend.inference.Batcher).
     batching: bool = True
-    # Internal, set by backend.supervisor for its workers: the inherited listening socket's fd and
-    # the worker's number (1..workers, shown in its log lines).
+    # Internal, set by backend.supervisor for its workers: the inherited listening socket's fd, the
+    # worker's number (1..workers, shown in its log lines) and the supervisor's pid (a worker compares
+    # its parent with it, so a supervisor that dies before the worker looks is still noticed).
     listen_fd: int | None = None
     worker_id: int = 0
+    supervisor_pid: int | None = None
 
     @property
     def auth_enabled(self) -> bool:
@@ -222,6 +224,8 @@ class Config:
             batching=raw_batching in ("1", "true", "yes", "on"),
             listen_fd=integer("VISION_LISTEN_FD", -1, 0, 65535) if get("VISION_LISTEN_FD") else None,
             worker_id=integer("VISION_WORKER_ID", 0, 0, 64),
+            supervisor_pid=(integer("VISION_SUPERVISOR_PID", 1, 1, 2**22)
+                            if get("VISION_SUPERVISOR_PID") else None),
         )
 
     @property

@@ -123,7 +123,8 @@ class Server:
             # A worker accepts nothing before its models are ready: connections the kernel hands to
             # its socket wait in the backlog for a moment instead of getting 503s while a sibling
             # worker already answers /readyz with 200.
-            supervisor = os.getppid()  # before loading: the supervisor may die meanwhile
+            # The supervisor's pid as it told us: it may have died before this line ran.
+            supervisor = self.config.supervisor_pid or os.getppid()
             self._load()
             threading.Thread(target=self._watch_supervisor, args=(supervisor,), name="supervisor-watch",
                              daemon=True).start()

@@ -100,7 +100,8 @@ def supervise(config) -> None:
             # on once (a worker receiving it twice would skip its graceful drain).
             fd = socks[n - 1].fileno()
             proc = subprocess.Popen([sys.executable, "-m", "backend"],
-                                    env={**env, "VISION_WORKER_ID": str(n), "VISION_LISTEN_FD": str(fd)},
+                                    env={**env, "VISION_WORKER_ID": str(n), "VISION_LISTEN_FD": str(fd),
+                                         "VISION_SUPERVISOR_PID": str(os.getpid())},
                                     pass_fds=(fd,), process_group=0)
             workers[proc.pid] = n
         if stopping[0]:  # a signal came while workers were starting: the later ones missed it
