@@ -29,10 +29,10 @@ class Policy:
     # Judge: promotion needs this many compared requests, this long, and this agreement with stable.
     min_requests: int = 200
     min_seconds: float = 30.0
-    promote_agreement: float = 0.97
+    promote_agreement: float = 0.98
     # Judge: a breach (any one, once breach_min_requests were compared) rolls back at once.
     breach_min_requests: int = 50
-    rollback_agreement: float = 0.90
+    rollback_agreement: float = 0.95
     max_error_rate: float = 0.01
     max_latency_ratio: float = 3.0
     max_ood_share_increase: float = 0.10

@@ -35,6 +35,8 @@ from backend.releases.policy import Policy
 ROLES = ("stable", "candidate", "retired", "refused")
 MODES = ("canary", "shadow")
 ACTIONS = ("start", "refused", "promote", "rollback")
+# models/golden of the checkout or of the image (/app/backend → /app/models/golden)
+SHIPPED_GOLDEN_DIR = Path(__file__).resolve().parents[2] / "models" / "golden"
 HISTORY_LIMIT = 500  # newest entries kept in the file; ``decisions`` keeps the all-time counts
 
 
@@ -65,7 +67,9 @@ class Layout:
         return self.versions_dir / name / version
 
     def golden_file(self, name: str) -> Path:
-        return self.golden_dir / f"{name}.npz"
+        """The name's golden set here, else the one shipped beside the code (repository or image)."""
+        path = self.golden_dir / f"{name}.npz"
+        return path if path.is_file() else SHIPPED_GOLDEN_DIR / f"{name}.npz"
 
 
 @dataclass
