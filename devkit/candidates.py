@@ -6,7 +6,8 @@ Each is a real artifact written the way an ML team hands one over: a state dict 
 * ``good``   — weights nudged by noise of 0.05 × their mean magnitude: same accuracy, new version;
 * ``worse``  — noise of 0.6 × their mean magnitude: golden-set accuracy ~82 %, the gate refuses it;
 * ``biased`` — the "1" logit raised by 6: still ~98.7 % on the clean golden set (the gate passes it),
-  but on noisy live images it answers "1" far more often than stable (the judge rolls it back).
+  but on digits with their left half cut off it answers "1" far more often than stable (~75 % agreement
+  there, measured): the judge rolls it back.
 """
 
 from __future__ import annotations

@@ -102,6 +102,10 @@ def run(candidate, stable, golden: GoldenSet, policy: Policy, stable_accuracy: f
         if want[key] != got[key]:
             return GateResult(False, f"schema: {key} is {got[key]}, the contract of {golden.name!r} (stable "
                                      f"{stable.card.version}) says {want[key]}", figures, "schema")
+    ood_name = (candidate.card.raw.get("ood") or {}).get("output")
+    if ood_name and got["ood_output"] is None:
+        return GateResult(False, f"schema: the card names the out-of-distribution output {ood_name!r}, "
+                                 "the graph has no such output", figures, "schema")
     if want["ood_output"] is not None and got["ood_output"] != want["ood_output"]:
         return GateResult(False, f"schema: stable has the out-of-distribution output {want['ood_output']}, "
                                  f"the candidate has {got['ood_output']}", figures, "schema")

@@ -31,7 +31,7 @@ class Policy:
     min_seconds: float = 30.0
     promote_agreement: float = 0.98
     # Judge: a breach (any one, once breach_min_requests were compared) rolls back at once.
-    breach_min_requests: int = 50
+    breach_min_requests: int = 100
     rollback_agreement: float = 0.95
     max_error_rate: float = 0.01
     max_latency_ratio: float = 3.0
