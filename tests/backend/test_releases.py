@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -149,7 +148,8 @@ def with_ood_output(models_dir: Path, out: Path, threshold_quantile: float, gold
     raw = json.loads((models_dir / "mnist.json").read_text())
     sha = modelcard.sha256_file(path)
     raw.update(version=f"ood-{sha[:8]}", artifacts={"onnx": {"file": "mnist.onnx", "sha256": sha}})
-    raw["ood"] = {"method": "energy", "output": "ood_score", "threshold": float(np.quantile(scores, threshold_quantile)),
+    threshold = float(np.quantile(scores, threshold_quantile))
+    raw["ood"] = {"method": "energy", "output": "ood_score", "threshold": threshold,
                   "fitted_on": "golden set (test)", "target_in_distribution": 0.975}
     (out / "mnist.json").write_text(json.dumps(raw, indent=2))
     return out
