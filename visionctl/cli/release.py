@@ -37,7 +37,8 @@ def _target(models_dir: Path | None, context: str | None, namespace: str | None)
     if context is not None:
         from visionctl.ops import cluster_releases
 
-        return cluster_releases.ClusterReleases(context, namespace, render.console)
+        # This checkout's versions store (gate baseline, model image contents): ./models by default.
+        return cluster_releases.ClusterReleases(context, namespace, render.console, models_dir=DEFAULT_MODELS_DIR)
     from backend.releases.record import Layout
 
     directory = models_dir or DEFAULT_MODELS_DIR
@@ -149,3 +150,23 @@ def status(name: Annotated[Dataset, typer.Argument()],
         render.console.print_json(json.dumps(state))
         return
     render.release_status(state)
+
+
+@app.command()
+def judge(name: Annotated[Dataset, typer.Argument()], context: Annotated[str, typer.Option(
+              "--context", help="kubectl context of the cluster (locally the server judges by itself).")],
+          namespace: Namespace = None,
+          watch: Annotated[bool, typer.Option(
+              "--watch", help="Repeat every 5 s until a verdict (at most 1 h).")] = False,
+          ) -> None:
+    """Cluster: add up every backend pod's live figures, decide with the release's policy, and apply
+    the verdict (pods cannot write the state ConfigMap themselves)."""
+    from visionctl.ops import cluster_releases
+
+    target = cluster_releases.ClusterReleases(context, namespace, render.console, models_dir=DEFAULT_MODELS_DIR)
+    if watch:
+        _run(lambda: target.watch(name.value))
+    action, reason, figures = _run(lambda: target.judge(name.value))
+    render.console.print(f"{name.value}: {action or 'no verdict yet'} — {reason}")
+    if figures:
+        render.console.print_json(json.dumps(figures))
