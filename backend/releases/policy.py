@@ -74,12 +74,12 @@ def _coerce(key: str, kind: str, value):
 
 
 def parse_assignments(items: list[str]) -> dict:
-    """``["min_requests=100", "auto=false"]`` → a dict (values checked by :meth:`Policy.with_values`)."""
+    """``["min_requests=100", "auto=false"]`` → ``{"min_requests": 100, "auto": False}`` (checked)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise PolicyError(f"policy setting {item!r} is not key=value")
         out[key.strip()] = value.strip()
-    Policy().with_values(out)
-    return out
+    policy = Policy().with_values(out)
+    return {key: getattr(policy, key) for key in out}

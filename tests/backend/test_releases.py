@@ -26,7 +26,7 @@ def version_of(folder: Path) -> str:
 
 def test_policy_overrides_are_checked():
     assert Policy.from_dict({"min_requests": "10", "auto": "false"}) == Policy(min_requests=10, auto=False)
-    assert parse_assignments(["min_seconds=2.5"]) == {"min_seconds": "2.5"}
+    assert parse_assignments(["min_seconds=2.5", "auto=no"]) == {"min_seconds": 2.5, "auto": False}
     for bad in (["nope=1"], ["min_requests=x"], ["promote_agreement=2"], ["min_requests"]):
         with pytest.raises(PolicyError):
             parse_assignments(bad)
