@@ -103,3 +103,17 @@ def test_release_usage_errors(tmp_path, candidates):
     assert bad.returncode == 1 and "unknown policy key" in bad.stderr
     empty = visionctl("release", "start", "mnist", str(tmp_path), "--models-dir", str(tmp_path))
     assert empty.returncode == 1 and "visionctl export mnist --models-dir" in " ".join(empty.stderr.split())
+
+
+def test_export_into_a_folder_makes_a_release_artifact(release_models, shared_datasets, tmp_path):
+    """`visionctl export NAME --models-dir DIR` (the shipped weights when DIR has none) → `release start`."""
+    artifact = tmp_path / "artifact"
+    exported = visionctl("export", "mnist", "--models-dir", str(artifact), "--data-dir",
+                         str(shared_datasets / "mnist"))
+    assert exported.returncode == 0, exported.stderr
+    version = json.loads((artifact / "mnist.json").read_text())["version"]
+    started = visionctl("release", "start", "mnist", str(artifact), "--mode", "shadow",
+                        "--models-dir", str(release_models))
+    assert started.returncode == 0, started.stderr
+    status = json.loads(visionctl("release", "status", "mnist", "--json", "--models-dir", str(release_models)).stdout)
+    assert status["candidate"] == version and status["mode"] == "shadow" and status["weight"] == 0
