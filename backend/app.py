@@ -36,6 +36,7 @@ from backend.inference import Registry
 from backend.logs import REQUEST_ID_HEADER, request_id
 from backend.metrics import Metrics
 from backend.ratelimit import RateLimiter
+from backend.releases.manager import Releases, layout_for
 from backend.responses import json_response
 from backend.state import EXTENSION, State
 
@@ -57,7 +58,9 @@ def create_app(config: Config | None = None, registry: Registry | None = None) -
                           on_shed=lambda: metrics.shed.labels("memory").inc())
     limiter = RateLimiter(config.rate_limit, config.auth_fail_limit, config.rate_limit_storage,
                           config.trusted_proxies, on_limited=lambda: metrics.shed.labels("rate_limited").inc())
-    state = State(config=config, registry=registry, metrics=metrics, memory=memory, limiter=limiter)
+    releases = Releases(layout_for(config), registry, metrics, poll=config.release_poll)
+    state = State(config=config, registry=registry, metrics=metrics, memory=memory, limiter=limiter,
+                  releases=releases)
     metrics.track(metrics.ready, lambda: 1.0 if state.ready else 0.0)
 
     app = Flask(__name__)

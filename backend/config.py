@@ -74,6 +74,13 @@ class Config:
     drain_delay: float = 0.0
     # Upper bound on waiting for in-flight requests during shutdown (below the pod's grace period).
     shutdown_timeout: float = 20.0
+    # Model releases (backend.releases): state files, versions store and golden sets default to
+    # releases/, versions/ and golden/ inside model_dir; each may be mounted elsewhere (a cluster
+    # mounts the state from a ConfigMap and the versions from an init-filled emptyDir).
+    releases_dir: Path | None = None
+    versions_dir: Path | None = None
+    golden_dir: Path | None = None
+    release_poll: float = 0.5  # seconds between checks of the release state files
     # Coalesce concurrent requests into one ONNX Runtime run (see backend.inference.Batcher).
     batching: bool = True
     # Internal, set by backend.supervisor for its workers: the inherited listening socket's fd, the
@@ -221,6 +228,10 @@ class Config:
             log_level=level,
             drain_delay=number("VISION_DRAIN_DELAY", d.drain_delay, 0.0, 300.0),
             shutdown_timeout=number("VISION_SHUTDOWN_TIMEOUT", d.shutdown_timeout, 0.1, 3600.0),
+            releases_dir=Path(get("VISION_RELEASES_DIR")) if get("VISION_RELEASES_DIR") else None,
+            versions_dir=Path(get("VISION_VERSIONS_DIR")) if get("VISION_VERSIONS_DIR") else None,
+            golden_dir=Path(get("VISION_GOLDEN_DIR")) if get("VISION_GOLDEN_DIR") else None,
+            release_poll=number("VISION_RELEASE_POLL", d.release_poll, 0.05, 60.0),
             batching=raw_batching in ("1", "true", "yes", "on"),
             listen_fd=integer("VISION_LISTEN_FD", -1, 0, 65535) if get("VISION_LISTEN_FD") else None,
             worker_id=integer("VISION_WORKER_ID", 0, 0, 64),

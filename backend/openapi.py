@@ -123,6 +123,23 @@ def openapi_document(config: Config) -> dict:
                 "artifacts": {"type": ["object", "null"]},
             },
         },
+        "VersionList": {
+            "type": "object", "required": ["name", "stable", "release", "versions", "decisions", "history"],
+            "description": "Every known version of a served name, its role and gate result; the running release "
+                           "(candidate, canary weight or shadow, policy, the judge's live figures); the latest "
+                           "decisions of the audit history (docs/releases.md).",
+            "properties": {
+                "name": {"type": "string"}, "stable": {"type": "string"},
+                "release": {"type": ["object", "null"]},
+                "versions": {"type": "array", "items": {
+                    "type": "object", "required": ["version", "role", "served", "gate"],
+                    "properties": {"version": {"type": "string"},
+                                   "role": {"enum": ["stable", "candidate", "retired", "refused"]},
+                                   "served": {"type": "boolean"}, "gate": {"type": ["object", "null"]}}}},
+                "decisions": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "history": {"type": "array", "items": {"type": "object", "required": ["at", "actor", "action"]}},
+            },
+        },
         "ModelList": {"type": "object", "required": ["models"],
                       "properties": {"models": {"type": "array", "items": {"$ref": REF + "ModelSummary"}}}},
         "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
@@ -163,7 +180,10 @@ def openapi_document(config: Config) -> dict:
         **common_errors,
     }
 
-    def predict_op(op_id: str, summary: str, with_name: bool) -> dict:
+    version_param = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
+                     "description": "A served version (stable or a gated candidate; GET .../versions lists them)"}
+
+    def predict_op(op_id: str, summary: str, with_name: bool, with_version: bool = False) -> dict:
         op = {
             "operationId": op_id, "summary": summary, "tags": ["predict"],
             "requestBody": {"required": True, "content": {"application/json": {
@@ -182,6 +202,8 @@ def openapi_document(config: Config) -> dict:
         if with_name:
             op["parameters"] = [{"name": "name", "in": "path", "required": True,
                                  "schema": {"type": "string", "enum": model_names}}]
+        if with_version:
+            op["parameters"].append(version_param)
         return op
 
     def get_op(op_id: str, summary: str, schema: str, errors: dict, open_: bool = False, **extra) -> dict:
@@ -195,6 +217,13 @@ def openapi_document(config: Config) -> dict:
     paths = {
         "/predict": {"post": predict_op("predictMnist", "Classify a handwritten digit (the mnist model)", False)},
         "/v1/models/{name}/predict": {"post": predict_op("predict", "Classify with the named model", True)},
+        "/v1/models/{name}/versions": {"get": get_op(
+            "listVersions", "Versions of a model: roles, gate results, the running release", "VersionList",
+            {"404": _error_response("Unknown model", MODEL_NOT_FOUND), **common_errors},
+            tags=["models"], parameters=name_param)},
+        "/v1/models/{name}/versions/{version}/predict": {"post": predict_op(
+            "predictVersion", "Classify with one version of the named model (stable or a gated candidate)",
+            True, True)},
         "/v1/models": {"get": get_op("listModels", "Loaded models", "ModelList", common_errors, tags=["models"])},
         "/v1/models/{name}": {"get": get_op(
             "getModel", "One model's card: labels, version, accuracy, input spec", "ModelDetail",

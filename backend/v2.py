@@ -20,7 +20,7 @@ import numpy as np
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from backend.api import prepare_image
+from backend.api import prepare_image, served_version
 from backend.errors import ApiError
 from backend.inference import Model
 from backend.modelcard import IMAGE_SIDE
@@ -80,16 +80,19 @@ def model_ready(name: str):
 
 
 @bp.post("/models/<name>/infer")
-def infer(name: str):
+@bp.post("/models/<name>/versions/<version>/infer")
+def infer(name: str, version: str | None = None):
     state = get_state()
     model = _model(name)
+    if version is not None:
+        served_version(name, version)  # 404 before the body is read
     header, binary = _split_body()
     spec = _single_input(header)
     start = time.perf_counter()
     images = _images(spec, binary, model, state.config)
     state.metrics.preprocessing_by[(name,)].observe(time.perf_counter() - start)
     start = time.perf_counter()
-    probs = model.predict(images)
+    probs, model = state.releases.predict(name, images, request.headers, version)  # stable, canary or `version`
     state.metrics.inference_by[(name,)].observe(time.perf_counter() - start)
     state.metrics.batch_size_by[(name,)].observe(len(images))
     body = {"model_name": name, "model_version": model.card.version,

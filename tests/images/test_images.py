@@ -203,14 +203,18 @@ def test_image_config(images, ref, ports):
 
 
 def test_backend_image_contents(images):
-    """ONNX Runtime but no torch, no pip; exactly the ONNX models + cards (no .pt checkpoints)."""
+    """ONNX Runtime but no torch, no pip; exactly the ONNX models + cards (no .pt checkpoints) and
+    the golden set of each name (the release gate's)."""
     script = ("import importlib.util as u, os, onnxruntime, json; "
               "print(json.dumps({'torch': bool(u.find_spec('torch')), 'pip': bool(u.find_spec('pip')), "
-              "'models': sorted(os.listdir('/app/models'))}))")
+              "'models': sorted(os.listdir('/app/models')), "
+              "'golden': sorted(os.listdir('/app/models/golden'))}))")
     out = json.loads(docker("run", "--rm", *HARDENED, "--entrypoint", "/opt/venv/bin/python", BACKEND,
                             "-c", script).stdout)
     assert out == {"torch": False, "pip": False,
-                   "models": sorted(f"{n}.{e}" for n in constants.MODEL_NAMES for e in ("json", "onnx"))}
+                   "models": sorted([*(f"{n}.{e}" for n in constants.MODEL_NAMES for e in ("json", "onnx")),
+                                     "golden"]),
+                   "golden": sorted(f"{n}.npz" for n in constants.MODEL_NAMES)}
 
 
 # ---- the backend container --------------------------------------------------------------------------
@@ -423,3 +427,69 @@ def test_helm_test_hook_runs_in_backend_image(images, network, backend, tmp_path
     result = docker(*argv, spec["image"], *spec["command"][1:], check=False, timeout=120)
     assert (result.returncode == 0) is ok, result.stdout + result.stderr
     assert ("OK" in result.stdout) is ok
+
+
+# ---- model releases: a model image copied in by the pod's init step ---------------------------------
+
+def test_model_image_init_step_and_release_in_the_backend_image(images, base_image, candidates, tmp_path):
+    """The pod of the chart's `releases` values, run as the kubelet would: the init container (the
+    rendered command and securityContext) copies the model image's artifact into an emptyDir; the
+    backend container, with the rendered env and read-only mounts, reads the release state (the
+    ConfigMap's key) and serves the gated candidate — the server image was not rebuilt."""
+    from helm_render import CHART, find, helm, load_docs
+
+    from backend.releases import record
+
+    card = json.loads((candidates["good"] / "mnist.json").read_text())
+    version, ref = card["version"], f"vision-ai-model-mnist:{card['version']}"
+    docker("build", "-f", str(ROOT / "Dockerfile.model"), "--build-arg", f"BASE_IMAGE={base_image}", "-t", ref,
+           str(candidates["good"]))
+    versions = json.dumps([{"name": "mnist", "version": version, "image": ref}])
+    rendered = helm("template", "vision-ai", str(CHART), "--namespace", "vision-ai",
+                    "--set-json", f"releases.versions={versions}").stdout
+    pod = find(load_docs(rendered), "Deployment", component="backend")[0]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    backend_c = pod["containers"][0]
+    mounts = {m["name"]: m["mountPath"] for m in backend_c["volumeMounts"]}
+    env = {e["name"]: e["value"] for e in backend_c["env"] if "value" in e}
+
+    empty_dir = tmp_path / "emptydir"  # kubelet's emptyDir: a fresh world-writable host folder
+    empty_dir.mkdir(mode=0o777)
+    empty_dir.chmod(0o777)
+    ctx = init["securityContext"]
+    assert ctx["readOnlyRootFilesystem"] and ctx["capabilities"]["drop"] == ["ALL"]
+    docker("run", "--rm", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+           "--user", f"{ctx['runAsUser']}:{ctx['runAsGroup']}",
+           "-v", f"{empty_dir}:{init['volumeMounts'][0]['mountPath']}",
+           "--entrypoint", init["command"][0], ref, *init["command"][1:])
+    copied = empty_dir / "mnist" / version
+    assert sorted(p.name for p in copied.iterdir()) == ["mnist.json", "mnist.onnx"]
+
+    configmap = tmp_path / "configmap"  # the state ConfigMap's key, as its volume shows it
+    configmap.mkdir()
+    state = record.ReleaseState(name="mnist")
+    base = json.loads((ROOT / "models" / "mnist.json").read_text())["version"]
+    record.start(state, version, base, "canary", 100, {}, {"passed": True}, "test")
+    (configmap / "mnist.json").write_bytes(record.dumps(state))
+
+    c = Container(BACKEND, publish=constants.BACKEND_PORT,
+                  env={k: v for k, v in env.items() if k.startswith("VISION_") and k not in ("VISION_PORT",)},
+                  run_flags=["-v", f"{configmap}:{mounts['release-state']}:ro",
+                             "-v", f"{empty_dir}:{mounts['model-versions']}:ro"])
+    try:
+        c.wait_http("/readyz")
+        deadline = time.monotonic() + 30
+        while True:
+            listing = requests.get(c.url + "/v1/models/mnist/versions", timeout=5).json()
+            if listing["release"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert listing["release"] and listing["release"]["candidate"] == version, (listing, c.logs()[-3000:])
+        row = next(v for v in listing["versions"] if v["version"] == version)
+        assert row["role"] == "candidate" and row["served"]
+        resp = requests.post(c.url + "/predict", json=sample_payload(ROOT / "samples" / "mnist" / "7-7.png"),
+                             headers={"X-Client-ID": "any"}, timeout=10)
+        assert resp.status_code == 200 and resp.json()["model_version"] == version, resp.text
+        assert "gate" in c.logs() and '"passed": true' in c.logs()
+    finally:
+        c.remove()
