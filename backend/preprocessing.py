@@ -35,7 +35,6 @@ from backend.modelcard import IMAGE_SIDE
 SIZE = IMAGE_SIDE         # model input side
 DIGIT_BOX = 20            # MNIST digits were fitted into 20×20 ...
 DIGIT_CENTRE = 14.0       # ... then shifted so the centre of mass lands here (measured: 13.99, 14.01)
-MODES = PREPROCESSING_MODES  # the values of a model card's input.preprocessing
 
 STATS_SIDE = 96           # levels are estimated on a thumbnail no larger than this
 MIN_CONTRAST = 0.12       # object vs background difference below this = blank image
@@ -67,8 +66,8 @@ def preprocess(img: Image.Image, mode: str) -> np.ndarray:
     ``mode`` is the model card's ``input.preprocessing``: ``"digit"`` or ``"frame"``. Blank,
     fully transparent or featureless images give all zeros rather than an error.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {MODES}")
+    if mode not in PREPROCESSING_MODES:
+        raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {PREPROCESSING_MODES}")
     gray = to_grayscale(img)
     if gray is None:
         return _ZEROS.copy()
