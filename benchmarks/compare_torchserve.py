@@ -231,7 +231,8 @@ def main() -> int:
     parser.add_argument("--venv", default=str(ROOT / "benchmarks" / ".venv-torchserve"))
     parser.add_argument("--out", default=str(RESULTS), help="folder for compare_torchserve.json/.png")
     parser.add_argument("--short", action="store_true", help="CI: 2 rounds of 2 s (the same servers, fewer numbers)")
-    parser.add_argument("--doc", action="store_true", help="only rewrite docs/performance.md's table from the saved JSON")
+    parser.add_argument("--doc", action="store_true",
+                        help="only rewrite docs/performance.md's table from the saved JSON")
     args = parser.parse_args()
     out = Path(args.out)
     if args.doc:

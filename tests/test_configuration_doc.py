@@ -56,8 +56,8 @@ def test_a_changed_range_and_a_new_setting_make_it_stale(copy):
     edit(config, 'integer("VISION_THREADS", d.threads, 1, 256)', 'integer("VISION_THREADS", d.threads, 1, 128)')
     edit(config, "    batching: bool = True\n",
          "    batching: bool = True\n    # Seconds between heartbeats.\n    heartbeat: float = 2.5\n")
-    edit(config, "            batching=raw_batching", '            heartbeat=number("VISION_HEARTBEAT", d.heartbeat, 0.1, 60.0),\n'
-                                                   "            batching=raw_batching")
+    edit(config, "            batching=raw_batching",
+         '            heartbeat=number("VISION_HEARTBEAT", d.heartbeat, 0.1, 60.0),\n            batching=raw_batching')
     proc = check(copy)
     assert proc.returncode == 1
     assert "+| `VISION_THREADS` | `8` | integer 1–128 |" in proc.stdout

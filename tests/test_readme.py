@@ -91,17 +91,17 @@ def _figures() -> dict[str, str]:
     keys = abuse["1,000 wrong keys"]
     healthz = next(r for r in load("hot_path.json")["inproc"] if r["path"] == "/healthz")
     card = json.loads((REPO_ROOT / "models" / "fashion-mnist.json").read_text())
+    cpu_ratio = ts["vision"]["cpu_us_per_request_median"] / ts["torchserve"]["cpu_us_per_request_median"]
     minutes = sum(h["seconds"] for h in card["metrics"]["history"]) / 60
     return {
         "scalability": f"c=64: 1 worker {at64[1]['rps']:.0f} req/s, 2 workers {at64[2]['rps']:.0f} req/s, "
                        f"{scaling[2]['rss_mib_per_worker']:.0f} MiB RSS per worker",
         "performance": f"{w2['rps']:.0f} req/s, p99 {w2['latency_ms']['p99']:.2f} ms at c=8",
-        "performance (TorchServe)": f"{ts['ratio_median']:.2f}× TorchServe's req/s at "
-                                    f"{ts['vision']['cpu_us_per_request_median'] / ts['torchserve']['cpu_us_per_request_median']:.2f}"
-                                    "× its CPU per request",
+        "performance (TorchServe)": f"{ts['ratio_median']:.2f}× TorchServe's req/s at {cpu_ratio:.2f}× its CPU "
+                                    "per request",
         "reliability": f"{stalled['stalled']} stalled sockets: `/healthz` still answers in "
-                       f"{stalled['probes']['/healthz']['ms']:.0f} ms, all {stalled['answered_or_closed_after_deadline']} "
-                       "cut at the deadline",
+                       f"{stalled['probes']['/healthz']['ms']:.0f} ms, "
+                       f"all {stalled['answered_or_closed_after_deadline']} cut at the deadline",
         "modifiability": f"{len(card['metrics']['history'])} epochs ≈ {minutes:.1f} min to "
                          f"{card['metrics']['test_accuracy']:.2%}".replace("%", " %"),
         "observability": f"one `/healthz`: {healthz['cpu_us_per_request']:.0f} µs of CPU",
@@ -194,7 +194,8 @@ def test_shell_snippets_parse_and_start_known_programs():
 CURLS = [(path, line) for path, line in COMMAND_LINES if line.startswith("curl -X POST")]
 SAMPLE = REPO_ROOT / "samples" / "mnist" / "7-7.png"
 # The assignment's form: curl -X POST <endpoint> -H 'Content-Type: application/json' -d '{"base64": <image base64>}'
-ASSIGNMENT = re.compile(r"""curl -X POST (\S+) -H 'Content-Type: application/json' -d '\{"base64": ([A-Za-z0-9+/=]+)\}'""")
+ASSIGNMENT = re.compile(r"""curl -X POST (\S+) -H 'Content-Type: application/json' """
+                        r"""-d '\{"base64": ([A-Za-z0-9+/=]+)\}'""")
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +256,7 @@ def test_every_documented_curl_answer_names_the_model_and_label_that_answer(serv
     for path, text in DOCS.items():
         for block in shell_blocks(text):
             lines = block.splitlines()
-            for curl, answer in zip(lines, lines[1:]):
+            for curl, answer in zip(lines, lines[1:], strict=False):
                 documented = re.match(r'# → \{"model": "([\w-]+)", "label": "(\w+)", "class_index": (\d+)', answer)
                 if curl.startswith("curl -X POST") and documented:
                     body = json.loads(run_curl(curl, server.url).stdout)

@@ -117,7 +117,7 @@ def test_every_alert_has_severity_summary_and_runbook():
 def test_the_operations_doc_lists_every_alert():
     section = OPERATIONS.split("## Observability", 1)[1].split("\n## ", 1)[0]
     for alert in alerts():
-        assert f"`{alert['alert']}`" in section, f"docs/operations.md's Observability section does not list {alert['alert']}"
+        assert f"`{alert['alert']}`" in section, f"docs/operations.md's Observability does not list {alert['alert']}"
 
 
 def test_dashboard_is_well_formed():
