@@ -27,67 +27,93 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
+    # Each setting's comment starts with what it means: scripts/configuration.py turns that first
+    # sentence, the VISION_* name and the default into docs/configuration.md.
+
+    # Bind address (`visionctl serve` binds 127.0.0.1 unless given --host or VISION_HOST).
     host: str = "0.0.0.0"
+    # The API port.
     port: int = BACKEND_PORT
-    # /metrics is served here, never on the API port (backend.metrics_server), bound on the same
-    # host; 0 = any free port (tests), the chosen one is in the start-up log.
+    # The port of /metrics, never served on the API port (backend.metrics_server); bound on the same
+    # host, 0 = any free port (tests), the chosen one is in the start-up log.
     metrics_port: int = METRICS_PORT
+    # Waitress worker threads per process.
     threads: int = 8
-    # Server processes sharing the port (backend.supervisor). One process uses about one core (the
-    # GIL), so the default (VISION_WORKERS=auto) is one per CPU this process may use: affinity and
-    # cgroup quota, not the host's core count (backend.cpus). A number overrides it.
+    # Server processes sharing the port, ~1 core each (backend.supervisor); metrics add up over all of
+    # them. One process uses about one core (the GIL), so the default (VISION_WORKERS=auto) is one per
+    # CPU this process may use: affinity and cgroup quota (`docker --cpus`, a pod's CPU limit), not the
+    # host's core count (backend.cpus). A number overrides it.
     workers: int = 1
+    # Folder with each model's `<name>.onnx` and its card `<name>.json`.
     model_dir: Path = Path("models")
+    # Models to load, comma-separated.
     models: tuple[str, ...] = MODEL_NAMES
+    # Request body limit in bytes (413 above).
     max_body_bytes: int = 10 * 1024 * 1024
+    # Width × height limit per image, checked from the image header before decoding (413 above).
     max_pixels: int = 16_000_000
+    # Instances per batch request (413 above).
     max_batch: int = 64
-    # Connection safety (backend.guard). Each open socket costs a file descriptor and a few KiB, not
-    # a thread, so admit many and bound them by time: a request must arrive completely within
-    # read_timeout seconds of its first byte, an idle keep-alive connection closes after
-    # idle_timeout. At most max_queue complete requests wait for a thread; more get a 503 at once.
+    # Open connections per process. Connection safety (backend.guard): each open socket costs a file
+    # descriptor and a few KiB, not a thread, so admit many and bound them by time.
     max_connections: int = 1000
+    # Seconds within which a request must arrive completely after its first byte (408 after).
     read_timeout: float = 10.0
+    # Seconds after which an idle keep-alive connection is closed.
     idle_timeout: float = 15.0
+    # Complete requests waiting for a thread; more get an immediate 503 + Retry-After (probes and
+    # /metrics exempt).
     max_queue: int = 64
     # Seconds a request may spend being processed; checked between the images of a batch, which
     # also stop once the client has hung up (decoding one image is bounded by the pixel limits).
     request_deadline: float = 5.0
-    # Memory for images being decoded at once, per process (backend.budget). Budget math for the
-    # chart's 512 MiB pod limit: ~130 MiB baseline (Python, Flask, ORT, two models) + 192 MiB of
+    # Memory in MiB for images being decoded at once, per process (backend.budget). Budget math for
+    # the chart's 512 MiB pod limit: ~130 MiB baseline (Python, Flask, ORT, two models) + 192 MiB of
     # decoding + transient body buffers (threads × max_body_bytes in the worst case, 8 × 10 MiB)
     # ≈ 400 MiB. One 16 MP RGBA image needs 16 M × (4 + 8) B = 192 MiB: it fits, alone.
     decode_memory_mb: int = 192
-    # Decoded pixels per request, all images of a batch together: bounds a batch's CPU (~1 s at
-    # 16 MP) as VISION_MAX_PIXELS bounds one image's.
+    # Decoded pixels per request, all images of a batch together (413 above). It bounds a batch's CPU
+    # (~1 s at 16 MP) as VISION_MAX_PIXELS bounds one image's.
     max_batch_pixels: int = 16_000_000
+    # Seconds an image waits for room in the decoding memory before a 503 + Retry-After.
     decode_wait: float = 5.0
-    # Per-client limits (backend.ratelimit): "100/second;2000/minute" syntax, "" = off.
+    # Per-client limit on API requests, e.g. `100/second;2000/minute`; empty = off (429 + Retry-After).
     rate_limit: str = ""
+    # Per-client limit on requests with a wrong or missing API key (429 + Retry-After).
     auth_fail_limit: str = "20/minute"
+    # Where the limiters count: per process by default, `redis://…` shares one limit across processes
+    # and pods.
     rate_limit_storage: str = "memory://"
+    # Comma-separated CIDRs whose X-Forwarded-For names the client (for rate limits and logs).
     trusted_proxies: tuple[str, ...] = ()
+    # Comma-separated API keys, 16+ characters each; empty = no auth (health and metrics stay open).
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # never print secrets
+    # Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.
     log_level: str = "INFO"
     # Seconds to keep serving after SIGTERM while /readyz already says 503, so Kubernetes can take
     # the pod out of its Service endpoints before the listening socket closes (0 = close at once).
     drain_delay: float = 0.0
-    # Upper bound on waiting for in-flight requests during shutdown (below the pod's grace period).
+    # Upper bound in seconds on waiting for in-flight requests during shutdown (below the pod's grace
+    # period).
     shutdown_timeout: float = 20.0
-    # Model releases (backend.releases): state files, versions store and golden sets default to
-    # releases/, versions/ and golden/ inside model_dir; each may be mounted elsewhere (a cluster
-    # mounts the state from a ConfigMap and the versions from an init-filled emptyDir).
+    # Folder of the model release state files (backend.releases); default releases/ in model_dir. A
+    # cluster mounts it from a ConfigMap.
     releases_dir: Path | None = None
+    # Folder of the versions store, one folder per name and version; default versions/ in model_dir. A
+    # cluster fills it from the model image by an init container.
     versions_dir: Path | None = None
+    # Folder of each served name's golden set, the release gate's test; default golden/ in model_dir.
     golden_dir: Path | None = None
-    release_poll: float = 0.5  # seconds between checks of the release state files
+    # Seconds between checks of the release state files.
+    release_poll: float = 0.5
     # Coalesce concurrent requests into one ONNX Runtime run (see backend.inference.Batcher).
     batching: bool = True
-    # Internal, set by backend.supervisor for its workers: the inherited listening socket's fd, the
-    # worker's number (1..workers, shown in its log lines) and the supervisor's pid (a worker compares
-    # its parent with it, so a supervisor that dies before the worker looks is still noticed).
+    # Internal, set by backend.supervisor for its workers: the inherited listening socket's fd.
     listen_fd: int | None = None
+    # Internal, set by backend.supervisor for its workers: the worker's number (1..workers, in its logs).
     worker_id: int = 0
+    # Internal, set by backend.supervisor for its workers: its pid (a worker compares its parent with
+    # it, so a supervisor that dies before the worker first looks is still noticed).
     supervisor_pid: int | None = None
 
     @property

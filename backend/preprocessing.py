@@ -29,13 +29,12 @@ from functools import cache, lru_cache
 import numpy as np
 from PIL import Image, ImageFilter
 
-from backend.contract import PREPROCESSING_MODES
+from backend.contract import DIGIT, FRAME, PREPROCESSING_MODES
 from backend.modelcard import IMAGE_SIDE
 
 SIZE = IMAGE_SIDE         # model input side
 DIGIT_BOX = 20            # MNIST digits were fitted into 20×20 ...
 DIGIT_CENTRE = 14.0       # ... then shifted so the centre of mass lands here (measured: 13.99, 14.01)
-MODES = PREPROCESSING_MODES  # the values of a model card's input.preprocessing
 
 STATS_SIDE = 96           # levels are estimated on a thumbnail no larger than this
 MIN_CONTRAST = 0.12       # object vs background difference below this = blank image
@@ -43,7 +42,7 @@ MIN_CONTRAST = 0.12       # object vs background difference below this = blank i
 # a high floor costs nothing and keeps paper grain out; garments have faint tonal detail close to
 # the backdrop that a high floor would erase (measured on the photo-jpeg variants: Fashion 86→90 %
 # going 3→1 sigma, MNIST 99.0→97.8 %).
-NOISE_SIGMAS = {"digit": 3.0, "frame": 1.0}
+NOISE_SIGMAS = {DIGIT: 3.0, FRAME: 1.0}
 INK_THRESHOLD = 0.2       # "digit": pixels above this (after levels) count as ink for the crop
 FRAME_THRESHOLD = 0.06    # "frame": Fashion-MNIST trimmed what was within ~5 % of the corner colour
 SPECK_SHARE = 0.02        # a separate blob with under 2 % of the ink is dust, not part of the object
@@ -67,8 +66,8 @@ def preprocess(img: Image.Image, mode: str) -> np.ndarray:
     ``mode`` is the model card's ``input.preprocessing``: ``"digit"`` or ``"frame"``. Blank,
     fully transparent or featureless images give all zeros rather than an error.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {MODES}")
+    if mode not in PREPROCESSING_MODES:
+        raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {PREPROCESSING_MODES}")
     gray = to_grayscale(img)
     if gray is None:
         return _ZEROS.copy()
@@ -76,7 +75,7 @@ def preprocess(img: Image.Image, mode: str) -> np.ndarray:
     if levels is None:
         return _ZEROS.copy()
     ink = apply_levels(gray, levels)
-    return fit_digit(ink) if mode == "digit" else fit_frame(ink)
+    return fit_digit(ink) if mode == DIGIT else fit_frame(ink)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +155,7 @@ def _border(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a[:k].ravel(), a[-k:].ravel(), a[k:-k, :k].ravel(), a[k:-k, -k:].ravel()])
 
 
-def estimate_levels(gray: Image.Image, noise_sigmas: float = NOISE_SIGMAS["digit"]) -> Levels | None:
+def estimate_levels(gray: Image.Image, noise_sigmas: float = NOISE_SIGMAS[DIGIT]) -> Levels | None:
     """Polarity and black/white points of an ``L`` image; None if it has no visible object.
 
     The background is the median of the border ring (a median shrugs off JPEG ringing, noise and

@@ -32,6 +32,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import WSGITask
 
+from backend import waitress_pin
 from backend.app import create_app
 from backend.config import Config
 from backend.errors import ModelLoadError
@@ -64,6 +65,7 @@ class Server:
     """The app on a Waitress server bound at construction (so a busy port fails immediately)."""
 
     def __init__(self, config: Config):
+        waitress_pin.require()  # the subclasses and patches below fit one Waitress release only
         self.config = config
         self.app = create_app(config)
         self.state = self.app.extensions["vision"]

@@ -12,8 +12,8 @@ import json
 import time
 from pathlib import Path
 
-from visionctl.ml import training
-from visionctl.ml.training import STRATEGIES
+from visionctl.ml import train_config, training
+from visionctl.ml.train_config import STRATEGIES
 
 
 def main() -> None:
@@ -27,8 +27,8 @@ def main() -> None:
 
     results = []
     for strategy in STRATEGIES:
-        cfg = training.make_config("fashion-mnist", data_dir=args.data_dir, epochs=args.epochs,
-                                   strategy=strategy, init_weights=args.init_weights, limit=args.limit or None)
+        cfg = train_config.make_config("fashion-mnist", data_dir=args.data_dir, epochs=args.epochs,
+                                       strategy=strategy, init_weights=args.init_weights, limit=args.limit or None)
         start = time.perf_counter()
         _, metrics, _ = training.train(cfg)
         row = {"strategy": strategy, "epochs": args.epochs,

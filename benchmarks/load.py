@@ -31,6 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SAMPLE = ROOT / "samples" / "mnist" / "7-7.png"
+DOC = ROOT / "docs" / "performance.md"
+DOC_BEGIN, DOC_END = "<!-- load:begin -->", "<!-- load:end -->"
+# The saved runs docs/performance.md compares, in its order: two processes, then the default.
+DOC_RUNS = (RESULTS / "workers-2" / "load.json", RESULTS / "load.json")
 
 # wrk's Lua hooks: send the JSON body and print the summary as one JSON line wrk cannot print itself
 # (p95 and the error breakdown).
@@ -169,7 +173,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def markdown_table(results: dict) -> str:
-    """The runs as a Markdown table (pasted into benchmarks/README.md and the project README)."""
+    """The runs as a Markdown table (pasted into benchmarks/README.md and docs/performance.md)."""
     lines = ["| endpoint | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | server CPU µs/req |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for endpoint, runs in results["runs"].items():
@@ -181,8 +185,39 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _spaced(value: float) -> str:
+    return f"{value:,.0f}".replace(",", " ")
+
+
+def doc_table(saved: list[dict]) -> str:
+    """docs/performance.md's table: /predict per concurrency beside /healthz, one block per saved run."""
+    lines = ["| server | concurrency | `/predict` req/s | p50 ms | p99 ms | `/healthz` req/s "
+             "| server CPU per `/predict` |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for results in saved:
+        server = results["server"]
+        label = f"`VISION_WORKERS={server['workers']}`, `VISION_THREADS={server['threads']}`"
+        label += " (default, one pod)" if server["workers"] == 1 else ""
+        healthz = {r["concurrency"]: r for r in results["runs"]["healthz"]}
+        for i, r in enumerate(results["runs"]["predict"]):
+            lat = r["latency_ms"]
+            lines.append(f"| {label if i == 0 else ''} | {r['concurrency']} | {_spaced(r['rps'])} | {lat['p50']:.2f} | "
+                         f"{lat['p99']:.2f} | {_spaced(healthz[r['concurrency']]['rps'])} | "
+                         f"{r['server_cpu_us_per_request'] / 1000:.2f} ms |")
+    return "\n".join(lines)
+
+
+def update_doc(doc: Path = DOC) -> None:
+    text = doc.read_text()
+    table = doc_table([json.loads(p.read_text()) for p in DOC_RUNS])
+    start, end = text.index(DOC_BEGIN) + len(DOC_BEGIN), text.index(DOC_END)
+    doc.write_text(text[:start] + "\n" + table + "\n" + text[end:])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--doc", action="store_true",
+                        help="only rewrite docs/performance.md's table from the saved runs")
     parser.add_argument("--url", help="benchmark a running server instead of starting one")
     parser.add_argument("--model-dir", default=os.environ.get("VISION_MODEL_DIR", str(ROOT / "models")))
     parser.add_argument("--threads", type=int, default=8, help="VISION_THREADS of the started server")
@@ -193,6 +228,10 @@ def main() -> int:
     parser.add_argument("--out", default=str(RESULTS), help="folder for load.json and latency.png")
     parser.add_argument("--sample", default=str(SAMPLE))
     args = parser.parse_args()
+    if args.doc:
+        update_doc()
+        print(f"updated {DOC}")
+        return 0
 
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install wrk", file=sys.stderr)

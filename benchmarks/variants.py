@@ -25,6 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from backend.contract import DIGIT
 from backend.preprocessing import preprocess
 from visionctl.ml import evaluation, variants
 from visionctl.ml.data import load_split
@@ -45,7 +46,7 @@ def benchmark_inputs(data_dir: str) -> dict[str, tuple[Image.Image, str]]:
     photo = next(variants.render(digit[None], "mnist", "photo-jpeg", seed=0)).resize((1000, 1000), Image.BICUBIC)
     buf = io.BytesIO()
     photo.save(buf, "JPEG", quality=85)
-    return {"png-28x28": (png, "digit"), "jpeg-1000x1000": (_decoded(buf.getvalue()), "digit")}
+    return {"png-28x28": (png, DIGIT), "jpeg-1000x1000": (_decoded(buf.getvalue()), DIGIT)}
 
 
 def time_preprocess(inputs: dict[str, tuple[Image.Image, str]], repeat: int = 7) -> dict:

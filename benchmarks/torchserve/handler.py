@@ -11,6 +11,7 @@ import json
 import numpy as np
 import torch
 
+from backend.contract import DIGIT
 from backend.decoding import decode_base64, open_image
 from backend.preprocessing import preprocess
 from visionctl.ml.model import Net
@@ -38,7 +39,7 @@ def _image(row) -> np.ndarray:
     if isinstance(body, (bytes, bytearray)):
         body = json.loads(body)
     img = open_image(decode_base64(body["base64"]), MAX_PIXELS)
-    return preprocess(img, "digit")
+    return preprocess(img, DIGIT)
 
 
 def handle(data, context):

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import re
 
+import yaml
+from repo import ROOT
+
 
 def test_index_links_resolve(client):
     resp = client.get("/")
     assert resp.status_code == 200
     index = resp.json
-    assert index["name"] == "Vision AI" and re.fullmatch(r"\d+\.\d+\.\d+.*", index["version"])
-    assert index["version"] == client.get("/openapi.json").json["info"]["version"]
+    assert index["name"] == "Vision AI"
+    # The version a client reads is the release the chart deploys (its appVersion, the images' tag),
+    # a record kept outside the backend, so a bump on either side alone fails here.
+    chart = yaml.safe_load((ROOT / "charts" / "vision-ai" / "Chart.yaml").read_text())
+    assert index["version"] == chart["appVersion"]
     assert index["models"] == ["mnist", "fashion-mnist"]
     assert "metrics" not in index["links"]  # the operator's port, not this API
     for rel in ("docs", "openapi", "models", "predict", "health", "ready", "v2"):

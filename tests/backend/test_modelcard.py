@@ -74,12 +74,33 @@ def test_shipped_cards_load_and_rebuild_byte_for_byte(name):
     assert modelcard.sha256_file(test_model_dir() / f"{name}.onnx") == card.artifact_sha256("onnx")
 
 
-def test_preprocessing_modes_are_the_schema_and_the_preprocessor(repo_root):
-    from backend.preprocessing import MODES
+def test_the_schemas_preprocessing_modes_are_the_ones_cards_and_the_preprocessor_accept(repo_root, tmp_path):
+    """By behaviour, not by comparing names: every mode the published schema allows gives a card that
+    writes and reads back and an image the preprocessor handles (each mode its own way); a mode
+    outside the schema is refused by both."""
+    import numpy as np
+    from PIL import Image
+
+    from backend.preprocessing import preprocess
 
     schema = json.loads((repo_root / "docs" / "model-card.schema.json").read_text())
-    assert tuple(schema["properties"]["input"]["properties"]["preprocessing"]["enum"]) == modelcard.PREPROCESSING_MODES
-    assert MODES == modelcard.PREPROCESSING_MODES
+    modes = schema["properties"]["input"]["properties"]["preprocessing"]["enum"]
+    canvas = np.zeros((56, 84), np.uint8)
+    canvas[4:20, 6:12] = 255  # a small stroke in a corner of a wide frame
+    image = Image.fromarray(canvas)
+    outputs = []
+    for mode in modes:
+        modelcard.write(tmp_path / "mnist.json", built(preprocessing=mode))
+        assert modelcard.read(tmp_path / "mnist.json").preprocessing == mode
+        outputs.append(preprocess(image, mode))
+        assert outputs[-1].shape == (28, 28) and outputs[-1].max() > 0.5
+    assert len(modes) >= 2 and not np.allclose(outputs[0], outputs[1])  # the modes differ
+    for mode in ("zoom", modes[0].upper()):
+        with pytest.raises(ValueError, match="unknown preprocessing mode"):
+            preprocess(image, mode)
+        with pytest.raises(ModelLoadError, match="input.preprocessing must be one of"):
+            modelcard.write(tmp_path / "other.json", built(preprocessing=mode))
+            modelcard.read(tmp_path / "other.json")
 
 
 @pytest.mark.parametrize("mutate, message", [

@@ -1,11 +1,11 @@
-"""Alert rules, dashboard and README PromQL, checked by the real promtool, helm and Prometheus.
+"""Alert rules, dashboard and the documented PromQL, checked by the real promtool, helm and Prometheus.
 
 - ``promtool check rules`` and ``promtool test rules`` (tests/promtool/): every alert has synthetic
   series that must fire it and series that must not.
 - The chart renders the same rules (PrometheusRule, only when the CRD exists) and the same
   dashboard (sidecar ConfigMap) as deploy/observability/, which are byte-identical copies.
 - A real Prometheus scrapes a real backend under a little traffic, evaluates the rules, and every
-  PromQL expression in README, the rules and the dashboard must evaluate without error and return
+  PromQL expression in docs/operations.md, the rules and the dashboard must evaluate without error and return
   data. Then the backend restarts on the same port and the restart alert must fire.
 """
 
@@ -27,7 +27,7 @@ RULES = CHART / "files" / "vision-ai.rules.yml"
 DASHBOARD = CHART / "files" / "vision-ai-dashboard.json"
 PLAIN = ROOT / "deploy" / "observability"
 RULE_TESTS = ROOT / "tests" / "promtool" / "vision-ai.rules.test.yml"
-README = (ROOT / "README.md").read_text()
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
 
 # Metrics another branch adds: expressions that read them must evaluate, but may return no data
 # until that branch is merged (then delete the entry).
@@ -68,10 +68,10 @@ def dashboard_targets() -> list[tuple[str, str]]:
     return out
 
 
-def readme_promql() -> list[str]:
-    """Lines of README's ```promql blocks, without their trailing # comments."""
+def documented_promql() -> list[str]:
+    """Lines of docs/operations.md's ```promql blocks, without their trailing # comments."""
     exprs = []
-    for block in re.findall(r"```promql\n(.*?)```", README, re.S):
+    for block in re.findall(r"```promql\n(.*?)```", OPERATIONS, re.S):
         for line in block.splitlines():
             expr = re.sub(r"\s+#.*$", "", line).strip()
             if expr and not expr.startswith("#"):
@@ -91,7 +91,7 @@ def with_bool(expr: str) -> str:
 
 def all_expressions() -> list[tuple[str, str]]:
     """(where, expr) of every PromQL expression the project ships."""
-    out = [(f"README: {e}", e) for e in readme_promql()]
+    out = [(f"docs/operations.md: {e}", e) for e in documented_promql()]
     for rule in rules():
         name = rule.get("record") or rule["alert"]
         out.append((f"rule {name}", rule["expr"] if "record" in rule else with_bool(rule["expr"])))
@@ -119,10 +119,10 @@ def test_every_alert_has_severity_summary_and_runbook():
         assert {"summary", "description", "runbook"} <= set(alert["annotations"]), alert["alert"]
 
 
-def test_readme_lists_every_alert():
-    section = README.split("## Observability", 1)[1].split("\n## ", 1)[0]
+def test_the_operations_doc_lists_every_alert():
+    section = OPERATIONS.split("## Observability", 1)[1].split("\n## ", 1)[0]
     for alert in alerts():
-        assert f"`{alert['alert']}`" in section, f"README's Observability section does not list {alert['alert']}"
+        assert f"`{alert['alert']}`" in section, f"docs/operations.md's Observability does not list {alert['alert']}"
 
 
 def test_dashboard_is_well_formed():
@@ -275,7 +275,7 @@ def test_every_promql_expression_evaluates_and_returns_data(stack):
     _, prom = stack
     _wait_rules_evaluated(prom)
     expressions = all_expressions()
-    assert len(readme_promql()) >= 3 and len(expressions) > 50
+    assert len(documented_promql()) >= 3 and len(expressions) > 50
     errors, empty = [], []
     for where, expr in expressions:
         try:
@@ -301,7 +301,7 @@ def test_restart_of_the_backend_fires_the_restart_alert(stack):
 
 
 def test_render_dashboard_script_draws_the_panels(tmp_path):
-    """README's dashboard picture comes from this script; a short run must still draw a PNG."""
+    """The dashboard picture in docs/operations.md comes from this script; a short run must still draw a PNG."""
     import sys
 
     require_prometheus("prometheus")

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from backend.preprocessing import DIGIT_BOX, MIN_CONTRAST, MODES, _thumbnail, preprocess, stroke_width
+from backend.contract import PREPROCESSING_MODES as MODES
+from backend.preprocessing import DIGIT_BOX, MIN_CONTRAST, _thumbnail, preprocess, stroke_width
 from devkit.backend_server import test_model_dir
 from visionctl.ml.data import load_split
 

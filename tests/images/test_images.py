@@ -1,4 +1,8 @@
-"""The real images: built from Dockerfile.backend / Dockerfile.frontend, run with the pod's settings.
+"""The real images: built from Dockerfile.backend / Dockerfile.frontend, run as the rendered pods run them.
+
+Every container here gets its flags from the pod spec the chart and the plain manifests render,
+translated by tests/support/pod_run.py (user, read-only root, capabilities, no-new-privileges,
+volumes; for the rendered-pod test also limits, env, args, ports and the kubelet's probes).
 
 Docker is required: the session skips without it, except with ``VISION_REQUIRE_DOCKER=1`` (CI),
 where it first tries ``../shared/tools/offline-base-image.sh`` (which starts dockerd) and fails if
@@ -21,6 +25,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from helm_render import find, load_docs
+from pod_run import PodRun, probe_like_kubelet, quantity, translate
 from repo import ROOT
 
 import visionctl
@@ -31,9 +37,28 @@ SHARED_BASE_SCRIPT = SHARED_TOOLS / "offline-base-image.sh"
 BACKEND = f"{constants.BACKEND_IMAGE}:{constants.IMAGE_TAG}"
 FRONTEND = f"{constants.FRONTEND_IMAGE}:{constants.IMAGE_TAG}"
 UID = constants.RUN_AS_UID
-# What the Deployment enforces, as `docker run` flags (restricted Pod Security + readOnlyRootFilesystem).
-HARDENED = ["--read-only", "--tmpfs", "/tmp:rw,size=64m", "--cap-drop", "ALL",
-            "--security-opt", "no-new-privileges", "--user", f"{UID}:{UID}"]
+MANIFESTS = ROOT / "deploy" / "manifests"
+
+
+def manifest_docs(*folders: str) -> list[dict]:
+    """The plain manifests' objects: the default set (deploy/manifests/*.yaml) plus opt-in folders."""
+    paths = [p for d in ("", *folders) for p in sorted((MANIFESTS / d).glob("*.yaml"))]
+    return [doc for p in paths for doc in load_docs(p.read_text())]
+
+
+def workload_pod(docs: list[dict], component: str) -> dict:
+    return find(docs, "Deployment", component=component)[0]["spec"]["template"]
+
+
+def pod_flags(component: str) -> list[str]:
+    """How the plain manifests' pod runs the component's container: its security context and writable
+    volumes as `docker run` flags (tests that set their own env, CPUs or ports add those)."""
+    docs = manifest_docs("ui")
+    run = translate(workload_pod(docs, component)["spec"], component, docs=docs)
+    return [*run.security, *run.volumes]
+
+
+POD_FLAGS = {"backend": pod_flags("backend"), "frontend": pod_flags("frontend")}
 BACKEND_BUDGET_MB = 250  # issue 4: backend image ≤ 250 MB on top of its base
 FRONTEND_BUDGET_MB = 500  # Streamlit pulls pandas + pyarrow (~200 MB); a guard against regressions
 MB = 1_000_000
@@ -110,7 +135,8 @@ class Container:
     def __init__(self, image: str, *, args=(), env=None, network=None, aliases=(), publish=None,
                  entrypoint=None, run_flags=()):
         self.name = f"vision-test-{uuid.uuid4().hex[:10]}"
-        argv = ["run", "-d", "--name", self.name, *HARDENED, *run_flags]
+        pod = POD_FLAGS["frontend" if image == FRONTEND else "backend"]
+        argv = ["run", "-d", "--name", self.name, *pod, *run_flags]
         for key, value in (env or {}).items():
             argv += ["-e", f"{key}={value}"]
         if network:
@@ -209,7 +235,7 @@ def test_backend_image_contents(images):
               "print(json.dumps({'torch': bool(u.find_spec('torch')), 'pip': bool(u.find_spec('pip')), "
               "'models': sorted(os.listdir('/app/models')), "
               "'golden': sorted(os.listdir('/app/models/golden'))}))")
-    out = json.loads(docker("run", "--rm", *HARDENED, "--entrypoint", "/opt/venv/bin/python", BACKEND,
+    out = json.loads(docker("run", "--rm", *POD_FLAGS["backend"], "--entrypoint", "/opt/venv/bin/python", BACKEND,
                             "-c", script).stdout)
     assert out == {"torch": False, "pip": False,
                    "models": sorted([*(f"{n}.{e}" for n in constants.MODEL_NAMES for e in ("json", "onnx")),
@@ -225,7 +251,7 @@ def test_backend_serves_chart_probes_and_predicts(backend):
     # Probe paths: from the rendered chart when helm is here, else the ones the chart hard-codes.
     paths = {"/healthz", "/readyz"}
     if helm_binary():
-        from helm_render import find, render
+        from helm_render import render
 
         deploy = find(render("default"), "Deployment", component="backend")[0]
         c = deploy["spec"]["template"]["spec"]["containers"][0]
@@ -402,31 +428,191 @@ def test_frontend_reaches_backend_by_name(images, network, backend):
 def test_helm_test_hook_runs_in_backend_image(images, network, backend, tmp_path, expected, ok):
     """Runs the chart's test Pod (command, env, ConfigMap files) against the backend container,
     reachable under its Service name — and checks that a wrong expectation fails."""
-    from helm_render import find, render, require_helm
+    from helm_render import render, require_helm
 
     require_helm()  # skips without helm, fails with VISION_REQUIRE_HELM=1
     docs = render("default")
-    pod = find(docs, "Pod")[0]
-    spec = pod["spec"]["containers"][0]
-    cm = find(docs, "ConfigMap", name=pod["spec"]["volumes"][0]["configMap"]["name"])[0]
-    files = tmp_path / "sample"
-    files.mkdir()
-    for key, text in cm["data"].items():
-        (files / key).write_text(text)
-    for key, blob in cm["binaryData"].items():
-        (files / key).write_bytes(base64.b64decode(blob))
-    files.chmod(0o755)
-    for f in files.iterdir():
-        f.chmod(0o644)
-    env = {e["name"]: e["value"] for e in spec["env"]}
-    env["EXPECTED_LABEL"] = expected
-    argv = ["run", "--rm", *HARDENED, "--network", network, "-v", f"{files}:{spec['volumeMounts'][0]['mountPath']}:ro",
-            "--entrypoint", spec["command"][0]]
-    for key, value in env.items():
-        argv += ["-e", f"{key}={value}"]
-    result = docker(*argv, spec["image"], *spec["command"][1:], check=False, timeout=120)
+    run = translate(find(docs, "Pod")[0]["spec"], docs=docs, files_dir=tmp_path)  # its ConfigMap as files
+    run.env["EXPECTED_LABEL"] = expected
+    result = docker("run", "--rm", "--network", network, *run.argv(publish=False), check=False, timeout=120)
     assert (result.returncode == 0) is ok, result.stdout + result.stderr
     assert ("OK" in result.stdout) is ok
+
+
+# ---- the pod that runs is the pod we render -----------------------------------------------------------
+
+# What the container itself sees, printed as JSON by the image's Python (no other tools in the image).
+INSIDE = r"""
+import json, os
+status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
+def read(*paths):
+    for path in paths:
+        try:
+            return open(path).read().strip()
+        except OSError:
+            pass
+def writable(path):
+    try:
+        with open(os.path.join(path, ".probe"), "w") as f:
+            f.write("x")
+        os.remove(os.path.join(path, ".probe"))
+        return True
+    except OSError:
+        return False
+cpu_max = read("/sys/fs/cgroup/cpu.max")
+quota, period = cpu_max.split() if cpu_max else (read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+                                                  read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+env = dict(item.split("=", 1) for item in open("/proc/1/environ").read().split("\0") if "=" in item)
+mounts = {}
+for line in open("/proc/self/mounts"):
+    dev, point, kind, options = line.split()[:4]
+    mounts[point] = {"type": kind, "options": options.split(",")}
+def size(path):
+    s = os.statvfs(path)
+    return s.f_blocks * s.f_frsize
+print(json.dumps({
+    "uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
+    "cap_eff": int(status["CapEff"], 16), "no_new_privs": int(status["NoNewPrivs"]),
+    "seccomp": int(status["Seccomp"]),
+    "memory_limit": int(read("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")),
+    "cpu_quota": None if quota in ("max", "-1") else int(quota) / int(period),
+    "root_writable": writable("/app") or writable("/"), "env": env,
+    "cmdline": open("/proc/1/cmdline").read().split("\0")[:-1],
+    "mounts": {p: {**m, "size": size(p), "writable": writable(p)} for p, m in mounts.items() if p in MOUNTS},
+}))
+"""
+
+BACKEND_SOURCES = ["chart", "manifests"]
+
+
+def rendered_backend(source: str) -> tuple[dict, list[dict]]:
+    """The backend Deployment's pod template and its fellow objects, from `helm template` (chart
+    defaults) or from the plain manifests' default set."""
+    if source == "chart":
+        from helm_render import render, require_helm
+
+        require_helm()
+        docs = render("default")
+    else:
+        docs = manifest_docs()
+    return workload_pod(docs, "backend"), docs
+
+
+@pytest.mark.parametrize("source", BACKEND_SOURCES)
+def test_the_rendered_backend_pod_runs_probes_and_answers_as_rendered(images, source, tmp_path):
+    """Render the Deployment, run the real image with exactly what its pod implies, check from inside
+    the container that it got that (user, groups, capabilities, no-new-privileges, seccomp, memory and
+    CPU limits, read-only root, each volume's type, size and writability, env and arguments), probe it
+    on the pod's own schedule the way the kubelet does (startup, then readiness and liveness, on the
+    probes' ports), send the assignment's curl to the API port, scrape what the pod's Prometheus
+    annotations point at, then stop it as the kubelet would (preStop, SIGTERM, grace period)."""
+    template, docs = rendered_backend(source)
+    spec = template["spec"]
+    container = next(c for c in spec["containers"] if c["name"] == "backend")
+    run = translate(spec, "backend", docs=docs, files_dir=tmp_path)
+    name = f"vision-pod-{uuid.uuid4().hex[:10]}"
+    docker("run", "-d", "--name", name, *run.argv())
+    try:
+        published = {port: docker("port", name, f"{port}/tcp").stdout.split()[0] for port in set(run.ports.values())}
+
+        def url_for(port) -> str:
+            return f"http://{published[run.ports[port] if isinstance(port, str) else int(port)]}"
+
+        def alive() -> bool:
+            return json.loads(docker("inspect", name).stdout)[0]["State"]["Running"]
+
+        def logs() -> str:
+            out = docker("logs", name, check=False)
+            return (out.stdout + out.stderr)[-3000:]
+
+        # The kubelet: the startup probe first, then readiness and liveness on their own schedules.
+        try:
+            took = probe_like_kubelet(run.probes["startupProbe"], url_for, alive=alive)
+            for kind in ("readinessProbe", "livenessProbe"):
+                probe_like_kubelet(run.probes[kind], url_for, alive=alive)
+        except AssertionError as exc:
+            pytest.fail(f"{source}: {exc}\n{logs()}")
+        print(f"\n{source}: started (startup probe passed) after {took:.1f} s")
+
+        # From inside: what the container really got is what the pod spec says.
+        mounts = {m["mountPath"] for m in container.get("volumeMounts") or []}
+        inside = json.loads(docker("exec", name, "/opt/venv/bin/python", "-c",
+                                   f"MOUNTS = {sorted(mounts)!r}\n" + INSIDE).stdout)
+        ctx = {**(spec.get("securityContext") or {}), **(container.get("securityContext") or {})}
+        assert (inside["uid"], inside["gid"]) == (ctx["runAsUser"], ctx["runAsGroup"])
+        if "fsGroup" in spec.get("securityContext", {}):
+            assert spec["securityContext"]["fsGroup"] in inside["groups"]
+        if "ALL" in ctx["capabilities"]["drop"]:
+            assert inside["cap_eff"] == 0
+        assert inside["no_new_privs"] == (1 if ctx.get("allowPrivilegeEscalation") is False else 0)
+        assert inside["seccomp"] == 2  # filtered: the runtime's default profile (RuntimeDefault)
+        assert inside["root_writable"] is not ctx.get("readOnlyRootFilesystem", False)
+        limits = container["resources"]["limits"]
+        assert inside["memory_limit"] == int(quantity(limits["memory"]))
+        assert inside["cpu_quota"] == pytest.approx(quantity(limits["cpu"]))
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        for mount in container.get("volumeMounts") or []:
+            seen, volume = inside["mounts"][mount["mountPath"]], volumes[mount["name"]]
+            assert seen["writable"] is not mount.get("readOnly", False), mount
+            empty = volume.get("emptyDir")
+            if empty is not None and empty.get("medium") == "Memory":
+                assert seen["type"] == "tmpfs" and "noexec" not in seen["options"], seen
+                if "sizeLimit" in empty:
+                    assert seen["size"] == int(quantity(empty["sizeLimit"])), seen
+        for entry in container.get("env") or []:
+            assert inside["env"].get(entry["name"]) == run.env[entry["name"]], entry["name"]
+        image_config = json.loads(docker("image", "inspect", run.image).stdout)[0]["Config"]
+        expected_argv = (container.get("command") or image_config["Entrypoint"]) + (
+            container.get("args") if "args" in container else ([] if container.get("command") else
+                                                                (image_config.get("Cmd") or [])))
+        assert inside["cmdline"] == expected_argv
+
+        # The assignment's curl on the pod's API port, through bash as a user would type it.
+        api = next(p["containerPort"] for p in container["ports"] if p.get("name") == "http")
+        sample = base64.b64encode((ROOT / "samples" / "mnist" / "7-7.png").read_bytes()).decode()
+        curl = subprocess.run(
+            ["bash", "-c", f"curl -sS -X POST {url_for(api)}/predict -H 'Content-Type: application/json' "
+                           f"-d '{{\"base64\": {sample}}}'"], capture_output=True, text=True, timeout=30)
+        answer = json.loads(curl.stdout)
+        assert (answer["model"], answer["label"], answer["class_index"]) == ("mnist", "7", 7), curl.stdout
+
+        # Prometheus finds the metrics where the pod's annotations say.
+        notes = template["metadata"].get("annotations") or {}
+        if notes.get("prometheus.io/scrape") == "true":
+            scraped = requests.get(url_for(int(notes["prometheus.io/port"])) + notes.get("prometheus.io/path",
+                                                                                         "/metrics"), timeout=5)
+            assert scraped.status_code == 200 and "vision_http_requests_total" in scraped.text
+
+        # Stop as the kubelet does: preStop, then SIGTERM, SIGKILL at the end of the grace period.
+        t0 = time.monotonic()
+        time.sleep(run.pre_stop_seconds)
+        docker("stop", "-t", str(int(run.grace_seconds - run.pre_stop_seconds)), name, timeout=120)
+        state = json.loads(docker("inspect", name).stdout)[0]["State"]
+        assert state["ExitCode"] == 0 and not state["OOMKilled"], logs()
+        assert time.monotonic() - t0 < run.grace_seconds
+        assert "Traceback" not in logs()
+    finally:
+        docker("rm", "-f", "-v", name, check=False)
+
+
+def test_the_translation_refuses_what_it_cannot_run():
+    """A pod feature without a faithful `docker run` equivalent fails the translation instead of being
+    skipped, so the rendered-pod test cannot silently test less than the pod."""
+    from pod_run import Untranslatable
+
+    template = workload_pod(manifest_docs(), "backend")
+    for change in (lambda s: s.update(hostNetwork=True),
+                   lambda s: s["containers"][0]["securityContext"].update(privileged=True),
+                   lambda s: s["containers"][0]["securityContext"].update(runAsUser=0),
+                   lambda s: s["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+                   or s["containers"][0]["volumeMounts"].append({"name": "host", "mountPath": "/host"}),
+                   lambda s: s["containers"].append({**s["containers"][0], "name": "sidecar"})):
+        spec = json.loads(json.dumps(template["spec"]))
+        change(spec)
+        with pytest.raises(Untranslatable):
+            translate(spec, None if len(spec["containers"]) > 1 else "backend", docs=[])
+    run: PodRun = translate(template["spec"], "backend")
+    assert run.ports and run.probes and run.env  # the backend's pod has all three to check
 
 
 # ---- model releases: a model image copied in by the pod's init step ---------------------------------

@@ -111,7 +111,7 @@ def matches(selector: dict, labels: dict) -> bool:
     return True
 
 
-# The oldest Kubernetes we claim (README "Deploy on your own cluster"): 1.30 turned the preStop
+# The oldest Kubernetes we claim (docs/deploy.md "Deploy on your own cluster"): 1.30 turned the preStop
 # `sleep` action on by default (the schema of 1.29 and older rejects it); matchLabelKeys, Pod
 # Security admission, autoscaling/v2 and policy/v1 are older. Validated against it and the newest
 # schema kubernetes-validate ships.

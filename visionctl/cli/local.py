@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from backend.config import Config
+from vision_client import DEFAULT_API_URL, DEFAULT_TIMEOUT
 from visionctl.cli import render
 from visionctl.cli.options import ApiKey, Dataset
 from visionctl.constants import FRONTEND_PORT
@@ -21,11 +23,11 @@ def predict(
     model: Annotated[Dataset, typer.Option("--model", "-m", help="Which model.")] = Dataset.mnist,
     url: Annotated[str | None, typer.Option(
         "--url", envvar="VISION_API_URL",
-        help="API base URL: local serve, http://localhost:8080 (cluster) or the tunnel URL "
-             "[default: http://127.0.0.1:8080].")] = None,
+        help="API base URL: local serve, http://localhost:8080 (cluster) or the tunnel URL.",
+        show_default=DEFAULT_API_URL)] = None,
     api_key: ApiKey = None,
-    timeout: Annotated[float | None, typer.Option(min=0.1, envvar="VISION_API_TIMEOUT",
-                                                  help="Seconds per request [default: 10].")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        min=0.1, envvar="VISION_API_TIMEOUT", help="Seconds per request.", show_default=str(DEFAULT_TIMEOUT))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON answers (one array).")] = False,
 ) -> None:
     """Classify images through the API: label, confidence and top-3 per image."""
@@ -69,21 +71,22 @@ def predict(
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(
-        help="Bind address [default: VISION_HOST or 127.0.0.1; 0.0.0.0 shares it on your network].")] = None,
-    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port [default: VISION_PORT or 8080].")] = None,
+        help="Bind address; 0.0.0.0 shares it on your network.", show_default="VISION_HOST or 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, show_default=f"VISION_PORT or {Config.port}")] = None,
     metrics_port: Annotated[int | None, typer.Option(
-        min=0, max=65535, help="Port of /metrics, on the same host; 0 = any free port "
-                               "[default: VISION_METRICS_PORT or 9090].")] = None,
+        min=0, max=65535, help="Port of /metrics, on the same host; 0 = any free port.",
+        show_default=f"VISION_METRICS_PORT or {Config.metrics_port}")] = None,
     models_dir: Annotated[Path | None, typer.Option(
-        "--models-dir", help="Model folder [default: VISION_MODEL_DIR or models].")] = None,
+        "--models-dir", help="Model folder.", show_default=f"VISION_MODEL_DIR or {Config.model_dir}")] = None,
     models: Annotated[str | None, typer.Option(
-        help="Comma-separated models to load [default: VISION_MODELS or all].")] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="Waitress threads [default: VISION_THREADS or 8].")] = None,
+        help="Comma-separated models to load.", show_default=f"VISION_MODELS or {','.join(Config.models)}")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Waitress threads.",
+                                                  show_default=f"VISION_THREADS or {Config.threads}")] = None,
     workers: Annotated[str | None, typer.Option(
-        help="Server processes, ~1 core each: a number, or auto = one per usable CPU (affinity, cgroup quota) "
-             "[default: VISION_WORKERS or auto].")] = None,
+        help="Server processes, ~1 core each: a number, or auto = one per usable CPU (affinity, cgroup quota).",
+        show_default="VISION_WORKERS or auto")] = None,
     log_level: Annotated[str | None, typer.Option(
-        help="DEBUG, INFO, WARNING, ERROR [default: VISION_LOG_LEVEL or INFO].")] = None,
+        help="DEBUG, INFO, WARNING, ERROR.", show_default=f"VISION_LOG_LEVEL or {Config.log_level}")] = None,
 ) -> None:
     """Run the API locally on Waitress (no Docker, no cluster). Ctrl-C or SIGTERM stops it gracefully.
 
@@ -118,7 +121,7 @@ def serve(
 @app.command()
 def ui(
     api_url: Annotated[str | None, typer.Option(
-        "--api-url", envvar="VISION_API_URL", help="Backend base URL [default: http://127.0.0.1:8080].")] = None,
+        "--api-url", envvar="VISION_API_URL", help="Backend base URL.", show_default=DEFAULT_API_URL)] = None,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Streamlit port.")] = FRONTEND_PORT,
     host: Annotated[str, typer.Option(help="Bind address (0.0.0.0 to share on your network).")] = "127.0.0.1",
     api_key: ApiKey = None,

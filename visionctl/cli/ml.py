@@ -9,8 +9,12 @@ import typer
 
 from visionctl.cli import render
 from visionctl.cli.options import DEFAULT_MODELS_DIR, DataDir, Dataset, ModelsDir, Strategy
+from visionctl.ml.train_config import TrainConfig, default_text
 
 app = typer.Typer()
+# Settings that are the same for every dataset show TrainConfig's default; per-dataset ones (epochs,
+# strategy) stay None here so the dataset's preset applies, and their help text is read from it.
+TRAIN = TrainConfig()
 
 
 @app.command()
@@ -18,15 +22,16 @@ def train(
     dataset: Annotated[Dataset, typer.Argument(help="mnist (from scratch) or fashion-mnist (fine-tuned from mnist).")],
     data_dir: DataDir = None,
     models_dir: ModelsDir = DEFAULT_MODELS_DIR,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs [default: 8 mnist, 5 fashion-mnist].")] = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    lr: Annotated[float, typer.Option(min=0.0, help="Adadelta learning rate.")] = 1.0,
-    gamma: Annotated[float, typer.Option(min=0.0, max=1.0, help="StepLR decay per epoch.")] = 0.7,
-    seed: int = 1,
-    threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads.")] = 2,
-    strategy: Annotated[Strategy | None, typer.Option(help="Fine-tuning: which layers learn [default: all].")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, show_default=default_text("epochs"))] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = TRAIN.batch_size,
+    lr: Annotated[float, typer.Option(min=0.0, help="Adadelta learning rate.")] = TRAIN.lr,
+    gamma: Annotated[float, typer.Option(min=0.0, max=1.0, help="StepLR decay per epoch.")] = TRAIN.gamma,
+    seed: int = TRAIN.seed,
+    threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads.")] = TRAIN.threads,
+    strategy: Annotated[Strategy | None, typer.Option(
+        help="Fine-tuning: which layers learn.", show_default=default_text("strategy"))] = None,
     init_weights: Annotated[Path | None, typer.Option(
-        help="Start from these weights [fashion-mnist default: <models-dir>/mnist.pt].")] = None,
+        help="Start from these weights.", show_default="fashion-mnist: <models-dir>/mnist.pt")] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment",
                                           help="Random shift/rotate/scale/stroke augmentation.")] = True,
     limit: Annotated[int, typer.Option(min=0, help="Use only the first N samples (smoke runs).")] = 0,
@@ -50,8 +55,8 @@ def train(
 def export_cmd(
     dataset: Annotated[Dataset, typer.Argument(help="Which model (sets labels and test set).")] = Dataset.mnist,
     weights: Annotated[Path | None, typer.Option(
-        help="State dict to convert [default: <models-dir>/<name>.pt, else models/<name>.pt, so "
-             "`export NAME --models-dir DIR` writes a release artifact of the current weights].")] = None,
+        help="State dict to convert (else models/<name>.pt, so `export NAME --models-dir DIR` writes a "
+             "release artifact of the current weights).", show_default="<models-dir>/<name>.pt")] = None,
     models_dir: ModelsDir = DEFAULT_MODELS_DIR,
     data_dir: DataDir = None,
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from visionctl.constants import CLUSTER_NAME, DEFAULT_HOST_PORT
+from visionctl.ml.train_config import STRATEGIES
 
 
 class Dataset(StrEnum):
@@ -17,10 +18,7 @@ class Dataset(StrEnum):
     fashion_mnist = "fashion-mnist"
 
 
-class Strategy(StrEnum):
-    fc2 = "fc2"
-    fc1_fc2 = "fc1+fc2"
-    all = "all"
+Strategy = StrEnum("Strategy", {name: name for name in STRATEGIES})  # the CLI's choices are the library's
 
 
 class Component(StrEnum):
@@ -48,10 +46,11 @@ Port = Annotated[int, typer.Option("--port", "-p", min=1, max=65535, envvar="VIS
                                    help="localhost port mapped to the cluster's load balancer (the ingress).")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the exact command plan; run nothing.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Echo every external command and stream its output.")]
-Tag = Annotated[str | None, typer.Option("--tag", help="Image tag [default: the visionctl version].")]
+Tag = Annotated[str | None, typer.Option("--tag", help="Image tag.", show_default="the visionctl version")]
 BaseImage = Annotated[str | None, typer.Option(
     "--base-image", envvar="VISION_BASE_IMAGE",
-    help="Base image for both Dockerfiles (build arg BASE_IMAGE) [default: python:3.11-slim].")]
+    help="Base image for both Dockerfiles (build arg BASE_IMAGE).",
+    show_default="the Dockerfiles' BASE_IMAGE, python:3.11-slim")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="VISION_API_KEY", help="API key sent as X-API-Key.")]
 Values = Annotated[list[Path] | None, typer.Option(
     "--values", "-f", exists=True, dir_okay=False,

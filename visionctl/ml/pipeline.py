@@ -21,7 +21,7 @@ def train_and_export(dataset: str, *, models_dir: Path, data_dir=None, augment: 
     """Train ``dataset``'s model, export it and return its model card; ``progress(phase, done,
     total, stats)`` is called after every batch."""
     from visionctl.ml import export as ex
-    from visionctl.ml import training
+    from visionctl.ml import train_config, training
     if dataset != "mnist" and overrides.get("init_weights") is None:
         overrides["init_weights"] = str(Path(models_dir) / "mnist.pt")
     if not augment:
@@ -30,7 +30,7 @@ def train_and_export(dataset: str, *, models_dir: Path, data_dir=None, augment: 
     if init and not Path(init).is_file():
         raise PipelineError(f"initial weights {init} not found; run `visionctl train mnist` first")
     try:
-        cfg = training.make_config(dataset, data_dir=str(data_dir) if data_dir else None, **overrides)
+        cfg = train_config.make_config(dataset, data_dir=str(data_dir) if data_dir else None, **overrides)
     except ValueError as exc:
         raise PipelineError(str(exc)) from None
 

@@ -20,7 +20,7 @@ MANUAL_STEPS = (
     "kubectl -n vision-ai rollout status deployment/vision-ai-backend ; "
     "kubectl -n vision-ai port-forward svc/vision-ai-backend 8080:8080 ; "
     "curl -X POST http://localhost:8080/predict -H 'Content-Type: application/json' -d '{\"base64\": ...}' "
-    "(README \"Deploy on your own cluster\")")
+    "(docs/deploy.md, \"Deploy on your own cluster\")")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from backend import modelcard
 from visionctl.cli import app
 from visionctl.ml import data as vdata
 from visionctl.ml import export as vexport
-from visionctl.ml import training
+from visionctl.ml import train_config, training
 from visionctl.ml.model import Net
 
 runner = CliRunner()
@@ -140,7 +140,7 @@ def test_state_dict_compatible_with_assignment_net():
 
 
 def test_augment_keeps_shape_and_range():
-    cfg = training.make_config("mnist")
+    cfg = train_config.make_config("mnist")
     x = training.to_tensor(np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8))
     out = training.augment(x, cfg, torch.Generator().manual_seed(0))
     assert out.shape == x.shape

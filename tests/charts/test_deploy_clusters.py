@@ -1,4 +1,4 @@
-"""README "Deploy on your own cluster": one copy-paste block per distribution, each naming the
+"""docs/deploy.md "Deploy on your own cluster": one copy-paste block per distribution, each naming the
 steps a first-time user needs in order — build the backend image, load it the way that cluster
 needs, apply the manifests, wait for the rollout, curl the API (the curls themselves run against a
 real backend in test_readme.py)."""
@@ -9,11 +9,11 @@ import re
 
 import pytest
 from helm_render import MIN_KUBERNETES
-from readme import README, shell_blocks
+from readme import doc, section, shell_blocks
 
 from visionctl import constants
 
-SECTION = README.split("## Deploy on your own cluster", 1)[1].split("\n## ", 1)[0]
+SECTION = section(doc("docs/deploy.md"), "Deploy on your own cluster")
 # The image the chart and manifests run (the chart's appVersion, which tests/charts/test_chart.py ties to it).
 IMAGE = f"{constants.BACKEND_IMAGE}:{constants.IMAGE_TAG}"
 LOAD = {

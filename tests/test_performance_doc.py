@@ -1,0 +1,33 @@
+"""docs/performance.md's tables — load per server setting, and the TorchServe comparison — are the ones the
+saved benchmark results produce."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from repo import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import load  # noqa: E402  (a script folder, not a package)
+from compare_torchserve import BEGIN, DOC, END, markdown_table  # noqa: E402
+
+
+def test_the_table_matches_saved_results():
+    results = json.loads((ROOT / "benchmarks" / "results" / "compare_torchserve.json").read_text())
+    text = DOC.read_text()
+    block = text[text.index(BEGIN) + len(BEGIN): text.index(END)].strip()
+    assert block == markdown_table(results), "run: python benchmarks/compare_torchserve.py --doc"
+    assert not results["short"], "the document quotes a full run, not the CI short mode"
+    for png in ("compare_torchserve.png", "scaling.png"):
+        assert (ROOT / "benchmarks" / "results" / png).stat().st_size > 10_000
+
+
+def test_the_load_table_matches_saved_runs():
+    text = DOC.read_text()
+    block = text[text.index(load.DOC_BEGIN) + len(load.DOC_BEGIN): text.index(load.DOC_END)].strip()
+    saved = [json.loads(p.read_text()) for p in load.DOC_RUNS]
+    assert block == load.doc_table(saved), "run: python benchmarks/load.py --doc"
+    assert [r["server"]["workers"] for r in saved] == [2, 1]
+    assert all(not r["machine"]["training_running"] for r in saved), "quoted runs were taken on an idle machine"
