@@ -188,6 +188,13 @@ def big_png(side: int, mode: str = "L") -> bytes:
     return buf.getvalue()
 
 
+def noise_png(side: int) -> bytes:
+    """An incompressible PNG (~side² bytes): big enough to be spooled, small enough to decode fast."""
+    buf = io.BytesIO()
+    Image.frombytes("L", (side, side), os.urandom(side * side)).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def sixteen_bit_png(side: int) -> bytes:
     buf = io.BytesIO()
     Image.new("I;16", (side, side), 1000).save(buf, "PNG", compress_level=9)
@@ -351,8 +358,7 @@ def attack_cases(short: bool):
          explain_flood(32, 3.0 if short else 10.0, sample, honour_retry_after=False), {}),
         (f"{side}² 16-bit PNG explains ×8 concurrent",
          requests([(post("/v1/models/mnist/explain", b64_json(sixteen_bit_png(side))), 8, 8)]), {}),
-        ("7 held-open 9 MiB uploads + 4 other uploads",
-         held_uploads(7, 9, 4, big_png(1200)), probe),
+        ("7 held-open 9 MiB uploads + 4 other 1 MiB uploads", held_uploads(7, 9, 4, noise_png(1024)), probe),
         ("40 × 19 MiB bodies", requests([(post("/predict", b"\x89PNG\r\n\x1a\n" + b"A" * (19 * 2**20)), 40 if not short
                                           else 10, 8)]), probe),
         ("unauthenticated 19 MiB uploads", requests([(post("/predict", b"A" * (19 * 2**20), key=None), 6, 6)]), {}),
