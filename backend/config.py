@@ -59,6 +59,15 @@ class Config:
     # 16 MP) as VISION_MAX_PIXELS bounds one image's.
     max_batch_pixels: int = 16_000_000
     decode_wait: float = 5.0
+    # Request bodies over Waitress's 512 KiB in-memory buffer are spooled to $TMPDIR, in the pod a
+    # 64 MiB memory-backed emptyDir: bodies reserve their bytes from this budget before they are
+    # written (backend.admission), so /tmp never fills up; over it, 503 + Retry-After.
+    spool_mb: int = 48
+    # Explanations (~25× a prediction's CPU): this many run at once, this many more wait, and they
+    # may use this share of one CPU on average; beyond that, 503 + Retry-After (backend.admission).
+    explain_concurrency: int = 1
+    explain_queue: int = 2
+    explain_cpu_share: float = 0.25
     # Per-client limits (backend.ratelimit): "100/second;2000/minute" syntax, "" = off.
     rate_limit: str = ""
     auth_fail_limit: str = "20/minute"
@@ -205,6 +214,10 @@ class Config:
             max_batch_pixels=integer("VISION_MAX_BATCH_PIXELS", d.max_batch_pixels, 28 * 28, 1_000_000_000),
             decode_memory_mb=integer("VISION_DECODE_MEMORY_MB", d.decode_memory_mb, 16, 65536),
             decode_wait=number("VISION_DECODE_WAIT", d.decode_wait, 0.0, 300.0),
+            spool_mb=integer("VISION_SPOOL_MB", d.spool_mb, 1, 65536),
+            explain_concurrency=integer("VISION_EXPLAIN_CONCURRENCY", d.explain_concurrency, 1, 256),
+            explain_queue=integer("VISION_EXPLAIN_QUEUE", d.explain_queue, 0, 1024),
+            explain_cpu_share=number("VISION_EXPLAIN_CPU_SHARE", d.explain_cpu_share, 0.01, 64.0),
             api_keys=keys,
             log_level=level,
             drain_delay=number("VISION_DRAIN_DELAY", d.drain_delay, 0.0, 300.0),

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
+from backend.admission import ExplainBudget, SpoolBudget
 from backend.budget import MemoryBudget
 from backend.config import Config
 from backend.inference import Registry
@@ -29,6 +30,8 @@ class State:
     metrics: Metrics
     memory: MemoryBudget
     limiter: RateLimiter
+    spool: SpoolBudget
+    explain: ExplainBudget
     draining: threading.Event = field(default_factory=threading.Event)
 
     @property
