@@ -192,6 +192,12 @@ class Config:
             except ValueError:
                 raise ConfigError(f"VISION_TRUSTED_PROXIES: {proxy!r} is not an address or CIDR range") from None
 
+        max_body_bytes = integer("VISION_MAX_BODY_BYTES", d.max_body_bytes, 1024, 1024**3)
+        spool_mb = integer("VISION_SPOOL_MB", d.spool_mb, 1, 65536)
+        if spool_mb * 2**20 < max_body_bytes:  # a body the budget can never hold would get 503s forever
+            raise ConfigError(f"VISION_SPOOL_MB={spool_mb} is smaller than VISION_MAX_BODY_BYTES={max_body_bytes}; "
+                              "the spool budget must hold at least one body of the maximum size")
+
         return cls(
             host=host,
             rate_limit=rate("VISION_RATE_LIMIT", d.rate_limit),
@@ -203,7 +209,7 @@ class Config:
             workers=workers(),
             model_dir=model_dir,
             models=models,
-            max_body_bytes=integer("VISION_MAX_BODY_BYTES", d.max_body_bytes, 1024, 1024**3),
+            max_body_bytes=max_body_bytes,
             max_pixels=integer("VISION_MAX_PIXELS", d.max_pixels, 28 * 28, 1_000_000_000),
             max_batch=integer("VISION_MAX_BATCH", d.max_batch, 1, 4096),
             max_connections=integer("VISION_MAX_CONNECTIONS", d.max_connections, 16, 100_000),
@@ -214,7 +220,7 @@ class Config:
             max_batch_pixels=integer("VISION_MAX_BATCH_PIXELS", d.max_batch_pixels, 28 * 28, 1_000_000_000),
             decode_memory_mb=integer("VISION_DECODE_MEMORY_MB", d.decode_memory_mb, 16, 65536),
             decode_wait=number("VISION_DECODE_WAIT", d.decode_wait, 0.0, 300.0),
-            spool_mb=integer("VISION_SPOOL_MB", d.spool_mb, 1, 65536),
+            spool_mb=spool_mb,
             explain_concurrency=integer("VISION_EXPLAIN_CONCURRENCY", d.explain_concurrency, 1, 256),
             explain_queue=integer("VISION_EXPLAIN_QUEUE", d.explain_queue, 0, 1024),
             explain_cpu_share=number("VISION_EXPLAIN_CPU_SHARE", d.explain_cpu_share, 0.01, 64.0),
