@@ -44,6 +44,9 @@ MEMORY_LIMIT_MIB = 512  # the chart's backend memory limit
 SPOOL_LIMIT_MIB = 64  # the chart's /tmp emptyDir (medium: Memory, so it also counts against the limit above)
 READYZ_BUDGET_MS = 100  # /readyz while an attack runs (the probe's timeout is 1 s)
 CPU_BUDGET_S = 1.0  # server CPU seconds per attack request
+DOC = ROOT / "docs" / "operations-resource-safety.md"
+BEFORE = RESULTS / "abuse-before.json"  # the server before the current defences (see its "commit")
+TABLE_START, TABLE_END = "<!-- abuse-table:start -->", "<!-- abuse-table:end -->"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -471,6 +474,53 @@ def check(name: str, r: dict, budgets: dict) -> list[str]:
     return failures
 
 
+def describe(budgets: dict) -> str:
+    text = f"≤ {CPU_BUDGET_S:g} CPU-s/request, ≤ {MEMORY_LIMIT_MIB} MiB, JSON answers"
+    if budgets.get("readyz"):
+        text += f", /readyz < {READYZ_BUDGET_MS} ms"
+    if "p50_ratio" in budgets:
+        text += f", /predict p50 ≤ {budgets['p50_ratio']:g}×"
+    return text
+
+
+def _cell(r: dict | None) -> str:
+    """One run of one attack: answers (status×count; 0 = no answer or reset), server CPU-s, peak RSS
+    (+ spooled MiB), slowest /readyz."""
+    if not r:
+        return "—"
+    answers = ", ".join(f"{'reset' if k == '0' else k}×{v}" for k, v in r["statuses"].items())
+    spooled = f" + {r['peak_spool_mib']:.0f} spooled" if r["peak_spool_mib"] >= 1 else ""
+    memory = f"{r['peak_rss_mib']:.0f} MiB{spooled}"
+    readyz = r["readyz"]
+    probe = f"{readyz['max_ms']:.0f} ms" + (f" ({readyz['failed']} failed)" if readyz["failed"] else "")
+    extra = ""
+    if "predict_p50_ms" in r:
+        extra = f"; /predict p50 {r['predict_p50_ms']['before']:g} → {r['predict_p50_ms']['during']:g} ms"
+    if "longest_log_line" in r:
+        extra = f"; longest log line {r['longest_log_line']:,} B"
+    if "echoed_request_id_chars" in r:
+        extra = f"; id echoed {r['echoed_request_id_chars']} chars"
+    return f"{answers} · {r['cpu_s']:g} CPU-s · {memory} · /readyz {probe}{extra}"
+
+
+def markdown_table(before: dict, after: dict) -> str:
+    """The resource-safety table of docs/operations-resource-safety.md, from two result files."""
+    lines = ["| attack | requests | budget | before | after |", "| --- | ---: | --- | --- | --- |"]
+    for name, r in after["results"].items():
+        if not isinstance(r, dict) or "statuses" not in r:
+            continue
+        lines.append(f"| {name} | {r['requests']:,} | {r.get('budget', '')} | {_cell(before['results'].get(name))} "
+                     f"| {_cell(r)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(doc: Path, before: dict, after: dict) -> None:
+    """Replace the table between the markers of ``doc`` with the one these results give."""
+    text = doc.read_text()
+    start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
+    doc.write_text(text[:start] + "\n" + markdown_table(before, after) + text[end:])
+
+
 def stalled_sockets(server: Server, count: int, read_timeout: float) -> dict:
     """Hold ``count`` half-sent requests open, then time the probes."""
     socks = []
@@ -514,8 +564,14 @@ def main() -> int:
     parser.add_argument("--short", action="store_true", help="smaller counts (CI); still enforces the budgets")
     parser.add_argument("--output", type=Path, default=None, help="JSON path [benchmarks/results/abuse.json]")
     parser.add_argument("--only", default="", help="run only the attacks whose name contains this text")
+    parser.add_argument("--docs", action="store_true",
+                        help=f"only rewrite the table in {DOC.relative_to(ROOT)} from {BEFORE.relative_to(ROOT)} "
+                             "and the --output results (a full run writes it too)")
     args = parser.parse_args()
     output = args.output or (RESULTS / ("abuse-short.json" if args.short else "abuse.json"))
+    if args.docs:
+        write_docs(DOC, json.loads(BEFORE.read_text()), json.loads(output.read_text()))
+        return 0
 
     read_timeout = 10.0  # the pod's VISION_READ_TIMEOUT (the chart keeps the default)
     server = Server({"VISION_API_KEYS": KEY})
@@ -526,6 +582,7 @@ def main() -> int:
             if args.only and args.only not in name:
                 continue
             r = run_case(server, attack)
+            r["budget"] = describe(budgets)
             results[name] = r
             extra = {k: v for k, v in r.items() if k in ("held", "predict_p50_ms", "echoed_request_id_chars",
                                                           "longest_log_line")}
@@ -553,6 +610,9 @@ def main() -> int:
     output.write_text(json.dumps({"short": args.short, "tmpfs_spool": server.tmpfs, "load_average": os.getloadavg(),
                                   "results": results, "failures": failures}, indent=2, ensure_ascii=False) + "\n")
     print(f"saved {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
+    if not args.short and not args.only and args.output is None:
+        write_docs(DOC, json.loads(BEFORE.read_text()), json.loads(output.read_text()))
+        print(f"table written to {DOC.relative_to(ROOT)}")
     for f in failures:
         print("BUDGET EXCEEDED:", f)
     return 1 if failures else 0
