@@ -20,6 +20,7 @@ from backend.contract import (
     METHOD_NOT_ALLOWED,
     MODEL_NOT_FOUND,
     NOT_READY,
+    OVERLOADED,
     PREPROCESSING_MODES,
     UNAUTHORIZED,
     UNSUPPORTED_IMAGE,
@@ -156,7 +157,9 @@ def openapi_document(config: Config) -> dict:
     auth = [{"ApiKey": []}, {"Bearer": []}] if config.auth_enabled else []
     common_errors = {
         "401": _error_response("Missing or wrong API key (only when VISION_API_KEYS is set)", UNAUTHORIZED),
-        "503": _error_response("Models still loading or the server is shutting down", NOT_READY),
+        "503": _error_response("Models still loading, the server shutting down, or a budget used up (then with "
+                               "Retry-After: too many requests queued, large uploads or explanations at once)",
+                               NOT_READY, OVERLOADED),
         "500": _error_response("A bug in the server (never caused by bad input)", INTERNAL_ERROR),
     }
     predict_errors = {

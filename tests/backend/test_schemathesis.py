@@ -15,7 +15,8 @@ SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 @pytest.fixture(scope="module")
 def server_env():
-    return {"VISION_MAX_BATCH": "4"}
+    # Conformance, not load: the fuzzer's hundreds of explanations must not use up their CPU budget.
+    return {"VISION_MAX_BATCH": "4", "VISION_EXPLAIN_CPU_SHARE": "64"}
 
 
 def test_schemathesis_finds_no_violation(server, tmp_path):
