@@ -607,7 +607,9 @@ def main() -> int:
         server.stop()
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"short": args.short, "tmpfs_spool": server.tmpfs, "load_average": os.getloadavg(),
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    output.write_text(json.dumps({"commit": commit.strip(), "short": args.short, "tmpfs_spool": server.tmpfs,
+                                  "load_average": os.getloadavg(),
                                   "results": results, "failures": failures}, indent=2, ensure_ascii=False) + "\n")
     print(f"saved {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
     if not args.short and not args.only and args.output is None:
