@@ -12,7 +12,7 @@ import time
 from contextlib import ExitStack
 
 import numpy as np
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, g, request
 from PIL import Image
 
 from backend.bodies import Body, read_body
@@ -22,6 +22,7 @@ from backend.decoding import decode_base64, open_image
 from backend.errors import ApiError, ImageTooLarge
 from backend.inference import Model
 from backend.preprocessing import preprocess
+from backend.releases.manager import VersionNotServed
 from backend.responses import json_response
 from backend.state import get_state
 
@@ -43,12 +44,6 @@ def readyz():
         raise ApiError(state.registry.error or "models are still loading", status=503, code=NOT_READY)
     return json_response({"status": "ready",
                           "models": {n: m.card.version for n, m in state.registry.models.items()}})
-
-
-@bp.get("/metrics")
-def metrics():
-    body, content_type = get_state().metrics.render()
-    return Response(body, content_type=content_type)
 
 
 @bp.get("/openapi.json")
@@ -81,6 +76,18 @@ def predict_named(name: str):
     return _predict(name)
 
 
+@bp.get("/v1/models/<name>/versions")
+def model_versions(name: str):
+    _model(name)
+    return json_response(get_state().releases.versions(name))
+
+
+@bp.post("/v1/models/<name>/versions/<version>/predict")
+def predict_version(name: str, version: str):
+    served_version(name, version)  # before the body is read
+    return _predict(name, version)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -100,6 +107,15 @@ def _model(name: str) -> Model:
                        status=404, code=MODEL_NOT_FOUND)
     g.model = name  # a loaded model's name: safe as a metrics label
     return model
+
+
+def served_version(name: str, version: str) -> Model:
+    """The loaded ``version`` of ``name`` (stable or a gated candidate), else a 404."""
+    _model(name)
+    try:
+        return get_state().releases.model_for(name, version)
+    except VersionNotServed as exc:
+        raise ApiError(str(exc), status=404, code=MODEL_NOT_FOUND) from None
 
 
 def prepare_image(item: bytes | str, model: Model, max_pixels: int) -> np.ndarray:
@@ -162,13 +178,14 @@ def _png_base64(image: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _predict(name: str):
+def _predict(name: str, version: str | None = None):
     state = get_state()
     model, body, batch = prepared_inputs(name)
     is_batch, return_input, images = body.is_batch, body.return_input, batch
     metrics = state.metrics
     start = time.perf_counter()
-    probs = model.predict(batch)
+    # Stable, or the canary/requested version (backend.releases); the answer names it.
+    probs, model = state.releases.predict(name, batch, request.headers, version)
     metrics.inference_by[(name,)].observe(time.perf_counter() - start)
     metrics.batch_size_by[(name,)].observe(len(images))
 

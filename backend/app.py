@@ -38,6 +38,7 @@ from backend.inference import Registry
 from backend.logs import REQUEST_ID_HEADER, cap, request_id
 from backend.metrics import Metrics
 from backend.ratelimit import RateLimiter
+from backend.releases.manager import Releases, layout_for
 from backend.responses import json_response
 from backend.state import EXTENSION, State
 
@@ -59,8 +60,9 @@ def create_app(config: Config | None = None, registry: Registry | None = None) -
                           on_shed=lambda: metrics.shed.labels("memory").inc())
     limiter = RateLimiter(config.rate_limit, config.auth_fail_limit, config.rate_limit_storage,
                           config.trusted_proxies, on_limited=lambda: metrics.shed.labels("rate_limited").inc())
+    releases = Releases(layout_for(config), registry, metrics, poll=config.release_poll)
     state = State(config=config, registry=registry, metrics=metrics, memory=memory, limiter=limiter,
-                  spool=SpoolBudget(config.spool_mb * 2**20),
+                  releases=releases, spool=SpoolBudget(config.spool_mb * 2**20),
                   explain=ExplainBudget(config.explain_concurrency, config.explain_queue, config.explain_cpu_share,
                                         wait=config.request_deadline))
     metrics.track(metrics.ready, lambda: 1.0 if state.ready else 0.0)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hmac
 
-# Probes, metrics and the API description stay reachable without a key (kubelet and Prometheus
-# carry none, and the document reveals nothing a client could not learn from an error).
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json",
+# Reachable without a key, each a deliberate choice (docs/ports.md): the probes (the kubelet carries
+# none), the API description (it reveals nothing a client could not learn from an error) and the
+# pages that tell a newcomer how to get started. All but the kubelet's probes are rate-limited like
+# the API (backend.ratelimit). Metrics are not on this port at all (backend.metrics_server).
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json",
                         # the index and the docs page (the page sends the key itself via "Authorize"),
                         # and the Open Inference Protocol's health probes
                         "/", "/docs", "/v2/health/live", "/v2/health/ready"})

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.contract import BACKEND_PORT, MODEL_NAMES
+from backend.contract import BACKEND_PORT, METRICS_PORT, MODEL_NAMES
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -29,6 +29,9 @@ class ConfigError(ValueError):
 class Config:
     host: str = "0.0.0.0"
     port: int = BACKEND_PORT
+    # /metrics is served here, never on the API port (backend.metrics_server), bound on the same
+    # host; 0 = any free port (tests), the chosen one is in the start-up log.
+    metrics_port: int = METRICS_PORT
     threads: int = 8
     # Server processes sharing the port (backend.supervisor). One process uses about one core (the
     # GIL), so the default (VISION_WORKERS=auto) is one per CPU this process may use: affinity and
@@ -80,12 +83,21 @@ class Config:
     drain_delay: float = 0.0
     # Upper bound on waiting for in-flight requests during shutdown (below the pod's grace period).
     shutdown_timeout: float = 20.0
+    # Model releases (backend.releases): state files, versions store and golden sets default to
+    # releases/, versions/ and golden/ inside model_dir; each may be mounted elsewhere (a cluster
+    # mounts the state from a ConfigMap and the versions from an init-filled emptyDir).
+    releases_dir: Path | None = None
+    versions_dir: Path | None = None
+    golden_dir: Path | None = None
+    release_poll: float = 0.5  # seconds between checks of the release state files
     # Coalesce concurrent requests into one ONNX Runtime run (see backend.inference.Batcher).
     batching: bool = True
-    # Internal, set by backend.supervisor for its workers: the inherited listening socket's fd and
-    # the worker's number (1..workers, shown in its log lines).
+    # Internal, set by backend.supervisor for its workers: the inherited listening socket's fd, the
+    # worker's number (1..workers, shown in its log lines) and the supervisor's pid (a worker compares
+    # its parent with it, so a supervisor that dies before the worker looks is still noticed).
     listen_fd: int | None = None
     worker_id: int = 0
+    supervisor_pid: int | None = None
 
     @property
     def auth_enabled(self) -> bool:
@@ -192,6 +204,11 @@ class Config:
             except ValueError:
                 raise ConfigError(f"VISION_TRUSTED_PROXIES: {proxy!r} is not an address or CIDR range") from None
 
+        port = integer("VISION_PORT", d.port, 1, 65535)
+        metrics_port = integer("VISION_METRICS_PORT", d.metrics_port, 0, 65535)
+        if metrics_port == port:
+            raise ConfigError(f"VISION_METRICS_PORT={metrics_port} is the API port (VISION_PORT); "
+                              "metrics need a port of their own")
         max_body_bytes = integer("VISION_MAX_BODY_BYTES", d.max_body_bytes, 1024, 1024**3)
         spool_mb = integer("VISION_SPOOL_MB", d.spool_mb, 1, 65536)
         if spool_mb * 2**20 < max_body_bytes:  # a body the budget can never hold would get 503s forever
@@ -204,7 +221,8 @@ class Config:
             auth_fail_limit=rate("VISION_AUTH_FAIL_LIMIT", d.auth_fail_limit),
             rate_limit_storage=get("VISION_RATE_LIMIT_STORAGE") or d.rate_limit_storage,
             trusted_proxies=proxies,
-            port=integer("VISION_PORT", d.port, 1, 65535),
+            port=port,
+            metrics_port=metrics_port,
             threads=integer("VISION_THREADS", d.threads, 1, 256),
             workers=workers(),
             model_dir=model_dir,
@@ -228,9 +246,15 @@ class Config:
             log_level=level,
             drain_delay=number("VISION_DRAIN_DELAY", d.drain_delay, 0.0, 300.0),
             shutdown_timeout=number("VISION_SHUTDOWN_TIMEOUT", d.shutdown_timeout, 0.1, 3600.0),
+            releases_dir=Path(get("VISION_RELEASES_DIR")) if get("VISION_RELEASES_DIR") else None,
+            versions_dir=Path(get("VISION_VERSIONS_DIR")) if get("VISION_VERSIONS_DIR") else None,
+            golden_dir=Path(get("VISION_GOLDEN_DIR")) if get("VISION_GOLDEN_DIR") else None,
+            release_poll=number("VISION_RELEASE_POLL", d.release_poll, 0.05, 60.0),
             batching=raw_batching in ("1", "true", "yes", "on"),
             listen_fd=integer("VISION_LISTEN_FD", -1, 0, 65535) if get("VISION_LISTEN_FD") else None,
             worker_id=integer("VISION_WORKER_ID", 0, 0, 64),
+            supervisor_pid=(integer("VISION_SUPERVISOR_PID", 1, 1, 2**22)
+                            if get("VISION_SUPERVISOR_PID") else None),
         )
 
     @property

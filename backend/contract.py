@@ -11,8 +11,10 @@ __version__ = "0.1.0"
 MODEL_NAMES = ("mnist", "fashion-mnist")
 DEFAULT_MODEL = "mnist"
 
-# Port the backend listens on inside its container / as a local process.
+# Ports the backend listens on inside its container / as a local process: the API, and the operator
+# plane (/metrics only), which the network admits from the monitoring stack alone.
 BACKEND_PORT = 8080
+METRICS_PORT = 9090
 
 # How a model card's ``input.preprocessing`` says its images are prepared (backend.preprocessing):
 # "digit" crops to the ink and centres it by mass, as MNIST was made; "frame" keeps the whole frame,

@@ -44,7 +44,7 @@ def index():
                           "models": list(get_state().config.models),
                           "links": {"docs": "/docs", "openapi": "/openapi.json", "models": "/v1/models",
                                     "predict": "/predict", "v2": "/v2", "health": "/healthz",
-                                    "ready": "/readyz", "metrics": "/metrics"}})
+                                    "ready": "/readyz"}})
 
 
 @bp.get("/docs")

@@ -9,8 +9,9 @@ arriving or waiting for a thread is decided here, in Waitress's event-loop threa
   sender trickling one byte every few seconds is cut off with a 408), idle keep-alive connections
   close after ``idle_timeout``.
 * **Load shedding.** When more than ``max_queue`` requests already wait for a worker thread, a new
-  one is answered at once with 503 + ``Retry-After`` instead of queueing without bound. Probes and
-  ``/metrics`` are never shed, so an overloaded pod is not killed by its liveness probe.
+  one is answered at once with 503 + ``Retry-After`` instead of queueing without bound. Probes are
+  never shed, so an overloaded pod is not killed by its liveness probe. (Scrapes do not come here:
+  /metrics has its own port, ``backend.metrics_server``.)
 * **Bodies admitted from the headers.** A ``Content-Length`` over ``VISION_MAX_BODY_BYTES`` is a 413
   before any of the body is read; a body that will be spooled to a temp file reserves its bytes from
   the spool budget first (``backend.admission``), else 503. Chunked bodies are held to the same
@@ -52,8 +53,8 @@ from backend.state import State
 
 access_log = logging.getLogger("backend.access")
 
-# Never shed: kubelet probes and scrapes must get through an overload (they are tiny).
-UNSHEDDABLE = frozenset({"/healthz", "/readyz", "/metrics"})
+# Never shed: kubelet probes must get through an overload (they are tiny).
+UNSHEDDABLE = frozenset({"/healthz", "/readyz"})
 
 EXPLAIN_RULE = "/v1/models/<name>/explain"
 

@@ -6,8 +6,8 @@ never from raw URLs, which would let any client create unbounded time series.
 
 With several worker processes (``VISION_WORKERS``, ``backend.supervisor``) prometheus_client runs in
 its multiprocess mode (chosen by ``PROMETHEUS_MULTIPROC_DIR`` when it is imported): every worker
-writes its values to files in that folder and ``render()`` aggregates all of them, so a scrape shows
-the whole server whichever worker answers it. Gauges say how to combine workers
+writes its values to files in that folder and the supervisor's metrics port
+(``render_multiprocess``) aggregates all of them, so a scrape shows the whole server. Gauges say how to combine workers
 (``multiprocess_mode``; ignored with one process).
 """
 
@@ -151,7 +151,13 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         if self.multiprocess:  # every worker's files, not just this process's values
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
+            return render_multiprocess()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def render_multiprocess(path: str | None = None) -> tuple[bytes, str]:
+    """Every worker's values, added up from the files in ``path`` (default: PROMETHEUS_MULTIPROC_DIR).
+    The supervisor serves this on the metrics port; it needs no multiprocess mode of its own."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)
+    return generate_latest(registry), CONTENT_TYPE_LATEST

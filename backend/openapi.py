@@ -133,6 +133,23 @@ def openapi_document(config: Config) -> dict:
                 "artifacts": {"type": ["object", "null"]},
             },
         },
+        "VersionList": {
+            "type": "object", "required": ["name", "stable", "release", "versions", "decisions", "history"],
+            "description": "Every known version of a served name, its role and gate result; the running release "
+                           "(candidate, canary weight or shadow, policy, the judge's live figures); the latest "
+                           "decisions of the audit history (docs/releases.md).",
+            "properties": {
+                "name": {"type": "string"}, "stable": {"type": "string"},
+                "release": {"type": ["object", "null"]},
+                "versions": {"type": "array", "items": {
+                    "type": "object", "required": ["version", "role", "served", "gate"],
+                    "properties": {"version": {"type": "string"},
+                                   "role": {"enum": ["stable", "candidate", "retired", "refused"]},
+                                   "served": {"type": "boolean"}, "gate": {"type": ["object", "null"]}}}},
+                "decisions": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "history": {"type": "array", "items": {"type": "object", "required": ["at", "actor", "action"]}},
+            },
+        },
         "ModelList": {"type": "object", "required": ["models"],
                       "properties": {"models": {"type": "array", "items": {"$ref": REF + "ModelSummary"}}}},
         "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
@@ -175,7 +192,10 @@ def openapi_document(config: Config) -> dict:
         **common_errors,
     }
 
-    def predict_op(op_id: str, summary: str, with_name: bool) -> dict:
+    version_param = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
+                     "description": "A served version (stable or a gated candidate; GET .../versions lists them)"}
+
+    def predict_op(op_id: str, summary: str, with_name: bool, with_version: bool = False) -> dict:
         op = {
             "operationId": op_id, "summary": summary, "tags": ["predict"],
             "requestBody": {"required": True, "content": {"application/json": {
@@ -194,6 +214,8 @@ def openapi_document(config: Config) -> dict:
         if with_name:
             op["parameters"] = [{"name": "name", "in": "path", "required": True,
                                  "schema": {"type": "string", "enum": model_names}}]
+        if with_version:
+            op["parameters"].append(version_param)
         return op
 
     def get_op(op_id: str, summary: str, schema: str, errors: dict, open_: bool = False, **extra) -> dict:
@@ -207,6 +229,13 @@ def openapi_document(config: Config) -> dict:
     paths = {
         "/predict": {"post": predict_op("predictMnist", "Classify a handwritten digit (the mnist model)", False)},
         "/v1/models/{name}/predict": {"post": predict_op("predict", "Classify with the named model", True)},
+        "/v1/models/{name}/versions": {"get": get_op(
+            "listVersions", "Versions of a model: roles, gate results, the running release", "VersionList",
+            {"404": _error_response("Unknown model", MODEL_NOT_FOUND), **common_errors},
+            tags=["models"], parameters=name_param)},
+        "/v1/models/{name}/versions/{version}/predict": {"post": predict_op(
+            "predictVersion", "Classify with one version of the named model (stable or a gated candidate)",
+            True, True)},
         "/v1/models": {"get": get_op("listModels", "Loaded models", "ModelList", common_errors, tags=["models"])},
         "/v1/models/{name}": {"get": get_op(
             "getModel", "One model's card: labels, version, accuracy, input spec", "ModelDetail",
@@ -216,10 +245,6 @@ def openapi_document(config: Config) -> dict:
                                    tags=["operations"])},
         "/readyz": {"get": get_op("readyz", "Readiness: 200 once every model is loaded and warmed up", "Ready",
                                   {"503": common_errors["503"]}, open_=True, tags=["operations"])},
-        "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics (vision_* series)",
-                             "tags": ["operations"], "security": [],
-                             "responses": {"200": {"description": "Prometheus text exposition format",
-                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "tags": ["operations"],
                                   "security": [],
                                   "responses": {"200": {"description": "OpenAPI 3.1 document",
@@ -237,8 +262,9 @@ def openapi_document(config: Config) -> dict:
             "version": __version__,
             "description": "MNIST / Fashion-MNIST image classification. Every error is JSON "
                            "`{\"error\": {\"code\", \"message\"}}`; `code` values are stable. "
-                           "Unknown routes answer 404 `not_found`. The `/v2` routes follow the Open Inference "
-                           "Protocol instead: errors there are `{\"error\": \"...\"}`.",
+                           "Unknown routes answer 404 `not_found`. Prometheus metrics are not part of this API: they "
+                           "are served on the operator's metrics port (VISION_METRICS_PORT). The `/v2` routes "
+                           "follow the Open Inference Protocol instead: errors there are `{\"error\": \"...\"}`.",
         },
         "paths": paths,
         "components": {

@@ -94,7 +94,19 @@ def paths(model_names: list[str], predict_errors: dict, common_errors: dict) -> 
     empty = {"description": "OK (empty body)"}
     not_ready = {"description": "Not ready (empty body)"}
     v2_common = {"401": common_errors["401"], "500": common_errors["500"]}
+    infer_errors = {"400": v2_error("Malformed request or tensor"), "404": v2_error("Unknown model or version"),
+                    "413": v2_error("Body, batch or image over the limits"),
+                    "422": v2_error("A BYTES element is not a supported image"),
+                    "503": v2_error("Models still loading"), **v2_common}
+    infer_body = {"required": True, "content": {
+        "application/json": {"schema": {"$ref": REF + "V2InferRequest"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+    version = [{"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}]
     return {
+        "/v2/models/{name}/versions/{version}/infer": {"post": {
+            "operationId": "v2InferVersion", "tags": ["v2"], "parameters": any_name + version,
+            "summary": "OIP inference on one version (stable or a gated candidate)",
+            "requestBody": infer_body, "responses": {"200": v2("V2InferResponse"), **infer_errors}}},
         "/": {"get": {"operationId": "index", "summary": "Name, version and links", "tags": ["operations"],
                       "responses": {"200": {"description": "OK", "content": {"application/json": {
                           "schema": {"$ref": REF + "Index"}}}}, **v2_common}}},

@@ -27,8 +27,9 @@ from limits.strategies import MovingWindowRateLimiter
 from backend.contract import RATE_LIMITED
 from backend.errors import ApiError
 
-# Never limited: probes and scrapes come from the kubelet and Prometheus, not from clients.
-EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Never limited: the kubelet's probes (tiny, and a limited probe would restart a healthy pod).
+# Everything else — the open index, docs and OpenAPI pages included — counts against the limit.
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class RateLimiter:

@@ -38,6 +38,7 @@ from backend.errors import ModelLoadError
 from backend.guard import Guard, guarded_channel
 from backend.guard import install as install_guard
 from backend.logs import configure_logging
+from backend.metrics_server import MetricsServer
 from backend.supervisor import supervise
 
 log = logging.getLogger("backend.server")
@@ -99,6 +100,15 @@ class Server:
         self.waitress.draining = self.state.draining
         dispatcher = self.waitress.task_dispatcher
         self.state.metrics.track(self.state.metrics.queue_depth, lambda: len(dispatcher.queue))
+        # The operator plane: /metrics on its own port. A supervisor's worker serves none (the
+        # supervisor serves the workers' sum), so N workers never clash over it.
+        self.metrics_server: MetricsServer | None = None
+        if config.listen_fd is None:
+            try:
+                self.metrics_server = MetricsServer(config.host, config.metrics_port, self.state.metrics.render)
+            except OSError:
+                self.waitress.close()
+                raise
 
     @property
     def port(self) -> int:
@@ -113,17 +123,24 @@ class Server:
             # A worker accepts nothing before its models are ready: connections the kernel hands to
             # its socket wait in the backlog for a moment instead of getting 503s while a sibling
             # worker already answers /readyz with 200.
-            supervisor = os.getppid()  # before loading: the supervisor may die meanwhile
+            # The supervisor's pid as it told us: it may have died before this line ran.
+            supervisor = self.config.supervisor_pid or os.getppid()
             self._load()
             threading.Thread(target=self._watch_supervisor, args=(supervisor,), name="supervisor-watch",
                              daemon=True).start()
-        log.info("listening", extra={"fields": {
-            "url": f"http://{self.config.host}:{self.port}", "threads": self.config.threads,
-            "models": list(self.config.models), "model_dir": str(self.config.model_dir),
-            "auth": self.config.auth_enabled, "max_body_bytes": self.config.max_body_bytes,
-            "max_pixels": self.config.max_pixels, "max_batch": self.config.max_batch}})
+        if self.metrics_server is not None:
+            self.metrics_server.start()
+        fields = {"url": f"http://{self.config.host}:{self.port}", "threads": self.config.threads,
+                  "models": list(self.config.models), "model_dir": str(self.config.model_dir),
+                  "auth": self.config.auth_enabled, "max_body_bytes": self.config.max_body_bytes,
+                  "max_pixels": self.config.max_pixels, "max_batch": self.config.max_batch}
+        if self.metrics_server is not None:
+            fields["metrics_url"] = self.metrics_server.url
+        log.info("listening", extra={"fields": fields})
         self.waitress.run()  # returns once every channel in the map is closed
         self.waitress.task_dispatcher.shutdown(cancel_pending=False, timeout=self.config.shutdown_timeout)
+        if self.metrics_server is not None:  # scraped until the end: the last scrape sees vision_ready 0
+            self.metrics_server.close()
         if self.failure is not None:
             raise self.failure
         log.info("stopped")

@@ -17,6 +17,7 @@ from backend.config import Config
 from backend.inference import Registry
 from backend.metrics import Metrics
 from backend.ratelimit import RateLimiter
+from backend.releases.manager import Releases
 
 EXTENSION = "vision"  # the key in ``app.extensions``
 
@@ -30,6 +31,7 @@ class State:
     metrics: Metrics
     memory: MemoryBudget
     limiter: RateLimiter
+    releases: Releases
     spool: SpoolBudget
     explain: ExplainBudget
     draining: threading.Event = field(default_factory=threading.Event)
@@ -41,6 +43,10 @@ class State:
     def load_models(self) -> None:
         """Load and warm up every model (blocking), then publish them in ``vision_model_info``."""
         self.registry.load()
+        self.registry.ready.clear()  # ready once the release state (maybe another stable) is applied too
+        self.releases.sync()
+        self.releases.start()
+        self.registry.ready.set()
         for name, model in self.registry.models.items():
             self.metrics.model_info.labels(name, model.card.version).set(1)
         self.metrics.refresh()

@@ -12,8 +12,9 @@ hash of the client address (a single shared socket handed ~70 % of them to one w
 Workers are fresh interpreters (not forks), so ONNX Runtime and prometheus_client start clean in each.
 
 Metrics: the workers run prometheus_client in multiprocess mode, writing to
-``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder unless set), and any worker's ``/metrics``
-adds up all of them — a scrape sees the whole server whichever worker answers.
+``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder unless set). The supervisor itself serves
+``/metrics`` on the metrics port (``backend.metrics_server``; workers bind none) and adds up all of
+the workers' files — a scrape sees the whole server.
 
 Lifecycle: SIGTERM/SIGINT is passed to every worker (each drains as it would alone) and the
 supervisor exits once all have; a second signal is passed on too (workers then exit at once). A
@@ -23,6 +24,7 @@ capacity should be restarted (by Kubernetes, Docker or systemd), not limp on unn
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -33,6 +35,8 @@ import sys
 import tempfile
 
 from backend.errors import WorkerError
+from backend.metrics import render_multiprocess
+from backend.metrics_server import MetricsServer
 
 log = logging.getLogger("backend.supervisor")
 
@@ -69,6 +73,14 @@ def supervise(config) -> None:
         raise
     own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="vision-metrics-")
+    try:
+        metrics = MetricsServer(config.host, config.metrics_port, functools.partial(render_multiprocess, metrics_dir))
+    except OSError:
+        for sock in socks:
+            sock.close()
+        if own_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        raise
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     workers: dict[int, int] = {}  # pid → worker number
     stopping = [False]
@@ -81,13 +93,15 @@ def supervise(config) -> None:
             _kill(pid, signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    metrics.start()
     try:
         for n in range(1, config.workers + 1):
             # Own process group: a terminal's Ctrl-C reaches the supervisor only, which passes it
             # on once (a worker receiving it twice would skip its graceful drain).
             fd = socks[n - 1].fileno()
             proc = subprocess.Popen([sys.executable, "-m", "backend"],
-                                    env={**env, "VISION_WORKER_ID": str(n), "VISION_LISTEN_FD": str(fd)},
+                                    env={**env, "VISION_WORKER_ID": str(n), "VISION_LISTEN_FD": str(fd),
+                                         "VISION_SUPERVISOR_PID": str(os.getpid())},
                                     pass_fds=(fd,), process_group=0)
             workers[proc.pid] = n
         if stopping[0]:  # a signal came while workers were starting: the later ones missed it
@@ -95,13 +109,14 @@ def supervise(config) -> None:
                 _kill(pid, signal.SIGTERM)
         log.info("workers started", extra={"fields": {
             "url": f"http://{config.host}:{port}", "workers": config.workers,
-            "pids": sorted(workers), "metrics_dir": metrics_dir}})
+            "pids": sorted(workers), "metrics_url": metrics.url, "metrics_dir": metrics_dir}})
         # The workers hold the sockets now. Keeping them open here would let the kernel queue
         # connections after a worker has stopped accepting, which nobody would ever answer.
         for sock in socks:
             sock.close()
         failure = _wait(workers, stopping, metrics_dir)
     finally:
+        metrics.close()
         for sock in socks:
             sock.close()
         for pid in workers:  # only if we got here by an exception: never leave orphans behind

@@ -21,7 +21,7 @@ import numpy as np
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from backend.api import prepare_image
+from backend.api import prepare_image, served_version
 from backend.bodies import JsonShape, load_json
 from backend.errors import ApiError
 from backend.inference import Model
@@ -82,9 +82,12 @@ def model_ready(name: str):
 
 
 @bp.post("/models/<name>/infer")
-def infer(name: str):
+@bp.post("/models/<name>/versions/<version>/infer")
+def infer(name: str, version: str | None = None):
     state = get_state()
     model = _model(name)
+    if version is not None:
+        served_version(name, version)  # 404 before the body is read
     start = time.perf_counter()
     mimetype = request.mimetype
     if request.headers.get(HEADER_LENGTH) is None and (mimetype == "application/octet-stream"
@@ -96,7 +99,7 @@ def infer(name: str):
         images = _images(_single_input(header), binary, model, state.config)
     state.metrics.preprocessing_by[(name,)].observe(time.perf_counter() - start)
     start = time.perf_counter()
-    probs = model.predict(images)
+    probs, model = state.releases.predict(name, images, request.headers, version)  # stable, canary or `version`
     state.metrics.inference_by[(name,)].observe(time.perf_counter() - start)
     state.metrics.batch_size_by[(name,)].observe(len(images))
     body = {"model_name": name, "model_version": model.card.version,

@@ -57,13 +57,15 @@ class Server:
     ``/tmp`` emptyDir — so spooled uploads hit the same wall they hit in the pod."""
 
     def __init__(self, env: dict[str, str]):
-        with socket.socket() as s:
+        with socket.socket() as s, socket.socket() as m:
             s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+            m.bind(("127.0.0.1", 0))
+            self.port, self.metrics_port = s.getsockname()[1], m.getsockname()[1]
         self.spool = Path(tempfile.mkdtemp(prefix="abuse-spool-"))
         self.log = tempfile.NamedTemporaryFile(prefix="abuse-backend-", suffix=".log", delete=False)
         environ = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
         environ.update({"VISION_HOST": "127.0.0.1", "VISION_PORT": str(self.port), "VISION_WORKERS": "1",
+                        "VISION_METRICS_PORT": str(self.metrics_port),
                         "VISION_MODEL_DIR": str(ROOT / "models"), "VISION_LOG_LEVEL": "INFO",
                         "TMPDIR": str(self.spool), **env})
         cmd = [sys.executable, "-m", "backend"]
@@ -555,7 +557,7 @@ def stalled_sockets(server: Server, count: int, read_timeout: float) -> dict:
 
 
 def metric_series(server: Server, prefix: str) -> int:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).read().decode()
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
     return sum(1 for line in text.splitlines() if line.startswith(prefix))
 
 

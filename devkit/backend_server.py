@@ -53,7 +53,8 @@ def free_port() -> int:
 
 
 class BackendServer:
-    """A backend process on 127.0.0.1:<free port>; ``start()`` returns once ``/readyz`` is 200.
+    """A backend process on 127.0.0.1:<free port>, its /metrics on another free port (``metrics_url``);
+    ``start()`` returns once ``/readyz`` is 200.
 
     ``env`` adds/overrides ``VISION_*`` variables. Output goes to ``log_path`` (a temp file by
     default) so a failing test can show it via ``logs()``.
@@ -63,6 +64,8 @@ class BackendServer:
                  port: int | None = None, startup_timeout: float = 60.0):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.model_dir = Path(model_dir) if model_dir else test_model_dir()
         self.extra_env = dict(env or {})
         self.startup_timeout = startup_timeout
@@ -75,6 +78,7 @@ class BackendServer:
         env.update({
             "VISION_HOST": "127.0.0.1",
             "VISION_PORT": str(self.port),
+            "VISION_METRICS_PORT": str(self.metrics_port),
             "VISION_MODEL_DIR": str(self.model_dir),
             "PYTHONUNBUFFERED": "1",
             # One process unless a test asks for more: the production default (auto) depends on
@@ -109,6 +113,12 @@ class BackendServer:
             return exc.code
         except OSError:
             return None
+
+    def metrics(self) -> str:
+        """The Prometheus exposition from the metrics port (a fresh connection, so with several
+        workers it is the supervisor's sum)."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as resp:
+            return resp.read().decode()
 
     def logs(self) -> str:
         """Everything the server printed so far (JSON log lines); still available after exit."""

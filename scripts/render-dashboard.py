@@ -1,10 +1,12 @@
 """Plot the Grafana dashboard's queries from a real Prometheus scraping a real backend (no Grafana here).
 
-    .venv/bin/python scripts/render-dashboard.py [--seconds 60] [--out docs/screenshots/dashboard.png]
+    .venv/bin/python scripts/render-dashboard.py [--seconds 60] [--out docs/screenshots/dashboard.png] [--release]
 
 Starts `python -m backend` on models/ and Debian's `prometheus` (1 s scrapes, the chart's rules),
 sends varying mixed traffic, then draws the first query set of each timeseries panel of
-charts/vision-ai/files/vision-ai-dashboard.json with matplotlib.
+charts/vision-ai/files/vision-ai-dashboard.json with matplotlib. With ``--release`` the backend serves
+a copy of models/ and a canary of a candidate exported from the shipped weights (devkit.candidates)
+starts after a third of the run, so the model-release panels have data too.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import argparse
 import json
 import math
 import re
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,17 +44,34 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots" / "dashboard.png")
+    parser.add_argument("--release", action="store_true", help="run a canary release during the traffic")
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets",
+                        help="datasets (the candidate's export evaluates the test split)")
     args = parser.parse_args()
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["type"] == "timeseries"]
-    with BackendServer(env={"VISION_LOG_LEVEL": "WARNING"}) as backend, \
-            PrometheusServer([f"127.0.0.1:{backend.port}"], rule_files=[RULES]) as prom:
+    work = Path(tempfile.mkdtemp(prefix="render-dashboard-"))
+    models, candidate = ROOT / "models", None
+    if args.release:
+        from devkit import candidates
+
+        models = work / "models"
+        shutil.copytree(ROOT / "models", models, ignore=shutil.ignore_patterns("*.pt", "versions", "releases"))
+        candidate = candidates.make("good", work / "good", args.data_dir)
+    with BackendServer(model_dir=models, env={"VISION_LOG_LEVEL": "WARNING"}) as backend, \
+            PrometheusServer([f"127.0.0.1:{backend.metrics_port}"], rule_files=[RULES]) as prom:
         start = time.time()
         while time.time() - start < args.seconds:  # bursts of growing then shrinking size
             phase = (time.time() - start) / args.seconds
+            if candidate and phase > 1 / 3:
+                from backend.releases.record import Layout
+                from visionctl.ops import releases
+
+                releases.start(Layout.for_models_dir(models), "mnist", candidate, "canary", 50, {"auto": False})
+                candidate = None
             mixed_traffic(backend.url, rounds=1 + int(3 * math.sin(math.pi * phase)))
             time.sleep(0.5)
         time.sleep(3)
@@ -81,6 +102,7 @@ def main() -> None:
         fig.tight_layout()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.out, dpi=90)
+    shutil.rmtree(work, ignore_errors=True)
     print(args.out)
 
 

@@ -48,3 +48,24 @@ def server(server_env) -> Iterator[BackendServer]:
     """A real ``python -m backend`` (one worker) on a free loopback port, for this module."""
     with BackendServer(model_dir=test_model_dir(), env=server_env) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def candidates(tmp_path_factory, shared_datasets) -> dict[str, Path]:
+    """Exported mnist candidates (``devkit.candidates``: good, worse, biased), one folder each."""
+    from devkit import candidates as made
+
+    root = tmp_path_factory.mktemp("candidates")
+    return {kind: made.make(kind, root / kind, shared_datasets) for kind in made.KINDS}
+
+
+@pytest.fixture
+def release_models(tmp_path) -> Path:
+    """A fresh models folder (the shipped base models) for a server that releases into it."""
+    import shutil
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for f in [*MODELS.glob("*.onnx"), *MODELS.glob("*.json")]:
+        shutil.copy(f, folder)
+    return folder

@@ -150,3 +150,16 @@ def test_protocols_benchmark_short(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"predict_json", "predict_raw_png", "v2_infer_bytes_tritonclient",
                             "v2_infer_fp32_json_tritonclient", "explain"}
+
+
+def test_releases_benchmark_short_mode(tmp_path):
+    """Refuse, promote, roll back and hand-operate releases under a load loop: zero failed requests."""
+    out = tmp_path / "releases.json"
+    proc = run("benchmarks/releases.py", "--short", "--data-dir", str(DATASETS), "--out", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["failed_requests"] == 0 and set(results["status_codes"]) == {"200"}
+    actions = [(p["phase"], (p.get("decision") or {}).get("action")) for p in results["phases"]]
+    assert [a for _, a in actions[1:4]] == ["refused", "promote", "rollback"]
+    assert results["phases"][1]["exit_code"] == 1 and "floor" in results["phases"][1]["message"]
+    assert all(p["requests"] > 0 for p in results["phases"])

@@ -7,7 +7,7 @@ backend.contract's version.
 
 from pathlib import Path
 
-from backend.contract import BACKEND_PORT, DEFAULT_MODEL, MODEL_NAMES, __version__  # noqa: F401
+from backend.contract import BACKEND_PORT, DEFAULT_MODEL, METRICS_PORT, MODEL_NAMES, __version__  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +22,7 @@ DOCKERFILE_BACKEND = "Dockerfile.backend"
 DOCKERFILE_FRONTEND = "Dockerfile.frontend"
 
 # Ports inside containers / local processes
-# BACKEND_PORT: re-exported from backend.contract
+# BACKEND_PORT, METRICS_PORT: re-exported from backend.contract
 FRONTEND_PORT = 8501
 RUN_AS_UID = 10001
 

@@ -345,12 +345,12 @@ def _metric(text: str, name: str, **labels) -> float:
 
 
 def test_metrics_count_requests_predictions_and_latency(server, http):
-    before = http.get(server.url + "/metrics").text
+    before = http.get(server.metrics_url).text
     for _ in range(3):
         post(http, server.url + "/v1/models/mnist/predict", {"base64": b64(sample("mnist", 7))})
     post(http, server.url + "/v1/models/mnist/predict", {"base64": "%%%"})
     post(http, server.url + "/v1/models/secret-probe-name/predict", {"base64": "x"})
-    after = http.get(server.url + "/metrics")
+    after = http.get(server.metrics_url)
     assert after.headers["Content-Type"].startswith("text/plain")
     text = after.text
     route = "/v1/models/<name>/predict"
@@ -367,7 +367,7 @@ def test_metrics_count_requests_predictions_and_latency(server, http):
     assert delta("vision_http_request_size_bytes_count", route=route) == 5
     assert _metric(text, "vision_ready") == 1
     assert "\nvision_http_queue_depth " in text
-    assert _metric(text, "vision_http_requests_in_flight") == 1  # this very /metrics request
+    assert _metric(text, "vision_http_requests_in_flight") == 0  # a scrape is no API request
     assert "secret-probe-name" not in text  # client-chosen names never become label values
 
 
@@ -376,7 +376,7 @@ def _label_of(http, server) -> str:
 
 
 def test_model_info_metric(server, http):
-    text = http.get(server.url + "/metrics").text
+    text = http.get(server.metrics_url).text
     for name in ("mnist", "fashion-mnist"):
         assert _metric(text, "vision_model_info", model=name, version=card(name)["version"]) == 1
 
@@ -404,8 +404,9 @@ def test_api_keys(auth_server, http):
                     {"Authorization": f"bearer {KEYS[0]}"}):
         resp = post(http, url, body, headers=headers)
         assert resp.status_code == 200 and resp.json()["label"] == "1", (headers, resp.text)
-    for open_path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+    for open_path in ("/healthz", "/readyz", "/openapi.json"):
         assert http.get(auth_server.url + open_path).status_code == 200
+    assert http.get(auth_server.metrics_url).status_code == 200  # its own port: no key, no guard
     doc = http.get(auth_server.url + "/openapi.json").json()
     assert doc["security"] == [{"ApiKey": []}, {"Bearer": []}]
     # only the configured model is served

@@ -34,8 +34,8 @@ def test_defaults_match_the_architecture_doc(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
     c = Config.from_env({})
-    assert (c.host, c.port, c.threads, str(c.model_dir), c.models) == \
-        ("0.0.0.0", 8080, 8, "models", ("mnist", "fashion-mnist"))
+    assert (c.host, c.port, c.metrics_port, c.threads, str(c.model_dir), c.models) == \
+        ("0.0.0.0", 8080, 9090, 8, "models", ("mnist", "fashion-mnist"))
     assert (c.max_body_bytes, c.max_pixels, c.max_batch, c.api_keys, c.log_level) == \
         (10485760, 16000000, 64, (), "INFO")
 
@@ -55,6 +55,9 @@ def test_config_parses_values(tmp_path):
     ("VISION_PORT", "http", "not an integer"),
     ("VISION_PORT", "70000", "out of range"),
     ("VISION_PORT", "0", "out of range"),
+    ("VISION_METRICS_PORT", "-1", "out of range"),
+    ("VISION_METRICS_PORT", "metrics", "not an integer"),
+    ("VISION_METRICS_PORT", "8080", "is the API port"),
     ("VISION_THREADS", "0", "out of range"),
     ("VISION_THREADS", "2.5", "not an integer"),
     ("VISION_MAX_BODY_BYTES", "-1", "out of range"),
@@ -81,7 +84,8 @@ def test_bad_values_fail_with_the_variable_named(tmp_path, var, value, fragment)
 
 def run_backend(env: dict, timeout: float = 30) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
-    full.update({"VISION_HOST": "127.0.0.1", "VISION_PORT": str(free_port()), "VISION_WORKERS": "1", **env})
+    full.update({"VISION_HOST": "127.0.0.1", "VISION_PORT": str(free_port()), "VISION_METRICS_PORT": "0",
+                 "VISION_WORKERS": "1", **env})
     return subprocess.run([sys.executable, "-m", "backend"], cwd=ROOT, env=full, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -135,11 +139,12 @@ def test_not_ready_until_models_loaded(make_app):
     for resp in (client.get("/v1/models"), client.post("/predict", data=BODY, content_type="application/json")):
         assert_error(resp, 503, "not_ready", "loading")
         assert resp.headers["Retry-After"] == "1"
-    assert "vision_ready 0.0" in client.get("/metrics").text
+    metrics = app.extensions["vision"].metrics  # what the metrics port serves
+    assert b"vision_ready 0.0" in metrics.render()[0]
     app.extensions["vision"].load_models()
     assert client.get("/readyz").status_code == 200
     assert client.post("/predict", data=BODY, content_type="application/json").json["label"] == "8"
-    assert "vision_ready 1.0" in client.get("/metrics").text
+    assert b"vision_ready 1.0" in metrics.render()[0]
 
 
 def test_a_genuine_bug_gives_json_500_and_a_logged_traceback(make_app, caplog):
@@ -282,9 +287,9 @@ def test_workers_share_the_port_and_report_metrics_together():
             assert resp.status_code == 200 and resp.json()["label"] == "8"
         answered = {e["worker"] for e in _log_lines(srv) if e.get("route") == "/predict" and e.get("status") == 200}
         assert answered == {1, 2}
-        # Whichever worker answers the scrape, it reports the requests of both.
+        # The supervisor's metrics port reports the requests of both workers.
         for _ in range(4):
-            text = requests.get(srv.url + "/metrics", headers={"Connection": "close"}, timeout=10).text
+            text = srv.metrics()
             assert _counter(text, 'vision_http_requests_total{method="POST",model="mnist",route="/predict",'
                                   'status="200"}') == n
             assert _counter(text, 'vision_predictions_total{label="8",model="mnist"}') == n

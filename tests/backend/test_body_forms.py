@@ -93,7 +93,7 @@ def test_forms_are_counted_in_the_same_metrics(server):
 
 
 def _count(server) -> float:
-    text = requests.get(server.url + "/metrics").text
+    text = requests.get(server.metrics_url).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("vision_http_requests_total{") and 'route="/predict"' in line
                and 'status="200"' in line)

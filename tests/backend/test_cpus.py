@@ -114,7 +114,8 @@ def _started_workers(cpus: set[int]) -> int:
     """Start the real server with VISION_WORKERS=auto under an affinity mask; how many serve?"""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
     port = free_port()
-    env.update(VISION_HOST="127.0.0.1", VISION_PORT=str(port), VISION_MODEL_DIR=str(test_model_dir()),
+    env.update(VISION_HOST="127.0.0.1", VISION_PORT=str(port), VISION_METRICS_PORT="0",
+               VISION_MODEL_DIR=str(test_model_dir()),
                VISION_MODELS="mnist", VISION_WORKERS="auto", VISION_THREADS="2", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus))

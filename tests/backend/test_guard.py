@@ -61,7 +61,7 @@ def read_response(s: socket.socket) -> bytes:
 
 
 def metrics(server: BackendServer) -> str:
-    return urllib.request.urlopen(f"{server.url}/metrics", timeout=5).read().decode()
+    return server.metrics()
 
 
 @pytest.fixture(scope="module")

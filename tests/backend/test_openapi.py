@@ -47,7 +47,8 @@ def test_document_is_valid_openapi_31(doc):
     validate(doc)
     assert doc["openapi"].startswith("3.1")
     assert {"/predict", "/v1/models/{name}/predict", "/v1/models", "/v1/models/{name}", "/healthz", "/readyz",
-            "/metrics", "/openapi.json"} <= set(doc["paths"])
+            "/openapi.json"} <= set(doc["paths"])
+    assert "/metrics" not in doc["paths"]  # the operator's port, not the API
 
 
 def test_document_reflects_the_running_config(doc):
@@ -65,7 +66,7 @@ def test_document_with_auth_is_valid_too(tmp_path):
     d = openapi_document(config)
     validate(d)
     assert d["security"] == [{"ApiKey": []}, {"Bearer": []}]
-    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+    for path in ("/healthz", "/readyz", "/openapi.json"):
         assert d["paths"][path]["get"]["security"] == []
 
 

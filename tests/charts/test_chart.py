@@ -13,7 +13,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cluster_profiles import DEBUG_DEFAULT, INGRESS_NGINX, NODE, PORT_FORWARD, PROFILES, TRAEFIK
+from cluster_profiles import (
+    DEBUG_APP,
+    DEBUG_DEFAULT,
+    INGRESS_NGINX,
+    NODE,
+    PORT_FORWARD,
+    PROFILES,
+    PROMETHEUS,
+    PROMETHEUS_ELSEWHERE,
+    TRAEFIK,
+)
 from helm_render import (
     CHART,
     CI_VALUES,
@@ -64,6 +74,7 @@ def test_chart_agrees_with_constants():
     # The project's tags are not repeated in values.yaml: empty means the chart's appVersion.
     assert VALUES["backend"]["image"]["tag"] == VALUES["frontend"]["image"]["tag"] == ""
     assert VALUES["backend"]["containerPort"] == VALUES["backend"]["service"]["port"] == constants.BACKEND_PORT
+    assert VALUES["backend"]["metricsPort"] == constants.METRICS_PORT
     assert VALUES["frontend"]["containerPort"] == VALUES["frontend"]["service"]["port"] == constants.FRONTEND_PORT
     for ctx in (VALUES["podSecurityContext"], VALUES["containerSecurityContext"]):
         assert ctx["runAsUser"] == ctx["runAsGroup"] == constants.RUN_AS_UID
@@ -141,6 +152,7 @@ def test_load_balancer_service_is_opt_in_and_not_scraped_twice():
     docs = render("ui")
     (lb,) = find(docs, "Service", name="vision-ai-backend-lb")
     assert lb["spec"]["type"] == "LoadBalancer" and lb["spec"]["ports"][0]["port"] == constants.BACKEND_PORT
+    assert [p["targetPort"] for p in lb["spec"]["ports"]] == ["http"]  # never the metrics port
     cluster = Cluster(docs)
     server, port = service_backend(cluster, "vision-ai", "vision-ai-backend-lb", constants.BACKEND_PORT)
     assert server.labels == pod_labels(component(docs, "Deployment", "backend")) and port == constants.BACKEND_PORT
@@ -149,7 +161,7 @@ def test_load_balancer_service_is_opt_in_and_not_scraped_twice():
     (service_monitor,) = find(monitor, "ServiceMonitor")
     selector = service_monitor["spec"]["selector"]
     assert [s["metadata"]["name"] for s in find(monitor, "Service") if matches(selector, s["metadata"]["labels"])] \
-        == ["vision-ai-backend"]
+        == ["vision-ai-backend-metrics"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -175,6 +187,11 @@ def test_load_balancer_service_is_opt_in_and_not_scraped_twice():
     (["frontend.service.annotations.sticky=1"], "at '/frontend/service/annotations/sticky'"),
     (["imagePullSecrets[0].secret=x"], "at '/imagePullSecrets/0'"),
     (["metrics.serviceMonitor.interval=often"], "at '/metrics/serviceMonitor/interval'"),
+    (["metrics.podMonitor.scrapeTimeout=soon"], "at '/metrics/podMonitor/scrapeTimeout'"),
+    (["metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true"], "not both"),
+    (["backend.metricsPort=8080"], "backend.metricsPort must differ from backend.containerPort"),
+    (["backend.metricsPort=80"], "at '/backend/metricsPort'"),
+    (["networkPolicy.metricsClients[0]=monitoring"], "at '/networkPolicy/metricsClients/0'"),
 ])
 def test_invalid_values_are_refused(args, message):
     result = template(set_values=args, check=False)
@@ -259,10 +276,17 @@ def test_backend_probes_hit_real_routes():
     probes = {k: c[k]["httpGet"] for k in ("startupProbe", "readinessProbe", "livenessProbe")}
     assert probes["livenessProbe"]["path"] == "/healthz"
     assert probes["readinessProbe"]["path"] == probes["startupProbe"]["path"] == "/readyz"
-    for probe in probes.values():
+    for probe in probes.values():  # cheap, unauthenticated, on the API port the kubelet reaches
         assert probe["path"] in routes
         assert port_names[probe["port"]] == constants.BACKEND_PORT
     assert env_of(c)["VISION_PORT"]["value"] == str(constants.BACKEND_PORT)
+    # Two planes: /metrics is no API route; the named `metrics` port serves it (VISION_METRICS_PORT).
+    assert "/metrics" not in routes
+    assert port_names == {"http": constants.BACKEND_PORT, "metrics": constants.METRICS_PORT}
+    assert env_of(c)["VISION_METRICS_PORT"]["value"] == str(constants.METRICS_PORT)
+    annotations = backend["spec"]["template"]["metadata"]["annotations"]
+    assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == \
+        (str(constants.METRICS_PORT), "/metrics")
 
 
 def test_frontend_probes_streamlit_health():
@@ -388,7 +412,8 @@ def test_rolling_update_drops_nothing():
 def test_backend_api_port_admits_every_client_of_every_cluster(profile):
     """Ingress controllers (any namespace and labels), ServiceLB / NodePort traffic from node
     addresses, debug pods anywhere, the frontend, cloudflared and the helm test pod reach the API
-    port; nothing else is open and the backend has no egress."""
+    port; the metrics port admits none of them but the pods of the release's namespace that are no
+    tunnel; nothing else is open and the backend has no egress."""
     docs = render("tunnel-quick")
     cluster = Cluster(docs, {**profile.namespaces, "vision-ai": {}})
     server, port = service_backend(cluster, "vision-ai", "vision-ai-backend", constants.BACKEND_PORT)
@@ -400,7 +425,12 @@ def test_backend_api_port_admits_every_client_of_every_cluster(profile):
     assert not reaches(cluster, Source("backend", "vision-ai", server.labels), server, port)
     for client in profile.clients + own:
         assert reaches(cluster, client, server, port), client.name
-        assert not reaches(cluster, client, server, 9090), client.name  # no other port exists
+        assert not reaches(cluster, client, server, constants.METRICS_PORT + 1), client.name  # nothing else listens
+    scrapers = {c.name for c in profile.clients + own if reaches(cluster, c, server, constants.METRICS_PORT)}
+    # The UI's own egress allows only the API port; cloudflared is excluded by the policy itself.
+    assert scrapers == {DEBUG_APP.name, PORT_FORWARD.name, "helm test"}, scrapers
+    assert reaches(cluster, PROMETHEUS, server, constants.METRICS_PORT)
+    assert not reaches(cluster, PROMETHEUS_ELSEWHERE, server, constants.METRICS_PORT)
     policy = component(docs, "NetworkPolicy", "backend")
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and policy["spec"]["egress"] == []
 
@@ -414,6 +444,42 @@ def test_api_clients_restrict_the_port_when_set():
     for client in (INGRESS_NGINX, DEBUG_DEFAULT, NODE):
         assert not reaches(cluster, client, server, port), client.name
     assert reaches(cluster, PORT_FORWARD, server, port)
+
+
+def _metrics_cluster(tmp_path, network_policy: dict) -> tuple[Cluster, object]:
+    values = tmp_path / "metrics-values.yaml"
+    values.write_text(yaml.safe_dump({"networkPolicy": network_policy}))
+    docs = load_docs(template([values]).stdout)
+    cluster = Cluster(docs, {"kube-system": {}, "default": {}, "monitoring": {}, "observability": {"team": "obs"}})
+    server, port = service_backend(cluster, "vision-ai", "vision-ai-backend-metrics", constants.METRICS_PORT)
+    assert port == constants.METRICS_PORT
+    return cluster, server
+
+
+def test_metrics_scrapers_are_configurable_and_an_empty_list_admits_nobody(tmp_path):
+    grafana = Source("grafana", "monitoring", {"app.kubernetes.io/name": "grafana"})
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    # Narrowed to the Prometheus pods of the monitoring namespace (a list value replaces the default).
+    cluster, server = _metrics_cluster(tmp_path, {"metricsClients": [
+        {**monitoring, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]})
+    assert reaches(cluster, PROMETHEUS, server, constants.METRICS_PORT)
+    assert not reaches(cluster, grafana, server, constants.METRICS_PORT)
+    # Another namespace, chosen by its own label.
+    cluster, server = _metrics_cluster(tmp_path, {"metricsClients": [
+        {"namespaceSelector": {"matchLabels": {"team": "obs"}}}]})
+    assert reaches(cluster, PROMETHEUS_ELSEWHERE, server, constants.METRICS_PORT)
+    assert not reaches(cluster, PROMETHEUS, server, constants.METRICS_PORT)
+    # Nobody configured: the port gets no rule at all (not a rule without `from`, which admits all).
+    cluster, server = _metrics_cluster(tmp_path, {"metricsClients": [], "metricsFromReleaseNamespace": False})
+    policy = next(p for p in cluster.of_kind("NetworkPolicy") if p["metadata"]["name"] == "vision-ai-backend")
+    assert [r["ports"][0]["port"] for r in policy["spec"]["ingress"]] == [constants.BACKEND_PORT]
+    for client in (PROMETHEUS, DEBUG_APP, DEBUG_DEFAULT, NODE):
+        assert not reaches(cluster, client, server, constants.METRICS_PORT), client.name
+    assert reaches(cluster, PORT_FORWARD, server, constants.METRICS_PORT)
+    # A Prometheus outside the cluster, by address.
+    cluster, server = _metrics_cluster(tmp_path, {"metricsClients": [{"ipBlock": {"cidr": "172.18.0.0/16"}}]})
+    assert reaches(cluster, NODE, server, constants.METRICS_PORT)
+    assert not reaches(cluster, PROMETHEUS, server, constants.METRICS_PORT)
 
 
 def test_frontend_egress_is_dns_and_backend_only():
@@ -605,18 +671,34 @@ def test_every_value_is_documented():
 
 
 def test_service_monitor_scrapes_backend_metrics_port():
-    """No schema exists for this CRD in kubernetes-validate, so check what Prometheus would use."""
+    """No schema exists for this CRD in kubernetes-validate, so check what Prometheus would use:
+    the ServiceMonitor selects only the metrics Service, whose named port ends on the container's
+    metrics port; the PodMonitor names that container port directly."""
     docs = render("full")
     (sm,) = find(docs, "ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "prometheus"  # the operator's selector label
-    svc = component(docs, "Service", "backend")
-    assert matches(sm["spec"]["selector"], svc["metadata"]["labels"])
+    selected = [s for s in find(docs, "Service") if matches(sm["spec"]["selector"], s["metadata"]["labels"])]
+    assert [s["metadata"]["name"] for s in selected] == ["vision-ai-backend-metrics"]
     assert sm["spec"]["namespaceSelector"]["matchNames"] == ["vision-ai"]
-    endpoint = sm["spec"]["endpoints"][0]
-    assert endpoint["port"] in {p["name"] for p in svc["spec"]["ports"]} and endpoint["path"] == "/metrics"
-    assert "/metrics" in backend_routes()
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    (svc_port,) = [p for p in selected[0]["spec"]["ports"] if p["name"] == endpoint["port"]]
+    server, port = service_backend(Cluster(docs), "vision-ai", "vision-ai-backend-metrics", svc_port["port"])
+    assert port == constants.METRICS_PORT and server.labels == pod_labels(component(docs, "Deployment", "backend"))
     assert find(render("default"), "ServiceMonitor") == []
+    assert find(render("default"), "PodMonitor") == []
+
+    pod_docs = load_docs(template(set_values=["metrics.podMonitor.enabled=true",
+                                              "metrics.podMonitor.labels.release=prometheus"]).stdout)
+    (pm,) = find(pod_docs, "PodMonitor")
+    assert find(pod_docs, "ServiceMonitor") == [] and pm["metadata"]["labels"]["release"] == "prometheus"
+    assert matches(pm["spec"]["selector"], pod_labels(component(pod_docs, "Deployment", "backend")))
+    assert not any(matches(pm["spec"]["selector"], pod_labels(d)) for d in find(pod_docs, "Deployment")
+                   if d["metadata"]["labels"]["app.kubernetes.io/component"] != "backend")
+    (endpoint,) = pm["spec"]["podMetricsEndpoints"]
+    ports = {p["name"]: p["containerPort"] for p in container(component(pod_docs, "Deployment", "backend"))["ports"]}
+    assert (ports[endpoint["port"]], endpoint["path"]) == (constants.METRICS_PORT, "/metrics")
 
 
 def test_notes_warn_loudly_when_publishing_without_keys():

@@ -1,7 +1,8 @@
 """deploy/manifests/: the plain-``kubectl apply`` rendering of the chart — a backend-only default set
 plus opt-in folders. It must match the chart exactly (re-render with scripts/render-manifests.sh),
 validate strictly, meet Pod Security "restricted", and — decided by tests/support/netpol_eval.py for each
-distribution's documented clients — answer on the API port everywhere."""
+distribution's documented clients — answer on the API port everywhere, and on the metrics port only
+to the monitoring namespace and the app's own."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import subprocess
 
 import pytest
-from cluster_profiles import PORT_FORWARD, PROFILES
+from cluster_profiles import DEBUG_APP, DEBUG_DEFAULT, NODE, PORT_FORWARD, PROFILES, PROMETHEUS, PROMETHEUS_ELSEWHERE
 from helm_render import ROOT, kubernetes_versions, load_docs, pod_specs, require_helm, template, validate_objects
 from netpol_eval import Cluster, Source, reaches, resolve_named_service_port, route, service_backend
 from pod_security import check_restricted
@@ -143,6 +144,66 @@ def test_every_client_of_every_cluster_reaches_the_api(profile, extra):
     for name, target in paths.items():
         verdict = reaches(cluster, clients[name], target, port)
         assert verdict, f"{profile.name}: {name} cannot reach the API: {verdict.reason}"
+
+
+def _container_port(cluster: Cluster, namespace: str, service: str, port) -> int:
+    """The backend container port a request to ``service:port`` (number or name) ends on."""
+    number = resolve_named_service_port(cluster, namespace, service, port)
+    return service_backend(cluster, namespace, service, number)[1]
+
+
+@pytest.mark.parametrize("profile, extra", list(combinations()))
+def test_metrics_port_only_for_monitoring_and_the_own_namespace(profile, extra):
+    """The metrics port, per distribution and opt-in set: Prometheus in `monitoring` and pods of the
+    app's namespace reach it; no ingress controller, node address (NodePort/LoadBalancer), pod of
+    another namespace, cloudflared or the UI does; and no Ingress rule, LoadBalancer or tunnel
+    origin leads to it. Only port-forward (the kubelet, for operators) bypasses the policy."""
+    docs = load() + [d for folder in extra for d in load(folder)]
+    cluster = Cluster(docs, {**profile.namespaces, "monitoring": {}, "observability": {}})
+    ns, metrics_port = constants.NAMESPACE, constants.METRICS_PORT
+    server, port = service_backend(cluster, ns, f"{constants.RELEASE_NAME}-backend-metrics", metrics_port)
+    assert port == metrics_port
+    assert reaches(cluster, PROMETHEUS, server, port)
+    assert reaches(cluster, DEBUG_APP, server, port)
+    assert reaches(cluster, PORT_FORWARD, server, port)
+    outsiders = [c for c in profile.clients if c not in (DEBUG_APP, PORT_FORWARD)] + [PROMETHEUS_ELSEWHERE]
+    own = {d["metadata"]["name"]: Source(d["metadata"]["name"], ns, d["spec"]["template"]["metadata"]["labels"])
+           for d in docs if d["kind"] == "Deployment" and not d["metadata"]["name"].endswith("-backend")}
+    for client in outsiders + list(own.values()):  # cloudflared, the UI: in the namespace, still refused
+        verdict = reaches(cluster, client, server, port)
+        assert not verdict, f"{profile.name}: {client.name} reaches the metrics port: {verdict.reason}"
+    # No published path ends on the metrics port: Ingress backends, non-ClusterIP Services, the tunnel.
+    for ing in cluster.of_kind("Ingress"):
+        for rule in ing["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                svc = path["backend"]["service"]
+                if svc["name"].startswith(f"{constants.RELEASE_NAME}-backend"):
+                    target = _container_port(cluster, ns, svc["name"], svc["port"].get("number") or svc["port"]["name"])
+                    assert target == constants.BACKEND_PORT, (ing["metadata"]["name"], path["path"])
+        hit = route(cluster, "/metrics", controller_class=profile.ingress_class or "none", is_default=True)
+        assert hit is None or not hit[1].startswith(f"{constants.RELEASE_NAME}-backend")
+    for svc in cluster.of_kind("Service"):
+        carries = {_container_port(cluster, ns, svc["metadata"]["name"], p["port"]) for p in svc["spec"]["ports"]
+                   if svc["spec"]["selector"].get("app.kubernetes.io/component") == "backend"}
+        if svc["spec"]["type"] != "ClusterIP" or svc["metadata"]["name"] == f"{constants.RELEASE_NAME}-backend":
+            assert metrics_port not in carries, svc["metadata"]["name"]
+    if "tunnel" in extra:
+        args = next(c for _, s in pod_specs(load("tunnel")) for c in s["containers"])["args"]
+        origin = args[args.index("--url") + 1].removeprefix("http://")
+        service, origin_port = origin.split(":")
+        assert _container_port(cluster, ns, service, int(origin_port)) == constants.BACKEND_PORT
+
+
+def test_a_metrics_rule_open_to_all_would_be_caught():
+    """The check above can fail: the metrics rule without its `from` (what an empty peer list would
+    render as) admits the node and every namespace, as it would on a cluster."""
+    docs = load()
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == constants.METRICS_PORT)
+    del rule["from"]
+    cluster = Cluster(docs, {"kube-system": {}, "default": {}, "monitoring": {}})
+    server, port = service_backend(cluster, "vision-ai", "vision-ai-backend-metrics", constants.METRICS_PORT)
+    assert reaches(cluster, DEBUG_DEFAULT, server, port) and reaches(cluster, NODE, server, port)
 
 
 def test_the_old_traefik_only_policy_would_fail_on_kind():

@@ -68,6 +68,16 @@ def test_namespace_selector_alone_and_with_pod_selector():
     assert reaches(everyone, OTHER_NS, SERVER, 8080) and reaches(everyone, TRAEFIK, SERVER, 8080)
 
 
+def test_pod_selector_expressions_in_peers():
+    """NotIn admits pods without the label too (the chart's "own namespace minus cloudflared")."""
+    c = cluster(policy(ingress=[{"from": [{"podSelector": {"matchExpressions": [
+        {"key": "app.kubernetes.io/component", "operator": "NotIn", "values": ["cloudflared"]}]}}]}]))
+    assert reaches(c, SAME_NS, SERVER, 8080)  # no component label at all
+    assert reaches(c, Source("ui", "app", {"app.kubernetes.io/component": "frontend"}), SERVER, 8080)
+    assert not reaches(c, Source("tunnel", "app", {"app.kubernetes.io/component": "cloudflared"}), SERVER, 8080)
+    assert not reaches(c, OTHER_NS, SERVER, 8080)  # a podSelector alone stays in the policy's namespace
+
+
 def test_node_sources_match_only_ip_blocks_or_no_from():
     selectors = cluster(policy(ingress=[{"from": [{"namespaceSelector": {}}]}]))
     assert not reaches(selectors, NODE, SERVER, 8080)  # "all pods in all namespaces" is not a node

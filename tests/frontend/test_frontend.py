@@ -12,7 +12,6 @@ import io
 import json
 import secrets
 import socket
-import urllib.request
 from pathlib import Path
 
 import pyarrow.ipc
@@ -213,8 +212,7 @@ def test_backend_going_away_mid_session_is_a_friendly_error(monkeypatch):
 
 def predictions_served(server: BackendServer) -> float:
     """How many images the backend has classified, from its Prometheus /metrics."""
-    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+    text = server.metrics()
     return sum(s.value for fam in text_string_to_metric_families(text) if fam.name == "vision_predictions"
                for s in fam.samples if s.name == "vision_predictions_total")
 

@@ -115,15 +115,15 @@ class Container:
             argv += ["-e", f"{key}={value}"]
         if network:
             argv += ["--network", network] + [f"--network-alias={a}" for a in aliases]
-        if publish:
-            argv += ["-p", f"127.0.0.1::{publish}"]
+        ports = (publish,) if isinstance(publish, int) else tuple(publish or ())
+        for port in ports:
+            argv += ["-p", f"127.0.0.1::{port}"]
         if entrypoint:
             argv += ["--entrypoint", entrypoint]
         docker(*argv, image, *args)
-        self.url = None
-        if publish:
-            host_port = docker("port", self.name, f"{publish}/tcp").stdout.split()[0]
-            self.url = f"http://{host_port}"
+        # The host address of each published container port; ``url`` is the first one's.
+        self.urls = {port: f"http://{docker('port', self.name, f'{port}/tcp').stdout.split()[0]}" for port in ports}
+        self.url = self.urls[ports[0]] if ports else None
 
     def logs(self) -> str:
         result = docker("logs", self.name, check=False)
@@ -166,7 +166,8 @@ def backend(images, network):
     """The backend as the frontend and `helm test` see it: aliases `backend` and the Service name.
     HEALTHCHECK runs every second so the test can watch Docker judge it healthy."""
     c = Container(BACKEND, network=network, aliases=("backend", f"{constants.RELEASE_NAME}-backend"),
-                  publish=constants.BACKEND_PORT, run_flags=["--health-interval=1s", "--health-start-period=60s"])
+                  publish=(constants.BACKEND_PORT, constants.METRICS_PORT),
+                  run_flags=["--health-interval=1s", "--health-start-period=60s"])
     try:
         c.wait_http("/readyz")
         yield c
@@ -186,13 +187,15 @@ def test_image_sizes_and_build_report(images):
     assert frontend["over_base_mb"] <= FRONTEND_BUDGET_MB, images
 
 
-@pytest.mark.parametrize("ref, port", [(BACKEND, constants.BACKEND_PORT), (FRONTEND, constants.FRONTEND_PORT)])
-def test_image_config(images, ref, port):
+@pytest.mark.parametrize("ref, ports", [(BACKEND, {constants.BACKEND_PORT, constants.METRICS_PORT}),
+                                        (FRONTEND, {constants.FRONTEND_PORT})])
+def test_image_config(images, ref, ports):
     config = json.loads(docker("image", "inspect", ref).stdout)[0]["Config"]
     assert config["User"] == f"{UID}:{UID}"
     assert config["Entrypoint"][0] == "/opt/venv/bin/python"  # exec form: python is PID 1, gets SIGTERM
-    assert f"{port}/tcp" in config["ExposedPorts"]
+    assert set(config["ExposedPorts"]) == {f"{p}/tcp" for p in ports}
     assert config["Healthcheck"]["Test"][0] == "CMD"
+    assert "/metrics" not in " ".join(config["Healthcheck"]["Test"])  # a probe of the API port
     labels = config["Labels"]
     assert labels["org.opencontainers.image.version"] == visionctl.__version__
     assert labels["org.opencontainers.image.title"] == ref.split(":")[0]
@@ -200,14 +203,18 @@ def test_image_config(images, ref, port):
 
 
 def test_backend_image_contents(images):
-    """ONNX Runtime but no torch, no pip; exactly the ONNX models + cards (no .pt checkpoints)."""
+    """ONNX Runtime but no torch, no pip; exactly the ONNX models + cards (no .pt checkpoints) and
+    the golden set of each name (the release gate's)."""
     script = ("import importlib.util as u, os, onnxruntime, json; "
               "print(json.dumps({'torch': bool(u.find_spec('torch')), 'pip': bool(u.find_spec('pip')), "
-              "'models': sorted(os.listdir('/app/models'))}))")
+              "'models': sorted(os.listdir('/app/models')), "
+              "'golden': sorted(os.listdir('/app/models/golden'))}))")
     out = json.loads(docker("run", "--rm", *HARDENED, "--entrypoint", "/opt/venv/bin/python", BACKEND,
                             "-c", script).stdout)
     assert out == {"torch": False, "pip": False,
-                   "models": sorted(f"{n}.{e}" for n in constants.MODEL_NAMES for e in ("json", "onnx"))}
+                   "models": sorted([*(f"{n}.{e}" for n in constants.MODEL_NAMES for e in ("json", "onnx")),
+                                     "golden"]),
+                   "golden": sorted(f"{n}.npz" for n in constants.MODEL_NAMES)}
 
 
 # ---- the backend container --------------------------------------------------------------------------
@@ -225,8 +232,11 @@ def test_backend_serves_chart_probes_and_predicts(backend):
         paths = {c[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")}
     for path in paths:
         assert requests.get(backend.url + path, timeout=5).status_code == 200, path
-    metrics = requests.get(backend.url + "/metrics", timeout=5)
-    assert metrics.status_code == 200 and "# TYPE" in metrics.text
+    # Two planes: the API port answers /metrics with its JSON 404; the metrics port serves it.
+    api = requests.get(backend.url + "/metrics", timeout=5)
+    assert api.status_code == 404 and api.json()["error"]["code"] == "not_found", api.text
+    metrics = requests.get(backend.urls[constants.METRICS_PORT] + "/metrics", timeout=5)
+    assert metrics.status_code == 200 and "vision_ready 1.0" in metrics.text
     for sample in sorted((ROOT / "samples" / "mnist").glob("*.png")):
         resp = requests.post(backend.url + "/predict", json=sample_payload(sample), timeout=10)
         assert resp.status_code == 200, resp.text
@@ -245,6 +255,30 @@ def test_backend_serves_chart_probes_and_predicts(backend):
                               headers={"Content-Type": "image/png"}, timeout=10)
     assert explained.status_code == 200 and explained.json()["label"] == "7", explained.text
     assert requests.get(backend.url + "/v2/health/ready", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_backend_image_serves_metrics_on_its_own_port(images, workers):
+    """The image's defaults (VISION_METRICS_PORT=9090), one process or a supervisor with workers:
+    /metrics is the API's JSON 404 on 8080 and the whole server's figures on 9090, printed at start."""
+    c = Container(BACKEND, env={"VISION_MODELS": "mnist", "VISION_WORKERS": workers, "VISION_THREADS": "2"},
+                  publish=(constants.BACKEND_PORT, constants.METRICS_PORT))
+    try:
+        c.wait_http("/readyz")
+        seven = {"base64": base64.b64encode((ROOT / "samples" / "mnist" / "7-7.png").read_bytes()).decode()}
+        for _ in range(3):  # new connections: with two workers the kernel spreads them
+            resp = requests.post(c.url + "/predict", json=seven, headers={"Connection": "close"}, timeout=10)
+            assert resp.status_code == 200 and resp.json()["label"] == "7", resp.text
+        api = requests.get(c.url + "/metrics", timeout=5)
+        assert api.status_code == 404 and api.json()["error"]["code"] == "not_found", api.text
+        metrics = requests.get(c.urls[constants.METRICS_PORT] + "/metrics", timeout=5)
+        assert metrics.status_code == 200, metrics.text
+        assert 'vision_predictions_total{label="7",model="mnist"} 3.0' in metrics.text
+        assert "vision_ready 1.0" in metrics.text
+        owner = [json.loads(line) for line in c.logs().splitlines() if '"metrics_url"' in line]
+        assert [e["metrics_url"] for e in owner] == [f"http://0.0.0.0:{constants.METRICS_PORT}/metrics"], owner
+    finally:
+        c.remove()
 
 
 def test_backend_container_is_hardened(backend):
@@ -393,3 +427,69 @@ def test_helm_test_hook_runs_in_backend_image(images, network, backend, tmp_path
     result = docker(*argv, spec["image"], *spec["command"][1:], check=False, timeout=120)
     assert (result.returncode == 0) is ok, result.stdout + result.stderr
     assert ("OK" in result.stdout) is ok
+
+
+# ---- model releases: a model image copied in by the pod's init step ---------------------------------
+
+def test_model_image_init_step_and_release_in_the_backend_image(images, base_image, candidates, tmp_path):
+    """The pod of the chart's `releases` values, run as the kubelet would: the init container (the
+    rendered command and securityContext) copies the model image's artifact into an emptyDir; the
+    backend container, with the rendered env and read-only mounts, reads the release state (the
+    ConfigMap's key) and serves the gated candidate — the server image was not rebuilt."""
+    from helm_render import CHART, find, helm, load_docs
+
+    from backend.releases import record
+
+    card = json.loads((candidates["good"] / "mnist.json").read_text())
+    version, ref = card["version"], f"vision-ai-model-mnist:{card['version']}"
+    docker("build", "-f", str(ROOT / "Dockerfile.model"), "--build-arg", f"BASE_IMAGE={base_image}", "-t", ref,
+           str(candidates["good"]))
+    versions = json.dumps([{"name": "mnist", "version": version, "image": ref}])
+    rendered = helm("template", "vision-ai", str(CHART), "--namespace", "vision-ai",
+                    "--set-json", f"releases.versions={versions}").stdout
+    pod = find(load_docs(rendered), "Deployment", component="backend")[0]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    backend_c = pod["containers"][0]
+    mounts = {m["name"]: m["mountPath"] for m in backend_c["volumeMounts"]}
+    env = {e["name"]: e["value"] for e in backend_c["env"] if "value" in e}
+
+    empty_dir = tmp_path / "emptydir"  # kubelet's emptyDir: a fresh world-writable host folder
+    empty_dir.mkdir(mode=0o777)
+    empty_dir.chmod(0o777)
+    ctx = init["securityContext"]
+    assert ctx["readOnlyRootFilesystem"] and ctx["capabilities"]["drop"] == ["ALL"]
+    docker("run", "--rm", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+           "--user", f"{ctx['runAsUser']}:{ctx['runAsGroup']}",
+           "-v", f"{empty_dir}:{init['volumeMounts'][0]['mountPath']}",
+           "--entrypoint", init["command"][0], ref, *init["command"][1:])
+    copied = empty_dir / "mnist" / version
+    assert sorted(p.name for p in copied.iterdir()) == ["mnist.json", "mnist.onnx"]
+
+    configmap = tmp_path / "configmap"  # the state ConfigMap's key, as its volume shows it
+    configmap.mkdir()
+    state = record.ReleaseState(name="mnist")
+    base = json.loads((ROOT / "models" / "mnist.json").read_text())["version"]
+    record.start(state, version, base, "canary", 100, {}, {"passed": True}, "test")
+    (configmap / "mnist.json").write_bytes(record.dumps(state))
+
+    c = Container(BACKEND, publish=constants.BACKEND_PORT,
+                  env={k: v for k, v in env.items() if k.startswith("VISION_") and k not in ("VISION_PORT",)},
+                  run_flags=["-v", f"{configmap}:{mounts['release-state']}:ro",
+                             "-v", f"{empty_dir}:{mounts['model-versions']}:ro"])
+    try:
+        c.wait_http("/readyz")
+        deadline = time.monotonic() + 30
+        while True:
+            listing = requests.get(c.url + "/v1/models/mnist/versions", timeout=5).json()
+            if listing["release"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert listing["release"] and listing["release"]["candidate"] == version, (listing, c.logs()[-3000:])
+        row = next(v for v in listing["versions"] if v["version"] == version)
+        assert row["role"] == "candidate" and row["served"]
+        resp = requests.post(c.url + "/predict", json=sample_payload(ROOT / "samples" / "mnist" / "7-7.png"),
+                             headers={"X-Client-ID": "any"}, timeout=10)
+        assert resp.status_code == 200 and resp.json()["model_version"] == version, resp.text
+        assert "gate" in c.logs() and '"passed": true' in c.logs()
+    finally:
+        c.remove()

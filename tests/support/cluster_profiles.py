@@ -13,6 +13,9 @@ by each project (labels and namespaces are what their default installs create).
 * Docker Desktop: no ingress controller; a LoadBalancer Service is published on localhost through
   the VM's port forwarder, i.e. a node source.
 Every cluster: a debug pod in ``default`` and in the app namespace, and ``kubectl port-forward``.
+The monitoring stack is the user's own install, as kube-prometheus-stack creates it: Prometheus pods
+in the namespace ``monitoring`` (the chart's default scraper namespace); a Prometheus anywhere else
+is an ordinary pod to the backend.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ NODE = Source("node address (NodePort / LoadBalancer, SNAT)", node=True, ip=NODE
 DEBUG_DEFAULT = Source("debug pod in default", "default", {"run": "curl"}, ip="10.42.0.60")
 DEBUG_APP = Source("debug pod in vision-ai", "vision-ai", {"run": "curl"}, ip="10.42.0.61")
 PORT_FORWARD = Source("kubectl port-forward", port_forward=True)
+PROMETHEUS = Source("Prometheus (monitoring)", "monitoring",
+                    {"app.kubernetes.io/name": "prometheus",
+                     "operator.prometheus.io/name": "kube-prometheus-stack-prometheus"}, ip="10.42.0.70")
+PROMETHEUS_ELSEWHERE = Source("Prometheus in an unlabelled namespace", "observability",
+                              dict(PROMETHEUS.labels), ip="10.42.0.71")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import typer
 
-from visionctl.cli import local, ml, platform
+from visionctl.cli import local, ml, platform, release
 
 app = typer.Typer(help="Train, serve, package and deploy the Vision AI image classifier.",
                   epilog="Exit codes: 0 ok, 1 failed (the message names the step and what to do), 2 bad usage.",
@@ -22,3 +22,4 @@ app = typer.Typer(help="Train, serve, package and deploy the Vision AI image cla
 app.add_typer(ml.app)
 app.add_typer(platform.app)
 app.add_typer(local.app)
+app.add_typer(release.app)

@@ -71,6 +71,9 @@ def serve(
     host: Annotated[str | None, typer.Option(
         help="Bind address [default: VISION_HOST or 127.0.0.1; 0.0.0.0 shares it on your network].")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port [default: VISION_PORT or 8080].")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="Port of /metrics, on the same host; 0 = any free port "
+                               "[default: VISION_METRICS_PORT or 9090].")] = None,
     models_dir: Annotated[Path | None, typer.Option(
         "--models-dir", help="Model folder [default: VISION_MODEL_DIR or models].")] = None,
     models: Annotated[str | None, typer.Option(
@@ -87,7 +90,8 @@ def serve(
     Flags override the VISION_* environment variables; the backend validates them (see docs)."""
     import os
 
-    flags = {"VISION_HOST": host, "VISION_PORT": port, "VISION_MODEL_DIR": models_dir, "VISION_MODELS": models,
+    flags = {"VISION_HOST": host, "VISION_PORT": port, "VISION_METRICS_PORT": metrics_port,
+             "VISION_MODEL_DIR": models_dir, "VISION_MODELS": models,
              "VISION_THREADS": threads, "VISION_WORKERS": workers, "VISION_LOG_LEVEL": log_level}
     os.environ.update({k: str(v) for k, v in flags.items() if v is not None})
     # A developer's server stays on this machine unless asked; the image sets VISION_HOST=0.0.0.0.
@@ -106,7 +110,7 @@ def serve(
         render.fail(f"{exc}\n  train with `visionctl train mnist` or point --models-dir at a folder with "
                     "<name>.onnx + .json")
     except OSError as exc:
-        render.fail(f"cannot listen: {exc} (is another server on that port? use --port)")
+        render.fail(f"cannot listen: {exc} (is another server on that port? use --port / --metrics-port)")
     except WorkerError as exc:
         render.fail(str(exc))
 

@@ -50,12 +50,19 @@ def train(
 def export_cmd(
     dataset: Annotated[Dataset, typer.Argument(help="Which model (sets labels and test set).")] = Dataset.mnist,
     weights: Annotated[Path | None, typer.Option(
-        help="State dict to convert [default: <models-dir>/<name>.pt].")] = None,
+        help="State dict to convert [default: <models-dir>/<name>.pt, else models/<name>.pt, so "
+             "`export NAME --models-dir DIR` writes a release artifact of the current weights].")] = None,
     models_dir: ModelsDir = DEFAULT_MODELS_DIR,
     data_dir: DataDir = None,
 ) -> None:
-    """Export a state dict (yours or the assignment's mnist_cnn.pt) to ONNX with a parity check."""
+    """Export a state dict (yours or the assignment's mnist_cnn.pt) to ONNX with a parity check.
+
+    The folder it writes (ONNX + model card with its version) is what `visionctl release start` ships."""
     from visionctl.ml import pipeline
+
+    shipped = DEFAULT_MODELS_DIR / f"{dataset.value}.pt"
+    if weights is None and not (models_dir / f"{dataset.value}.pt").is_file() and shipped.is_file():
+        weights = shipped
 
     try:
         card = pipeline.export(dataset.value, weights=weights, models_dir=models_dir, data_dir=data_dir)

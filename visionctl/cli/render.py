@@ -184,3 +184,21 @@ def predictions(title: str, results: list[dict], labels_for: Callable[[int], lis
         table.add_row(r["file"], f"[bold]{r['label']}[/]", f"{r['confidence']:.1%}",
                       ", ".join(f"{labels[i]} {probs[i]:.1%}" for i in top))
     console.print(table)
+
+
+# -- releases ------------------------------------------------------------------------------------
+
+def release_status(state: dict) -> None:
+    """``visionctl release status``: who serves, what is being released, and the audit history."""
+    console.print(f"[bold]{state['name']}[/]  stable [bold]{state['stable']}[/]")
+    if state.get("candidate"):
+        share = f"{state['weight']}%" if state["mode"] == "canary" else "shadow copy"
+        console.print(f"  candidate [bold]{state['candidate']}[/] ({state['mode']}, {share}) "
+                      f"since {state['started_at']}")
+    else:
+        console.print("  no release running")
+    table = Table("at", "actor", "action", "version", "reason", box=None, pad_edge=False)
+    for entry in state.get("history", [])[-15:]:
+        table.add_row(entry["at"], escape(entry["actor"]), entry["action"], entry.get("version") or "",
+                      escape(entry.get("reason", "")))
+    console.print(table)

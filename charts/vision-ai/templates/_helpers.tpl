@@ -23,6 +23,9 @@
 {{- define "vision-ai.frontend.fullname" -}}
 {{- printf "%s-frontend" (include "vision-ai.fullname" . | trunc 54 | trimSuffix "-") }}
 {{- end }}
+{{- define "vision-ai.backend.metricsName" -}}
+{{- printf "%s-backend-metrics" (include "vision-ai.fullname" . | trunc 47 | trimSuffix "-") }}
+{{- end }}
 {{- define "vision-ai.cloudflared.fullname" -}}
 {{- printf "%s-cloudflared" (include "vision-ai.fullname" . | trunc 51 | trimSuffix "-") }}
 {{- end }}
@@ -176,6 +179,12 @@ live here so the rules can be read in one place; templates/validate.yaml runs it
 {{- $cf := .Values.cloudflared }}
 {{- if and $cf.enabled (eq $cf.mode "token") (not $cf.existingSecret) (not $cf.token) }}
 {{- fail "cloudflared.mode=token needs cloudflared.existingSecret (recommended) or cloudflared.token" }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled .Values.metrics.podMonitor.enabled }}
+{{- fail "metrics: enable metrics.serviceMonitor or metrics.podMonitor, not both (every pod would be scraped twice)" }}
+{{- end }}
+{{- if eq ($b.metricsPort | int) ($b.containerPort | int) }}
+{{- fail "backend.metricsPort must differ from backend.containerPort: /metrics has a port of its own" }}
 {{- end }}
 {{- $ing := .Values.ingress }}
 {{- if and $ing.enabled $ing.tls (not $ing.hostname) }}

@@ -59,6 +59,21 @@ elif tool == "helm":
         print("v3.16.2+g13654a5")
     elif args[:1] == ["status"]:
         sys.exit(0 if release.exists() else 1)
+    elif args[:2] == ["get", "values"]:
+        values = state / "values.json"
+        print(values.read_text() if values.exists() else "null")
+    elif args[:1] == ["upgrade"] and "--reuse-values" in args:
+        values = json.loads((state / "values.json").read_text()) if (state / "values.json").exists() else {}
+        for i, a in enumerate(args):
+            if a == "--set-json":
+                key, _, raw = args[i + 1].partition("=")
+                node = values
+                *parents, leaf = key.split(".")
+                for p in parents:
+                    node = node.setdefault(p, {})
+                node[leaf] = json.loads(raw)
+        (state / "values.json").write_text(json.dumps(values))
+        print("Release \"vision-ai\" has been upgraded. Happy Helming!")
     elif args[:2] == ["upgrade", "--install"]:
         release.write_text(json.dumps(args))
         print("Release \"vision-ai\" has been upgraded. Happy Helming!")
@@ -71,6 +86,35 @@ elif tool == "kubectl":
         print("deployment successfully rolled out")
     elif has("logs"):
         print("2025-11-25T12:00:00Z INF |  https://quiet-fox-example.trycloudflare.com  |")
+    elif has("get", "configmap"):
+        stored = state / "configmap.json"
+        if not stored.exists():
+            print(f'Error from server (NotFound): configmaps "{args[args.index("configmap") + 1]}" not found',
+                  file=sys.stderr)
+            sys.exit(1)
+        print(stored.read_text())
+    elif has("create") or has("replace"):
+        # The API server's optimistic concurrency: replace must carry the stored resourceVersion.
+        body = json.loads(Path(args[args.index("-f") + 1]).read_text())
+        stored = state / "configmap.json"
+        current = json.loads(stored.read_text())["metadata"]["resourceVersion"] if stored.exists() else None
+        if has("create") and current is not None:
+            print("Error from server (AlreadyExists): configmaps already exists", file=sys.stderr)
+            sys.exit(1)
+        if has("replace") and body["metadata"].get("resourceVersion") != current:
+            print("Error from server (Conflict): the object has been modified", file=sys.stderr)
+            sys.exit(1)
+        body["metadata"]["resourceVersion"] = str(int(current or 0) + 1)
+        stored.write_text(json.dumps(body))
+        print(f"configmap/{body['metadata']['name']} {'replaced' if has('replace') else 'created'}")
+    elif has("get", "--raw"):
+        # The API server's pod proxy: answered from $FAKE_STATE/raw.json (path → JSON body).
+        raw = json.loads((state / "raw.json").read_text()) if (state / "raw.json").exists() else {}
+        path = args[args.index("--raw") + 1]
+        if path not in raw:
+            print(f"Error from server (NotFound): {path}", file=sys.stderr)
+            sys.exit(1)
+        print(json.dumps(raw[path]))
     elif has("get"):
         print((state / "get.json").read_text() if (state / "get.json").exists() else '{"items": []}')
     elif has("port-forward") and any(a.endswith(":8080") for a in args):

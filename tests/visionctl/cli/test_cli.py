@@ -359,9 +359,10 @@ def test_predict_bad_url():
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_serve_starts_answers_and_stops_gracefully(workers):
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
     proc = subprocess.Popen([sys.executable, "-m", "visionctl", "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--metrics-port", str(metrics_port),
                              "--models-dir", str(test_model_dir()), "--threads", "2", "--workers", workers],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -378,20 +379,28 @@ def test_serve_starts_answers_and_stops_gracefully(workers):
         resp = requests.post(f"http://127.0.0.1:{port}/predict",
                              json={"base64": base64.b64encode((SAMPLES / "mnist/7-7.png").read_bytes()).decode()})
         assert resp.status_code == 200 and resp.json()["model"] == "mnist"
+        # Two planes: no /metrics on the API port (the API's JSON 404), the figures on the metrics port.
+        api = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+        scrape = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+        assert scrape.status_code == 200
+        assert 'vision_http_requests_total{method="POST",model="mnist",route="/predict",status="200"} 1.0' \
+            in scrape.text
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
     output = proc.stdout.read()
     assert code == 0, output
     assert output.count('"message": "stopped"') == int(workers) + (workers != "1")  # + the supervisor
+    assert f'"metrics_url": "http://127.0.0.1:{metrics_port}/metrics"' in output  # in the start-up log
 
 
 def test_serve_rejects_bad_config(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
     env["VISION_MAX_BATCH"] = "lots"
     proc = subprocess.run([sys.executable, "-m", "visionctl", "serve", "--port", str(free_port()),
-                           "--models-dir", str(test_model_dir())], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
+                           "--metrics-port", "0", "--models-dir", str(test_model_dir())], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "VISION_MAX_BATCH" in proc.stderr
 
@@ -399,8 +408,8 @@ def test_serve_rejects_bad_config(tmp_path):
 def test_serve_missing_models(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
     proc = subprocess.run([sys.executable, "-m", "visionctl", "serve", "--port", str(free_port()),
-                           "--models-dir", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)
+                           "--metrics-port", "0", "--models-dir", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "visionctl train" in proc.stderr
 

@@ -102,8 +102,8 @@ def wait_until_ready(proc: subprocess.Popen, port: int, timeout: float = 90) -> 
 
 def test_sigterm_to_serve_stops_every_worker():
     port = free_port()
-    proc = start(["serve", "--port", str(port), "--models-dir", str(test_model_dir()), "--workers", "2",
-                  "--threads", "2"])
+    proc = start(["serve", "--port", str(port), "--metrics-port", "0", "--models-dir", str(test_model_dir()),
+                  "--workers", "2", "--threads", "2"])
     wait_until_ready(proc, port)
     kids = wait_for_children(proc, 2)
     assert terminate_and_check(proc, kids) == 0
