@@ -19,7 +19,9 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from backend import api, docs, explain, v2
+from backend.admission import ExplainBudget, SpoolBudget
 from backend.auth import is_open, key_is_valid, presented_key
+from backend.bodies import InMemoryUploads
 from backend.budget import MemoryBudget
 from backend.config import Config
 from backend.contract import (
@@ -33,7 +35,7 @@ from backend.contract import (
 )
 from backend.errors import ApiError
 from backend.inference import Registry
-from backend.logs import REQUEST_ID_HEADER, request_id
+from backend.logs import REQUEST_ID_HEADER, cap, request_id
 from backend.metrics import Metrics
 from backend.ratelimit import RateLimiter
 from backend.releases.manager import Releases, layout_for
@@ -60,11 +62,17 @@ def create_app(config: Config | None = None, registry: Registry | None = None) -
                           config.trusted_proxies, on_limited=lambda: metrics.shed.labels("rate_limited").inc())
     releases = Releases(layout_for(config), registry, metrics, poll=config.release_poll)
     state = State(config=config, registry=registry, metrics=metrics, memory=memory, limiter=limiter,
-                  releases=releases)
+                  releases=releases, spool=SpoolBudget(config.spool_mb * 2**20),
+                  explain=ExplainBudget(config.explain_concurrency, config.explain_queue, config.explain_cpu_share,
+                                        wait=config.request_deadline))
     metrics.track(metrics.ready, lambda: 1.0 if state.ready else 0.0)
 
     app = Flask(__name__)
+    app.request_class = InMemoryUploads
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    # A multipart upload is one file and a flag: bound the parts and the text fields werkzeug parses.
+    app.config["MAX_FORM_PARTS"] = 16
+    app.config["MAX_FORM_MEMORY_SIZE"] = 64 * 1024
     app.extensions[EXTENSION] = state
     for blueprint in (api.bp, docs.bp, v2.bp, explain.bp):
         app.register_blueprint(blueprint)
@@ -119,11 +127,11 @@ def _install_lifecycle(app: Flask, state: State) -> None:
             metrics.request_size_by[(route,)].observe(req.content_length or 0)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("request", extra={"fields": {
-                "request_id": rid, "method": method, "path": req.path, "route": route,
+                "request_id": rid, "method": cap(method, 16), "path": cap(req.path), "route": route,
                 "model": model or None, "status": response.status_code,
                 "duration_ms": round(duration * 1000, 3), "bytes_in": req.content_length or 0,
                 "bytes_out": response.calculate_content_length(), "remote_addr": req.remote_addr,
-                "user_agent": req.user_agent.string or None}})
+                "user_agent": cap(req.user_agent.string) or None}})
         return response
 
     @app.teardown_request

@@ -77,6 +77,17 @@ class Config:
     max_batch_pixels: int = 16_000_000
     # Seconds an image waits for room in the decoding memory before a 503 + Retry-After.
     decode_wait: float = 5.0
+    # Bytes (MiB) of request bodies spooled to $TMPDIR at once. Bodies over Waitress's 512 KiB
+    # in-memory buffer are spooled; in the pod $TMPDIR is a 64 MiB memory-backed emptyDir, so bodies
+    # reserve their bytes from this budget before they are written (backend.admission) and /tmp never
+    # fills up; over it, 503 + Retry-After.
+    spool_mb: int = 48
+    # Explanations running at once (each costs ~25× a prediction's CPU; backend.admission).
+    explain_concurrency: int = 1
+    # Explanations waiting for a turn; beyond that, 503 + Retry-After.
+    explain_queue: int = 2
+    # Share of one CPU explanations may use on average; beyond that, 503 + Retry-After.
+    explain_cpu_share: float = 0.25
     # Per-client limit on API requests, e.g. `100/second;2000/minute`; empty = off (429 + Retry-After).
     rate_limit: str = ""
     # Per-client limit on requests with a wrong or missing API key (429 + Retry-After).
@@ -226,6 +237,11 @@ class Config:
         if metrics_port == port:
             raise ConfigError(f"VISION_METRICS_PORT={metrics_port} is the API port (VISION_PORT); "
                               "metrics need a port of their own")
+        max_body_bytes = integer("VISION_MAX_BODY_BYTES", d.max_body_bytes, 1024, 1024**3)
+        spool_mb = integer("VISION_SPOOL_MB", d.spool_mb, 1, 65536)
+        if spool_mb * 2**20 < max_body_bytes:  # a body the budget can never hold would get 503s forever
+            raise ConfigError(f"VISION_SPOOL_MB={spool_mb} is smaller than VISION_MAX_BODY_BYTES={max_body_bytes}; "
+                              "the spool budget must hold at least one body of the maximum size")
 
         return cls(
             host=host,
@@ -239,7 +255,7 @@ class Config:
             workers=workers(),
             model_dir=model_dir,
             models=models,
-            max_body_bytes=integer("VISION_MAX_BODY_BYTES", d.max_body_bytes, 1024, 1024**3),
+            max_body_bytes=max_body_bytes,
             max_pixels=integer("VISION_MAX_PIXELS", d.max_pixels, 28 * 28, 1_000_000_000),
             max_batch=integer("VISION_MAX_BATCH", d.max_batch, 1, 4096),
             max_connections=integer("VISION_MAX_CONNECTIONS", d.max_connections, 16, 100_000),
@@ -250,6 +266,10 @@ class Config:
             max_batch_pixels=integer("VISION_MAX_BATCH_PIXELS", d.max_batch_pixels, 28 * 28, 1_000_000_000),
             decode_memory_mb=integer("VISION_DECODE_MEMORY_MB", d.decode_memory_mb, 16, 65536),
             decode_wait=number("VISION_DECODE_WAIT", d.decode_wait, 0.0, 300.0),
+            spool_mb=spool_mb,
+            explain_concurrency=integer("VISION_EXPLAIN_CONCURRENCY", d.explain_concurrency, 1, 256),
+            explain_queue=integer("VISION_EXPLAIN_QUEUE", d.explain_queue, 0, 1024),
+            explain_cpu_share=number("VISION_EXPLAIN_CPU_SHARE", d.explain_cpu_share, 0.01, 64.0),
             api_keys=keys,
             log_level=level,
             drain_delay=number("VISION_DRAIN_DELAY", d.drain_delay, 0.0, 300.0),

@@ -12,6 +12,13 @@ arriving or waiting for a thread is decided here, in Waitress's event-loop threa
   one is answered at once with 503 + ``Retry-After`` instead of queueing without bound. Probes are
   never shed, so an overloaded pod is not killed by its liveness probe. (Scrapes do not come here:
   /metrics has its own port, ``backend.metrics_server``.)
+* **Bodies admitted from the headers.** A ``Content-Length`` over ``VISION_MAX_BODY_BYTES`` is a 413
+  before any of the body is read; a body that will be spooled to a temp file reserves its bytes from
+  the spool budget first (``backend.admission``), else 503. Chunked bodies are held to the same
+  limits as they grow, and to an average chunk size: Waitress decodes chunks in Python, so a body
+  of 1-byte chunks would cost seconds of CPU in the event loop.
+* **Explanations** are admitted against their own budget here, so a flood of them is answered 503
+  from the event loop without taking a worker thread or buffering their bodies.
 * **JSON errors.** Waitress's own rejections (bad request line or headers, 413 over its body limit,
   431, 501) get the API's JSON error shape and, like every answer, an access-log line and metrics.
 """
@@ -21,7 +28,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+import weakref
 
+from waitress.buffers import OverflowableBuffer
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.task import ErrorTask
@@ -39,13 +48,22 @@ from backend.contract import (
     UNAUTHORIZED,
 )
 from backend.errors import ApiError
-from backend.logs import REQUEST_ID_HEADER, request_id
+from backend.logs import REQUEST_ID_HEADER, cap, request_id
 from backend.state import State
 
 access_log = logging.getLogger("backend.access")
 
 # Never shed: kubelet probes must get through an overload (they are tiny).
 UNSHEDDABLE = frozenset({"/healthz", "/readyz"})
+
+EXPLAIN_RULE = "/v1/models/<name>/explain"
+
+# Chunked bodies: Waitress decodes each chunk with a few Python operations (and copies the rest of
+# the read buffer each time), so the number of chunks, not bytes, is what costs CPU. Real clients
+# send chunks of kilobytes; a body may have MIN_CHUNK bytes per chunk on average, after FREE_CHUNKS.
+FREE_CHUNKS, MIN_CHUNK = 64, 256
+MAX_CONTROL_LINE, MAX_TRAILER = 1024, 16384  # Waitress accumulates these without a bound
+SPOOL_STEP = 2**20  # a chunked body reserves spool space in steps of this many bytes
 
 # Waitress's error classes by status → our stable error codes.
 WAITRESS_CODES = {400: INVALID_REQUEST, 408: REQUEST_TIMEOUT, 413: BODY_TOO_LARGE, 431: HEADERS_TOO_LARGE,
@@ -77,6 +95,22 @@ class Overloaded(Error):
     code, reason = 503, "Service Unavailable"
     error_code = OVERLOADED
     headers = (("Retry-After", "1"),)
+
+    def __init__(self, body, retry_after: str = "1"):
+        super().__init__(body)
+        self.headers = (("Retry-After", retry_after),)
+
+
+class BodyTooLarge(Error):
+    code, reason = 413, "Payload Too Large"
+    error_code = BODY_TOO_LARGE
+    headers = ()
+
+
+class BadBody(Error):
+    code, reason = 400, "Bad Request"
+    error_code = INVALID_REQUEST
+    headers = ()
 
 
 def _header(request: HTTPRequestParser, name: str) -> str:
@@ -113,6 +147,33 @@ class Guard:
                 return TooManyRequests(exc.message, exc.headers["Retry-After"])
             return Unauthorized("missing or invalid API key: send it as 'X-API-Key: <key>' or "
                                 "'Authorization: Bearer <key>'")
+        if request.content_length > self.config.max_body_bytes:
+            return self.too_large()
+        if request.content_length > request.adj.inbuf_overflow and not request.spool(request.content_length):
+            return self.spool_full()
+        if _method(request) == "POST" and self.route(request) == EXPLAIN_RULE:
+            return request.admit_explain(self.state.explain)
+        return None
+
+    def too_large(self) -> Error:
+        return BodyTooLarge(f"larger than the limit of {self.config.max_body_bytes} bytes (VISION_MAX_BODY_BYTES)")
+
+    def spool_full(self) -> Error:
+        return Overloaded("the server is receiving too many large uploads at once (VISION_SPOOL_MB); retry "
+                          "after the Retry-After delay")
+
+    def check_chunks(self, request: GuardedParser) -> Error | None:
+        """Called as a chunked body arrives: its size, its spool space and its average chunk size."""
+        receiver, buf = request.body_rcv, request.body_rcv.buf
+        size = len(buf)
+        if size > self.config.max_body_bytes:
+            return self.too_large()
+        if buf.appends > FREE_CHUNKS + size // MIN_CHUNK or len(receiver.control_line) > MAX_CONTROL_LINE \
+                or len(receiver.trailer) > MAX_TRAILER:
+            return BadBody(f"chunked body with chunks of under {MIN_CHUNK} bytes on average, or an overlong "
+                           "chunk header or trailer; send the body with a Content-Length or in larger chunks")
+        if size > request.adj.inbuf_overflow and size > request.spooled and not request.spool(SPOOL_STEP):
+            return self.spool_full()
         return None
 
     def route(self, request: HTTPRequestParser) -> str:
@@ -136,7 +197,7 @@ class Guard:
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("request", extra={"fields": {
                 "request_id": request_id(_header(request, REQUEST_ID_HEADER) or None), "method": method[:16],
-                "path": _path(request)[:200], "route": route, "model": None, "status": status,
+                "path": cap(_path(request)), "route": route, "model": None, "status": status,
                 "duration_ms": round(duration * 1000, 3), "bytes_in": request.content_length or 0,
                 "remote_addr": remote, "rejected_by": "http-layer"}})
 
@@ -168,23 +229,78 @@ class JsonErrorTask(ErrorTask):
                          if isinstance(self.channel.addr, tuple) else None)
 
 
+class _CountingBuffer(OverflowableBuffer):
+    """A chunked body's buffer: ``ChunkedReceiver`` appends once per chunk (or part of one)."""
+
+    appends = 0
+
+    def append(self, s):
+        self.appends += 1
+        return super().append(s)
+
+
+def _release(budget, held: list[int]) -> None:
+    budget.release(held[0])
+    held[0] = 0
+
+
 class GuardedParser(HTTPRequestParser):
-    """Runs the guard's header check the moment the headers are complete."""
+    """Runs the guard's header check the moment the headers are complete, and its chunk check as a
+    chunked body arrives. What the request holds (spool bytes, an explain slot) is given back when
+    Waitress closes the request or, if the connection dies first, when the parser is freed."""
 
     guard: Guard | None = None
+    _spool_release = None
+    _explain_release = None
+
+    @property
+    def spooled(self) -> int:
+        return self._spool_held[0] if self._spool_release is not None else 0
+
+    def spool(self, nbytes: int) -> bool:
+        budget = self.guard.state.spool
+        if not budget.reserve(nbytes):
+            return False
+        if self._spool_release is None:
+            self._spool_held = [0]
+            self._spool_release = weakref.finalize(self, _release, budget, self._spool_held)
+        self._spool_held[0] += nbytes
+        return True
+
+    def admit_explain(self, budget) -> Error | None:
+        retry = budget.admit()
+        if retry is not None:
+            return Overloaded("the server's budget for explanations is used up (VISION_EXPLAIN_*); retry after "
+                              "the Retry-After delay", str(max(1, round(retry + 0.5))))
+        self._explain_release = weakref.finalize(self, budget.leave)
+        return None
 
     def received(self, data):
         if not hasattr(self, "vision_started"):
             self.vision_started = time.monotonic()
         headers_were_finished = self.headers_finished
         consumed = super().received(data)
-        if (not headers_were_finished and self.headers_finished and self.error is None
-                and self.guard is not None):
+        if self.guard is None or self.error is not None:
+            return consumed
+        if not headers_were_finished and self.headers_finished:
+            if self.chunked and self.body_rcv is not None:  # nothing of the body is buffered yet
+                self.body_rcv.buf = _CountingBuffer(self.adj.inbuf_overflow)
             error = self.guard.check_headers(self)
-            if error is not None:  # answer now; the body (if any) is never buffered
-                self.error = error
-                self.completed = True
+        elif self.chunked and headers_were_finished and not self.completed:
+            error = self.guard.check_chunks(self)
+        else:
+            error = None
+        if error is not None:  # answer now; the body (or the rest of it) is never buffered
+            self.error = error
+            self.completed = True
+            self.vision_refused = True
         return consumed
+
+    def close(self):
+        super().close()
+        for release in (self._spool_release, self._explain_release):
+            if release is not None:
+                release()
 
 
 def guarded_channel(base: type[HTTPChannel], guard: Guard) -> type[HTTPChannel]:
@@ -229,6 +345,11 @@ def install(waitress_server, guard: Guard) -> None:
 
     def add_task(channel):
         request = channel.requests[0] if channel.requests else None
+        if request is not None and getattr(request, "vision_refused", False) and channel.total_outbufs_len == 0:
+            # The guard's refusals (401, 413, 503 …) are answered from the event-loop thread too: a
+            # flood of them must not queue in front of the requests the worker threads serve.
+            server.trigger.pull_trigger(channel.service)
+            return
         if (request is not None and request.error is None and len(dispatcher.queue) >= config.max_queue
                 and _path(request) not in UNSHEDDABLE and channel.total_outbufs_len == 0):
             # Answer from the event-loop thread: a tiny JSON 503 that needs no worker thread. Deferred

@@ -16,7 +16,9 @@ import time
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Accept a caller's id only if it is short and harmless in logs and headers (no CR/LF injection).
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+# Longest value of a client-chosen log field (path, user agent): one request, one bounded line.
+FIELD_CHARS = 512
 
 
 class JsonFormatter(logging.Formatter):
@@ -58,6 +60,13 @@ _COUNTER = itertools.count(1)  # next() is atomic under the GIL
 
 def request_id(incoming: str | None) -> str:
     """The caller's ``X-Request-ID`` when it is safe to echo, else a fresh unique id (32 hex chars)."""
-    if incoming and _SAFE_REQUEST_ID.match(incoming):
+    if incoming and len(incoming) <= 128 and _SAFE_REQUEST_ID.fullmatch(incoming):
         return incoming
     return f"{_PREFIX}{next(_COUNTER):016x}"
+
+
+def cap(value: str | None, limit: int = FIELD_CHARS) -> str | None:
+    """A client-chosen string as a log field: at most ``limit`` characters, marked when cut."""
+    if value is None or len(value) <= limit:
+        return value
+    return f"{value[:limit]}…[{len(value) - limit} more]"

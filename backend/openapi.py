@@ -20,6 +20,7 @@ from backend.contract import (
     METHOD_NOT_ALLOWED,
     MODEL_NOT_FOUND,
     NOT_READY,
+    OVERLOADED,
     PREPROCESSING_MODES,
     UNAUTHORIZED,
     UNSUPPORTED_IMAGE,
@@ -27,6 +28,15 @@ from backend.contract import (
 )
 
 REF = "#/components/schemas/"
+
+# samples/mnist/1-1.png (a "1"): the document's examples are real requests that succeed.
+EXAMPLE_PNG = ("iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAAiUlEQVR42mNgoD9gRhdQe/3uFIzNhC5p+O8pbqPaP+KW0/0yDcFBN"
+               "1adayVunafuc+OUU/h3gwGnsfYMr3FL6jJ04TTV8u1ZDpw6nYVu/MApqf9/DU5TJV5cR+Gj6EwQO4FbUp7hPe7gefLPCadOW3E8"
+               "Ed/77ywzLp1cXgxr/uLSyHpsAxfDgAMAUBMg+xetJ/UAAAAASUVORK5CYII=")
+# Base64 text that decodes (standard or URL-safe alphabet, padding optional). The server is more
+# lenient (data: URLs, line breaks: see the description), but whatever this matches decodes, so a
+# schema-valid string is never refused as bad base64 — only as "not an image" (422).
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/_-]{4})*(?:[A-Za-z0-9+/_-]{2}(?:==)?|[A-Za-z0-9+/_-]{3}=?)?$"
 
 
 def _error_response(description: str, *codes: str) -> dict:
@@ -53,7 +63,7 @@ def openapi_document(config: Config) -> dict:
     }
     prediction_required = ["label", "class_index", "confidence", "probabilities"]
     image_string = {
-        "type": "string", "minLength": 1,
+        "type": "string", "minLength": 2, "pattern": BASE64_PATTERN,
         "description": "The image (PNG, JPEG, WebP, BMP, GIF or TIFF; any size up to the pixel limit), "
                        "base64-encoded. Accepted: a `data:image/...;base64,` prefix, line breaks, the URL-safe "
                        "alphabet and missing `=` padding. Animated images use their first frame; EXIF "
@@ -164,7 +174,9 @@ def openapi_document(config: Config) -> dict:
     auth = [{"ApiKey": []}, {"Bearer": []}] if config.auth_enabled else []
     common_errors = {
         "401": _error_response("Missing or wrong API key (only when VISION_API_KEYS is set)", UNAUTHORIZED),
-        "503": _error_response("Models still loading or the server is shutting down", NOT_READY),
+        "503": _error_response("Models still loading, the server shutting down, or a budget used up (then with "
+                               "Retry-After: too many requests queued, large uploads or explanations at once)",
+                               NOT_READY, OVERLOADED),
         "500": _error_response("A bug in the server (never caused by bad input)", INTERNAL_ERROR),
     }
     predict_errors = {
@@ -188,8 +200,8 @@ def openapi_document(config: Config) -> dict:
             "operationId": op_id, "summary": summary, "tags": ["predict"],
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"oneOf": [{"$ref": REF + "SingleRequest"}, {"$ref": REF + "BatchRequest"}]},
-                "examples": {"single": {"value": {"base64": "iVBORw0KGgoAAAANSUhEUg..."}},
-                             "batch": {"value": {"instances": [{"base64": "iVBORw0..."}, {"base64": "iVBORw0..."}]}}},
+                "examples": {"single": {"value": {"base64": EXAMPLE_PNG}},
+                             "batch": {"value": {"instances": [{"base64": EXAMPLE_PNG}, {"base64": EXAMPLE_PNG}]}}},
             }, **protocols.raw_image_content()}},
             "responses": {
                 "200": {"description": "Prediction (single) or predictions in request order (batch)",

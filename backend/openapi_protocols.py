@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from backend.bodies import FLAGS
 from backend.occlusion import STRIDE, WINDOW
 
 REF = "#/components/schemas/"
@@ -13,13 +14,14 @@ V2_ERROR = {"type": "object", "required": ["error"], "additionalProperties": Fal
 
 def raw_image_content() -> dict:
     """Non-JSON bodies accepted by predict and explain."""
-    binary = {"type": "string", "format": "binary"}
+    binary = {"type": "string", "format": "binary", "minLength": 1}
     return {
         "image/*": {"schema": binary},
         "application/octet-stream": {"schema": binary},
         "multipart/form-data": {"schema": {
-            "type": "object", "description": "The first file part is the image, whatever its field name.",
-            "properties": {"file": binary, "return_input": {"type": "string", "enum": ["true", "false"]}}}},
+            "type": "object", "required": ["file"],
+            "description": "The first file part is the image, whatever its field name.",
+            "properties": {"file": binary, "return_input": {"type": "string", "enum": list(FLAGS)}}}},
     }
 
 
@@ -28,6 +30,10 @@ def schemas(model_names: list[str]) -> dict:
     tensor = {"type": "object", "required": ["name", "datatype", "shape"],
               "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
                              "shape": {"type": "array", "items": {"type": "integer"}}}}
+    input_tensor = {**tensor, "properties": {
+        **tensor["properties"], "datatype": {"enum": ["FP32", "BYTES"]},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "maxItems": 4},
+        "data": {"type": "array"}, "parameters": {"type": "object"}}}
     return {
         "Explanation": {
             "type": "object",
@@ -63,10 +69,7 @@ def schemas(model_names: list[str]) -> dict:
                            "BYTES [N] (encoded image files; base64 strings in JSON). The binary tensor "
                            "extension (Inference-Header-Content-Length) is accepted too.",
             "properties": {"id": {"type": "string"},
-                           "inputs": {"type": "array", "minItems": 1, "maxItems": 1,
-                                      "items": {**tensor, "properties": {**tensor["properties"],
-                                                                         "data": {"type": "array"},
-                                                                         "parameters": {"type": "object"}}}},
+                           "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": input_tensor},
                            "outputs": {"type": "array"}}},
         "V2InferResponse": {
             "type": "object", "required": ["model_name", "outputs"],
@@ -139,7 +142,12 @@ def paths(model_names: list[str], predict_errors: dict, common_errors: dict) -> 
             "parameters": any_name,
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": {"$ref": REF + "V2InferRequest"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                "application/octet-stream": {"schema": {
+                    "type": "string", "format": "binary", "minLength": 1,
+                    "description": "One encoded image file (BYTES [1], as on /predict); with an "
+                                   "Inference-Header-Content-Length header, the binary tensor extension: "
+                                   "that many bytes of JSON inference request, then the tensor bytes."}},
+                "image/*": {"schema": {"type": "string", "format": "binary", "minLength": 1}}}},
             "responses": {"200": v2("V2InferResponse"),
                           "400": v2_error("Malformed request or tensor"), "404": v2_error("Unknown model"),
                           "413": v2_error("Body, batch or image over the limits"),

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
+from backend.admission import ExplainBudget, SpoolBudget
 from backend.budget import MemoryBudget
 from backend.config import Config
 from backend.inference import Registry
@@ -31,6 +32,8 @@ class State:
     memory: MemoryBudget
     limiter: RateLimiter
     releases: Releases
+    spool: SpoolBudget
+    explain: ExplainBudget
     draining: threading.Event = field(default_factory=threading.Event)
 
     @property

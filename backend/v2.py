@@ -7,12 +7,13 @@ Each model takes one input, either
   preprocessing as ``/predict`` (and the same pixel limit),
 and returns ``probabilities`` ``FP32 [N, 10]``. Inputs may use the binary tensor extension
 (``Inference-Header-Content-Length``), which tritonclient uses by default; outputs are always JSON,
-which every client reads. Errors use the protocol's ``{"error": "..."}`` shape.
+which every client reads. A body that is itself an image file (``image/*``, or
+``application/octet-stream`` without that header) is ``BYTES [1]``, as on ``/predict``.
+Errors use the protocol's ``{"error": "..."}`` shape.
 """
 
 from __future__ import annotations
 
-import json
 import struct
 import time
 
@@ -21,6 +22,7 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from backend.api import prepare_image, served_version
+from backend.bodies import JsonShape, load_json
 from backend.errors import ApiError
 from backend.inference import Model
 from backend.modelcard import IMAGE_SIDE
@@ -86,10 +88,15 @@ def infer(name: str, version: str | None = None):
     model = _model(name)
     if version is not None:
         served_version(name, version)  # 404 before the body is read
-    header, binary = _split_body()
-    spec = _single_input(header)
     start = time.perf_counter()
-    images = _images(spec, binary, model, state.config)
+    mimetype = request.mimetype
+    if request.headers.get(HEADER_LENGTH) is None and (mimetype == "application/octet-stream"
+                                                       or mimetype.startswith("image/")):
+        # The body is one encoded image file: BYTES [1] without the JSON around it (as /predict).
+        header, images = {}, _encoded_images([request.get_data(cache=False)], model, state.config)
+    else:
+        header, binary = _split_body()
+        images = _images(_single_input(header), binary, model, state.config)
     state.metrics.preprocessing_by[(name,)].observe(time.perf_counter() - start)
     start = time.perf_counter()
     probs, model = state.releases.predict(name, images, request.headers, version)  # stable, canary or `version`
@@ -119,19 +126,26 @@ def _model(name: str) -> Model:
     return model
 
 
+USAGE = 'send a JSON inference request {"inputs": [{"name": "input", "datatype": ..., "shape": ..., "data": ...}]}'
+
+
+def json_shape(max_batch: int) -> JsonShape:
+    """The most structure a valid inference request has: FP32 data nested as [N][1][28][28] is
+    2 + 30·N arrays and 784·N numbers; the rest (inputs, parameters, outputs, id) is a few dozen."""
+    return JsonShape(containers=32 * max_batch + 64, items=IMAGE_SIDE * IMAGE_SIDE * max_batch + 64, usage=USAGE)
+
+
 def _split_body() -> tuple[dict, bytes]:
     raw = request.get_data(cache=False)  # MAX_CONTENT_LENGTH applies (413)
     length = request.headers.get(HEADER_LENGTH)
     if length is not None:
-        if not length.isdigit() or int(length) > len(raw):
+        # ASCII digits only: str.isdigit() is also true for "²" or "٣", which int() refuses.
+        if not (length.isascii() and length.isdigit() and len(length) <= 12) or int(length) > len(raw):
             raise ApiError(f"{HEADER_LENGTH} must be an integer ≤ the body length ({len(raw)})")
         raw, binary = raw[: int(length)], raw[int(length):]
     else:
         binary = b""
-    try:
-        header = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise ApiError('body must be a JSON inference request {"inputs": [...]}') from None
+    header = load_json(raw, json_shape(get_state().config.max_batch))
     if not isinstance(header, dict):
         raise ApiError("inference request must be a JSON object")
     return header, binary
@@ -179,6 +193,10 @@ def _images(spec: dict, binary: bytes, model: Model, config) -> np.ndarray:
     if shape != [n]:
         raise ApiError(f"BYTES input must have shape [N] (one encoded image per element), got {shape}")
     files = _bytes_elements(binary, n) if size is not None else _json_bytes(spec.get("data"), n)
+    return _encoded_images(files, model, config)
+
+
+def _encoded_images(files: list[bytes], model: Model, config) -> np.ndarray:
     out = []
     for i, data in enumerate(files):
         try:
@@ -193,7 +211,7 @@ def _json_numbers(data, count: int) -> np.ndarray:
         raise ApiError("input 'data' must be an array of numbers")
     try:
         x = np.asarray(data, dtype=np.float32).ravel()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
         raise ApiError("input 'data' must contain only numbers") from None
     if x.size != count:
         raise ApiError(f"input 'data' has {x.size} numbers; the shape needs {count}")

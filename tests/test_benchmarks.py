@@ -6,6 +6,7 @@ is measured by the benchmarks themselves on an idle machine, never asserted in a
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -117,6 +118,28 @@ def test_abuse_benchmark_short_mode_stays_within_budgets(tmp_path):
     assert "429" in cases["1,000 wrong keys"]["statuses"]
     assert cases["valid predictions (control)"]["statuses"] == {"200": 50}
     assert all(p["status"] == 200 for p in cases["stalled sockets"]["probes"].values())
+    # The attacks of the latest review: each answered in JSON, cheaply, with /readyz responsive.
+    assert cases["unquoted base64 fallback: 4,500 spaces"]["statuses"] == {"400": 1}
+    assert cases["3 MiB body in 1-byte chunks"]["statuses"] == {"400": 1}
+    assert cases["40 × 19 MiB bodies"]["statuses"] == {"413": 10}
+    assert cases["v2 infer, a 400-digit number in data"]["statuses"] == {"400": 4}
+    assert cases["v2 infer, non-ASCII Inference-Header-Content-Length"]["statuses"] == {"400": 4}
+    assert set(cases["v2 infer, 10 MiB of [],[],… ×8 concurrent"]["statuses"]) <= {"400", "503"}
+    assert "503" in cases["32 explain clients (honour Retry-After)"]["statuses"]
+    assert cases["200 KB User-Agent"]["longest_log_line"] < 8192
+
+
+def test_resource_safety_table_is_the_one_the_results_give():
+    """docs/operations-resource-safety.md's table is rendered from the committed before/after results."""
+    spec = importlib.util.spec_from_file_location("abuse", ROOT / "benchmarks" / "abuse.py")
+    abuse = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(abuse)
+    before = json.loads((ROOT / "benchmarks" / "results" / "abuse-before.json").read_text())
+    after = json.loads((ROOT / "benchmarks" / "results" / "abuse.json").read_text())
+    table = abuse.markdown_table(before, after)
+    assert table in (ROOT / "docs" / "operations-resource-safety.md").read_text(), \
+        "run `python benchmarks/abuse.py --docs` after changing the results"
+    assert not after["short"] and not after["failures"], after["failures"]
 
 
 def test_protocols_benchmark_short(tmp_path):

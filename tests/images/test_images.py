@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -54,7 +55,9 @@ def pod_flags(component: str) -> list[str]:
     """How the plain manifests' pod runs the component's container: its security context and writable
     volumes as `docker run` flags (tests that set their own env, CPUs or ports add those)."""
     docs = manifest_docs("ui")
-    run = translate(workload_pod(docs, component)["spec"], component, docs=docs)
+    # ConfigMap volumes (the release state) become files on the host, mounted read-only as the kubelet would.
+    files = Path(tempfile.mkdtemp(prefix=f"pod-files-{component}-"))
+    run = translate(workload_pod(docs, component)["spec"], component, docs=docs, files_dir=files)
     return [*run.security, *run.volumes]
 
 
