@@ -11,6 +11,11 @@ __version__ = "0.1.0"
 MODEL_NAMES = ("mnist", "fashion-mnist")
 DEFAULT_MODEL = "mnist"
 
+# What each model's images are, for the verdict on an image that is not one ("this does not look
+# like a handwritten digit"): the API's reason, the CLI and the UI say it the same way.
+SUBJECTS = {"mnist": "a handwritten digit", "fashion-mnist": "a clothing item"}
+OTHER_SUBJECT = "an image this model was trained on"  # a model not listed above
+
 # Port the backend listens on inside its container / as a local process.
 BACKEND_PORT = 8080
 

@@ -36,10 +36,16 @@ class State:
         return self.registry.ready.is_set() and not self.draining.is_set()
 
     def load_models(self) -> None:
-        """Load and warm up every model (blocking), then publish them in ``vision_model_info``."""
+        """Load and warm up every model (blocking), then publish them in ``vision_model_info`` and their
+        prediction series with the card's baseline (the drift alerts compare the two)."""
         self.registry.load()
         for name, model in self.registry.models.items():
             self.metrics.model_info.labels(name, model.card.version).set(1)
+            card = model.card
+            baseline = card.ood_baseline
+            share = baseline.get("class_share") or {}
+            self.metrics.add_model(name, card.labels, float(baseline.get("ood_share", 0.0)),
+                                   {label: float(share.get(str(i), 0.0)) for i, label in enumerate(card.labels)})
         self.metrics.refresh()
 
     def start_draining(self) -> None:
