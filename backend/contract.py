@@ -14,7 +14,11 @@ DEFAULT_MODEL = "mnist"
 # What each model's images are, for the verdict on an image that is not one ("this does not look
 # like a handwritten digit"): the API's reason, the CLI and the UI say it the same way.
 SUBJECTS = {"mnist": "a handwritten digit", "fashion-mnist": "a clothing item"}
-OTHER_SUBJECT = "an image this model was trained on"  # a model not listed above
+
+
+def subject(model: str) -> str:
+    """What ``model``'s images are ("a handwritten digit"); generic for a model not listed above."""
+    return SUBJECTS.get(model, "an image this model was trained on")
 
 # Port the backend listens on inside its container / as a local process.
 BACKEND_PORT = 8080

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from backend.contract import INVALID_REQUEST, OTHER_SUBJECT, SUBJECTS
+from backend.contract import INVALID_REQUEST, subject
 from backend.errors import ApiError
 
 FLOAT32_MAX = 3.4028234663852886e38  # JSON has no infinity: an unbounded score is reported as this
@@ -34,11 +34,6 @@ def is_strict(query: str | None, field: bool | None, default: bool) -> bool:
             return False
         raise ApiError(f"query parameter 'strict' must be true or false, got {query[:20]!r}", code=INVALID_REQUEST)
     return default if field is None else field
-
-
-def subject(model: str) -> str:
-    """What the model's images are ("a handwritten digit")."""
-    return SUBJECTS.get(model, OTHER_SUBJECT)
 
 
 def reason(model: str, score: float, threshold: float) -> str:
