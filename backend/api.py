@@ -175,7 +175,7 @@ def _predict(name: str):
     metrics.batch_size_by[(name,)].observe(len(images))
 
     card = model.card
-    labels, threshold = card.labels, card.ood_threshold
+    labels, threshold = card.labels, card.ood.threshold
     predictions = []
     for image, row, score, ok in zip(images, prediction.probs, prediction.ood_score, prediction.in_distribution,
                                      strict=True):

@@ -41,7 +41,7 @@ def explain(name: str):
     return json_response({
         "model": name, "model_version": model.card.version,
         **verdict.fields(name, model.card.labels, index, probs[0], prediction.ood_score[0],
-                         prediction.in_distribution[0], model.card.ood_threshold, strict),
+                         prediction.in_distribution[0], model.card.ood.threshold, strict),
         "method": "occlusion", "window": WINDOW, "stride": STRIDE,
         "attributions": np.round(attr, 6).tolist(),
         "overlay": base64.b64encode(overlay_png(images[0], attr)).decode("ascii")})

@@ -41,11 +41,8 @@ class State:
         self.registry.load()
         for name, model in self.registry.models.items():
             self.metrics.model_info.labels(name, model.card.version).set(1)
-            card = model.card
-            baseline = card.ood_baseline
-            share = baseline.get("class_share") or {}
-            self.metrics.add_model(name, card.labels, float(baseline.get("ood_share", 0.0)),
-                                   {label: float(share.get(str(i), 0.0)) for i, label in enumerate(card.labels)})
+            ood = model.card.ood
+            self.metrics.add_model(name, model.card.labels, ood.baseline_ood_share, ood.baseline_class_share)
         self.metrics.refresh()
 
     def start_draining(self) -> None:

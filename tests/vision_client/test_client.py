@@ -52,6 +52,22 @@ def test_predict_returns_the_api_answer(client):
     assert result["confidence"] == pytest.approx(max(result["probabilities"]), abs=1e-6)
 
 
+def test_predict_carries_the_verdict_and_strict_mode(client):
+    from ood_images import noise_png
+
+    digit = client.predict(sample("mnist", 3))
+    assert digit["in_distribution"] is True and isinstance(digit["ood_score"], float) and "reason" not in digit
+    noise = client.predict(noise_png(0))
+    assert noise["in_distribution"] is False and noise["label"] is not None
+    assert noise["reason"].startswith("this does not look like a handwritten digit")
+    strict = client.predict(noise_png(0), strict=True)
+    assert strict["label"] is None and strict["class_index"] is None and strict["ood_score"] == noise["ood_score"]
+    batch = client.predict_batch([sample("mnist", 3), noise_png(1)], strict=True)["predictions"]
+    assert [p["label"] for p in batch] == [digit["label"], None]
+    explained = client.explain(noise_png(0), strict=True)
+    assert explained["label"] is None and explained["in_distribution"] is False
+
+
 def test_predict_with_input_and_other_model(client):
     result = client.predict(sample("fashion-mnist", 1), model="fashion-mnist", return_input=True)
     assert_prediction(result, "fashion-mnist", "Trouser", 1)
