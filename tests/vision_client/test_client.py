@@ -53,18 +53,19 @@ def test_predict_returns_the_api_answer(client):
 
 
 def test_predict_carries_the_verdict_and_strict_mode(client):
-    from ood_images import noise_png
+    from ood_images import flagged, kept
 
-    digit = client.predict(sample("mnist", 3))
+    (_, image), unusual = kept("mnist")[0], flagged("mnist")[0]
+    digit = client.predict(image)
     assert digit["in_distribution"] is True and isinstance(digit["ood_score"], float) and "reason" not in digit
-    noise = client.predict(noise_png(0))
+    noise = client.predict(unusual)
     assert noise["in_distribution"] is False and noise["label"] is not None
     assert noise["reason"].startswith("this does not look like a handwritten digit")
-    strict = client.predict(noise_png(0), strict=True)
+    strict = client.predict(unusual, strict=True)
     assert strict["label"] is None and strict["class_index"] is None and strict["ood_score"] == noise["ood_score"]
-    batch = client.predict_batch([sample("mnist", 3), noise_png(1)], strict=True)["predictions"]
+    batch = client.predict_batch([image, unusual], strict=True)["predictions"]
     assert [p["label"] for p in batch] == [digit["label"], None]
-    explained = client.explain(noise_png(0), strict=True)
+    explained = client.explain(unusual, strict=True)
     assert explained["label"] is None and explained["in_distribution"] is False
 
 

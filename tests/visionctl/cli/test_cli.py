@@ -337,11 +337,12 @@ def test_predict_json_matches_api(server):
 
 
 def test_predict_shows_the_verdict(server, tmp_path):
-    from ood_images import noise_png
+    from ood_images import flagged, kept
 
-    noise = tmp_path / "noise.png"
-    noise.write_bytes(noise_png(0))
-    argv = ["predict", str(SAMPLES / "mnist/7-7.png"), str(noise), "--url", server.url]
+    seven, noise = tmp_path / "7-7.png", tmp_path / "noise.png"
+    seven.write_bytes(dict(kept("mnist"))[7])  # a digit the model keeps, and an image it flags
+    noise.write_bytes(flagged("mnist")[0])
+    argv = ["predict", str(seven), str(noise), "--url", server.url]
     res = CliRunner(env={"COLUMNS": "200"}).invoke(app, argv)
     assert res.exit_code == 0, res.output
     seven, noisy = (next(line for line in res.output.splitlines() if name in line) for name in ("7-7.png", "noise.png"))
