@@ -346,7 +346,8 @@ def test_predict_shows_the_verdict(server, tmp_path):
     argv = ["predict", str(seven), str(noise), "--url", server.url]
     res = CliRunner(env={"COLUMNS": "200"}).invoke(app, argv)
     assert res.exit_code == 0, res.output
-    seven, noisy = (next(line for line in res.output.splitlines() if name in line) for name in ("digit.png", "noise.png"))
+    lines = res.output.splitlines()
+    seven, noisy = (next(line for line in lines if name in line) for name in ("digit.png", "noise.png"))
     assert "in distribution" in seven and "not a handwritten digit" not in seven
     assert "not a handwritten digit" in noisy and "abstained" not in noisy
     strict = CliRunner(env={"COLUMNS": "200"}).invoke(app, [*argv, "--strict"])
