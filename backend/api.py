@@ -168,7 +168,7 @@ def _predict(name: str):
     is_batch, return_input, images = body.is_batch, body.return_input, batch
     metrics = state.metrics
     start = time.perf_counter()
-    probs = model.predict(batch)
+    probs = model.predict(batch).probs
     metrics.inference_by[(name,)].observe(time.perf_counter() - start)
     metrics.batch_size_by[(name,)].observe(len(images))
 

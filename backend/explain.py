@@ -30,7 +30,7 @@ def explain(name: str):
     if body.is_batch:
         raise ApiError("explain takes one image: send {\"base64\": ...}, not 'instances'", code=INVALID_REQUEST)
     start = time.perf_counter()
-    probs = model.predict(occlusion_batch(images[0]))
+    probs = model.predict(occlusion_batch(images[0])).probs
     seconds = time.perf_counter() - start
     state.metrics.inference_by[(name,)].observe(seconds)
     index = int(probs[0].argmax())

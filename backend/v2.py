@@ -89,7 +89,7 @@ def infer(name: str):
     images = _images(spec, binary, model, state.config)
     state.metrics.preprocessing_by[(name,)].observe(time.perf_counter() - start)
     start = time.perf_counter()
-    probs = model.predict(images)
+    probs = model.predict(images).probs
     state.metrics.inference_by[(name,)].observe(time.perf_counter() - start)
     state.metrics.batch_size_by[(name,)].observe(len(images))
     body = {"model_name": name, "model_version": model.card.version,
