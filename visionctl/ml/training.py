@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visionctl.ml.data import load_split
+from visionctl.ml.data import load_split, split_holdout
 from visionctl.ml.model import Net
 
 MEAN, STD = 0.1307, 0.3081
@@ -152,7 +152,8 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None) -> tuple[Net, di
     gen = torch.Generator().manual_seed(cfg.seed)
     train_split = load_split(cfg.dataset, "train", cfg.data_dir)
     test_split = load_split(cfg.dataset, "test", cfg.data_dir)
-    x_train, y_train = to_tensor(train_split.images), torch.from_numpy(train_split.labels)
+    fit, _ = split_holdout(train_split)  # the held-out tail fixes the OOD threshold at export
+    x_train, y_train = to_tensor(fit.images), torch.from_numpy(fit.labels)
     x_test, y_test = to_tensor(test_split.images), torch.from_numpy(test_split.labels)
     if cfg.limit:
         x_train, y_train = x_train[:cfg.limit], y_train[:cfg.limit]
