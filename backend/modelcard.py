@@ -107,13 +107,15 @@ class ModelCard:
         }
 
     def detail(self) -> dict:
-        """GET /v1/models/<name>: the summary plus per-class accuracy and provenance."""
+        """GET /v1/models/<name>: the summary plus per-class accuracy, the out-of-distribution verdict's
+        method, threshold and baseline, and provenance."""
         metrics = self.raw.get("metrics") or {}
         return {
             **self.summary(),
             "per_class_accuracy": metrics.get("per_class_accuracy"),
             "test_samples": metrics.get("test_samples"),
             "output": self.raw.get("output"),
+            "ood": self.raw.get("ood"),
             "normalization": self.raw.get("normalization"),
             "created": self.raw.get("created"),
             "artifacts": self.raw.get("artifacts"),

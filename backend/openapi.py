@@ -149,12 +149,18 @@ def openapi_document(config: Config) -> dict:
         "ModelDetail": {
             "allOf": [{"$ref": REF + "ModelSummary"}],
             "type": "object",
-            "required": ["per_class_accuracy", "normalization"],
+            "required": ["per_class_accuracy", "normalization", "ood"],
             "properties": {
                 "per_class_accuracy": {"type": ["object", "null"],
                                        "additionalProperties": {"type": "number"}},
                 "test_samples": {"type": ["integer", "null"]},
                 "output": {"type": ["object", "null"]},
+                "ood": {"type": "object", "required": ["method", "threshold", "baseline"],
+                        "description": "The out-of-distribution verdict: `method`, `threshold` (in_distribution = "
+                                       "ood_score ≤ threshold), `baseline` (ood_share, class_share: what the "
+                                       "drift alerts compare with) and the held-out `evaluation`.",
+                        "properties": {"method": {"type": "string"}, "threshold": {"type": "number"},
+                                       "baseline": {"type": "object"}}},
                 "normalization": {"type": "object", "required": ["mean", "std"],
                                   "properties": {"mean": {"type": "number"}, "std": {"type": "number"}}},
                 "created": {"type": ["string", "null"]},

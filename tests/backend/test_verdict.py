@@ -34,8 +34,8 @@ def schema(client, path: str, status: int = 200, method: str = "post") -> Draft2
     return Draft202012Validator({**s, "components": doc["components"]})
 
 
-def valid(client, path: str, resp) -> dict:
-    errors = [e.message for e in schema(client, path, resp.status_code).iter_errors(resp.json)]
+def valid(client, path: str, resp, method: str = "post") -> dict:
+    errors = [e.message for e in schema(client, path, resp.status_code, method).iter_errors(resp.json)]
     assert not errors, errors
     return resp.json
 
@@ -59,6 +59,12 @@ def test_predict_reports_the_models_verdict(client):
         assert body["label"] in card("mnist")["labels"] and isinstance(body["class_index"], int)
         assert body["reason"].startswith("this does not look like a handwritten digit")
         assert f"{card('mnist')['ood']['threshold']:.4g}" in body["reason"]
+
+
+def test_the_model_detail_serves_the_cards_ood_section(client):
+    for name in ("mnist", "fashion-mnist"):
+        body = valid(client, "/v1/models/{name}", client.get(f"/v1/models/{name}"), "get")
+        assert body["ood"] == card(name)["ood"]
 
 
 def test_the_fashion_model_says_clothing_item(client):

@@ -196,9 +196,9 @@ def test_noise_is_called_out_as_not_a_digit(page, servers, screenshots, tmp_path
     _, ui = servers
     open_app(page, ui)
     page.get_by_role("radio", name="Upload").click()
-    noise = tmp_path / "noise.png"
-    noise.write_bytes(flagged("mnist")[0])  # uniform noise, unless the model keeps it
-    page.locator("input[type=file]").set_input_files(str(noise))
+    unusual = tmp_path / "unusual.png"
+    unusual.write_bytes(flagged("mnist")[0])  # uniform noise, unless the model keeps it
+    page.locator("input[type=file]").set_input_files(str(unusual))
     page.get_by_text("This does not look like a handwritten digit.").wait_for()
     page.get_by_text("What the model sees (28×28)").wait_for()
     page.wait_for_timeout(500)
