@@ -73,8 +73,8 @@ class Config:
     shutdown_timeout: float = 20.0
     # Coalesce concurrent requests into one ONNX Runtime run (see backend.inference.Batcher).
     batching: bool = True
-    # Strict mode by default: an image the model card's threshold calls out of distribution gets
-    # "label": null and a reason instead of a guessed class (a request's "strict" field overrides it).
+    # Abstain on out-of-distribution images by default: "label": null and a reason instead of a guessed
+    # class (strict mode; a request's `strict` field or `?strict=` overrides it).
     ood_strict: bool = False
     # Internal, set by backend.supervisor for its workers: the inherited listening socket's fd and
     # the worker's number (1..workers, shown in its log lines).
@@ -162,11 +162,12 @@ class Config:
 
             return min(usable_cpus(), 64)
 
-        def boolean(name: str, default: bool) -> bool:
-            raw = (get(name) or ("1" if default else "0")).lower()
-            if raw not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
-                raise ConfigError(f"{name}={raw!r} is not a boolean (1/0, true/false)")
-            return raw in ("1", "true", "yes", "on")
+        raw_batching = (get("VISION_BATCHING") or "1").lower()
+        if raw_batching not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise ConfigError(f"VISION_BATCHING={raw_batching!r} is not a boolean (1/0, true/false)")
+        raw_strict = (get("VISION_OOD_STRICT") or "0").lower()
+        if raw_strict not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise ConfigError(f"VISION_OOD_STRICT={raw_strict!r} is not a boolean (1/0, true/false)")
 
         def rate(name: str, default: str) -> str:
             raw = env.get(name)
@@ -214,8 +215,8 @@ class Config:
             log_level=level,
             drain_delay=number("VISION_DRAIN_DELAY", d.drain_delay, 0.0, 300.0),
             shutdown_timeout=number("VISION_SHUTDOWN_TIMEOUT", d.shutdown_timeout, 0.1, 3600.0),
-            batching=boolean("VISION_BATCHING", d.batching),
-            ood_strict=boolean("VISION_OOD_STRICT", d.ood_strict),
+            batching=raw_batching in ("1", "true", "yes", "on"),
+            ood_strict=raw_strict in ("1", "true", "yes", "on"),
             listen_fd=integer("VISION_LISTEN_FD", -1, 0, 65535) if get("VISION_LISTEN_FD") else None,
             worker_id=integer("VISION_WORKER_ID", 0, 0, 64),
         )

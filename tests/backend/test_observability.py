@@ -28,7 +28,7 @@ DASHBOARD = CHART / "files" / "vision-ai-dashboard.json"
 PLAIN = ROOT / "deploy" / "observability"
 RULE_TESTS = ROOT / "tests" / "promtool" / "vision-ai.rules.test.yml"
 README = (ROOT / "README.md").read_text()
-API_DOC = (ROOT / "docs" / "api.md").read_text()
+API_DOC = (ROOT / "docs" / "verdict.md").read_text()
 
 # Metrics another branch adds: expressions that read them must evaluate, but may return no data
 # until that branch is merged (then delete the entry).
@@ -88,7 +88,7 @@ def with_bool(expr: str) -> str:
 def all_expressions() -> list[tuple[str, str]]:
     """(where, expr) of every PromQL expression the project ships."""
     out = [(f"README: {e}", e) for e in readme_promql()]
-    out += [(f"docs/api.md: {e}", e) for e in readme_promql(API_DOC)]
+    out += [(f"docs/verdict.md: {e}", e) for e in readme_promql(API_DOC)]
     for rule in rules():
         name = rule.get("record") or rule["alert"]
         out.append((f"rule {name}", rule["expr"] if "record" in rule else with_bool(rule["expr"])))

@@ -1,4 +1,4 @@
-"""docs/api.md is documentation users run: its curl commands answer what it says, and its tables
+"""docs/verdict.md is documentation users run: its curl commands answer what it says, and its tables
 name the fields, settings, metrics and alerts that exist."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from repo import ROOT
 from backend.config import Config
 from backend.openapi import openapi_document
 
-DOC = (ROOT / "docs" / "api.md").read_text()
+DOC = (ROOT / "docs" / "verdict.md").read_text()
 CURLS = [line.strip() for block in shell_blocks(DOC) for line in block.splitlines()
          if line.strip().startswith("curl -X POST")]
 
