@@ -127,3 +127,20 @@ def test_protocols_benchmark_short(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"predict_json", "predict_raw_png", "v2_infer_bytes_tritonclient",
                             "v2_infer_fp32_json_tritonclient", "explain"}
+
+
+def test_ood_benchmark_short_mode_holds_the_bars(tmp_path):
+    """benchmarks/ood.py --short on the shipped models: AUROC / catch rates per family, other-writer
+    accuracy and ECE through the serving path; exits 1 if any falls below the committed bars."""
+    out = tmp_path / "ood.json"
+    proc = run("benchmarks/ood.py", "--short", "--data-dir", str(DATASETS), "--out", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["short"] and not results["failures"]
+    mnist, fashion = results["models"]
+    assert mnist["model"] == "mnist" and fashion["model"] == "fashion-mnist"
+    assert {"optdigits-8x8", "paper-photo", "eval-fonts"} <= set(mnist["report"]["writers"])
+    assert {"uniform-noise", "photo-like", "fashion-mnist-test", "digit-mashup"} <= set(mnist["report"]["families"])
+    assert all(0.5 <= row["auroc"] <= 1 for row in mnist["report"]["families"].values())
+    assert mnist["cost"]["with_ood_cpu_us"] > 0 and mnist["cost"]["without_ood_cpu_us"] > 0
+    assert "| OOD family | images | AUROC | flagged |" in proc.stdout

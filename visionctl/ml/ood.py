@@ -34,6 +34,85 @@ class EnergyScore(nn.Module):
         return -t * torch.logsumexp(logits / t, dim=1)
 
 
+class MahalanobisScore(nn.Module):
+    """Distance of the penultimate features to the nearest class mean under one shared covariance
+    (Lee et al. 2018): ``min_c (f - μ_c)ᵀ Σ⁻¹ (f - μ_c)``. Fitted on training features; in the graph
+    it is one 128×128 matmul and a 10-way min of squared distances between ``z = f W`` and
+    ``m_c = μ_c W``, where ``W Wᵀ = Σ⁻¹``."""
+
+    method = "mahalanobis"
+
+    def __init__(self, means: torch.Tensor, precision_factor: torch.Tensor):
+        super().__init__()
+        self.register_buffer("w", precision_factor.float())
+        self.register_buffer("m", (means.double() @ precision_factor.double()).float())
+
+    @classmethod
+    def fit(cls, features: torch.Tensor, labels: torch.Tensor, shrinkage: float = 0.01) -> MahalanobisScore:
+        f = features.double()
+        means = torch.stack([f[labels == c].mean(0) for c in range(int(labels.max()) + 1)])
+        centred = f - means[labels]
+        cov = centred.t() @ centred / len(f)
+        cov = (1 - shrinkage) * cov + shrinkage * torch.eye(len(cov), dtype=cov.dtype) * cov.diagonal().mean()
+        factor = torch.linalg.cholesky(torch.linalg.inv(cov))
+        return cls(means, factor)
+
+    def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        z = features @ self.w
+        diff = z.unsqueeze(1) - self.m  # (N, classes, d): exact, unlike |z|² - 2z·m + |m|² in float32
+        return (diff * diff).sum(2).min(1).values
+
+
+class CombinedScore(nn.Module):
+    """Both scores, each standardised on held-out in-distribution images (median, interquartile
+    range), then the larger: an image is unusual if either view says so."""
+
+    method = "energy+mahalanobis"
+
+    def __init__(self, energy: EnergyScore, mahalanobis: MahalanobisScore, centre: tuple[float, float],
+                 scale: tuple[float, float]):
+        super().__init__()
+        self.energy, self.mahalanobis = energy, mahalanobis
+        self.centre, self.scale = tuple(float(c) for c in centre), tuple(float(s) for s in scale)
+
+    def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        e = (self.energy(features, logits) - self.centre[0]) / self.scale[0]
+        m = (self.mahalanobis(features, logits) - self.centre[1]) / self.scale[1]
+        return torch.maximum(e, m)
+
+
+def robust_standardiser(scores: np.ndarray) -> tuple[float, float]:
+    q1, q2, q3 = np.quantile(np.asarray(scores, np.float64), [0.25, 0.5, 0.75])
+    return float(q2), float(max(q3 - q1, 1e-6))
+
+
+def fit_temperature(log_probs: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature minimising held-out NLL (grid, then a finer grid around the best)."""
+    def nll(t: float) -> float:
+        z = log_probs / t
+        z = z - z.max(1, keepdims=True)
+        lse = np.log(np.exp(z).sum(1))
+        return float((lse - z[np.arange(len(z)), labels]).mean())
+    grid = np.exp(np.linspace(np.log(0.3), np.log(5), 60))
+    best = min(grid, key=nll)
+    fine = np.linspace(best * 0.93, best * 1.07, 29)
+    return round(float(min(fine, key=nll)), 4)
+
+
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error (equal-width confidence bins, weighted by bin size)."""
+    conf = probs.max(1)
+    correct = probs.argmax(1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.mean() * abs(conf[m].mean() - correct[m].mean())
+    return float(total)
+
+
 class Serving(nn.Module):
     """What is exported: ``input`` → (``log_probs`` with temperature scaling, ``ood_score``)."""
 
