@@ -65,3 +65,36 @@ def test_metrics_and_alerts_exist(server):
         assert name in names, name
     assert "VISION_OOD_STRICT" in DOC and Config.from_env(
         {"VISION_MODEL_DIR": str(ROOT), "VISION_OOD_STRICT": "1"}).ood_strict
+
+
+COST_RUNS = (("main, before the verdict", "hot_path-before-ood.json"),
+             ("the OOD graphs, served without the verdict", "hot_path-ood-models-only.json"),
+             ("the verdict served", "hot_path-after-ood.json"))
+
+
+def cost_table() -> str:
+    """docs/verdict.md's cost table, from the saved benchmarks/hot_path.py results."""
+
+    def value(results: dict, section: str, path: str, key: str):
+        return next((r[key] for r in results.get(section) or [] if r and r["path"] == path), None)
+
+    results = [json.loads((ROOT / "benchmarks" / "results" / f).read_text()) for _, f in COST_RUNS]
+    base = value(results[0], "instructions", "/predict", "instructions_per_request")
+    lines = ["| run | saved as | instructions per /predict | vs main | in-process CPU µs, /predict and /healthz "
+             "| server CPU µs per /predict over HTTP |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for (name, file), r in zip(COST_RUNS, results, strict=True):
+        instructions = value(r, "instructions", "/predict", "instructions_per_request")
+        http = value(r, "http", "/predict", "server_cpu_us_per_request")
+        change = "" if r is results[0] else f"{instructions / base - 1:+.1%}"
+        lines.append(f"| {name} | `benchmarks/results/{file}` | {instructions:,} | {change} "
+                     f"| {value(r, 'inproc', '/predict', 'cpu_us_per_request')} / "
+                     f"{value(r, 'inproc', '/healthz', 'cpu_us_per_request')} | {http or '–'} |")
+    return "\n".join(lines)
+
+
+def test_cost_table_is_the_saved_benchmark():
+    assert cost_table() in DOC, "docs/verdict.md's cost table differs from:\n" + cost_table()
+    after = json.loads((ROOT / "benchmarks" / "results" / COST_RUNS[-1][1]).read_text())
+    before = json.loads((ROOT / "benchmarks" / "results" / COST_RUNS[0][1]).read_text())
+    ratio = after["instructions"][0]["instructions_per_request"] / before["instructions"][0]["instructions_per_request"]
+    assert ratio <= 1.10, f"the verdict costs {ratio - 1:.1%} more instructions per /predict (budget 10 %)"
