@@ -190,6 +190,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--docs", default=str(ROOT / "docs" / "evaluation"), help="where the reliability PNGs go")
     p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--compare", metavar="DIR", help="also report the models in DIR (e.g. the previous release) "
+                                                    "on the same sets, as the baseline")
     args = p.parse_args(argv)
     n = 300 if args.short else args.n
     results = {"short": args.short, "images_per_set": n, "machine": f"{os.cpu_count()} CPUs, "
@@ -214,6 +216,12 @@ def main(argv=None) -> int:
             plot_reliability(name, rel, Path(args.docs) / f"{name}-reliability.png")
         results["models"].append(entry)
         failures += check(name, rep, SLACK if args.short else 0.0)
+        if args.compare:
+            base = evaluation.load_model(name, args.compare)
+            results.setdefault("baseline", {})[name] = {
+                "version": base.card.version, "method": base.card.ood_method,
+                "report": oodeval.report(predictor(base), base.card.ood_threshold, name, data, n,
+                                         test_limit=2000 if args.short else 0)}
     results["failures"] = failures
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

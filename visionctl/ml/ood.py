@@ -34,6 +34,17 @@ class EnergyScore(nn.Module):
         return -t * torch.logsumexp(logits / t, dim=1)
 
 
+class MaxSoftmaxScore(nn.Module):
+    """``-log max_c softmax(logits)_c`` (Hendrycks & Gimpel 2017, in log form): 0 for a certain
+    prediction, log 10 for a flat one. Outlier exposure trains outliers towards flat predictions,
+    not towards small logits, so this — not energy — is the score that training optimises."""
+
+    method = "max-softmax"
+
+    def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(logits, dim=1) - logits.max(dim=1).values
+
+
 class MahalanobisScore(nn.Module):
     """Distance of the penultimate features to the nearest class mean under one shared covariance
     (Lee et al. 2018): ``min_c (f - μ_c)ᵀ Σ⁻¹ (f - μ_c)``. Fitted on training features; in the graph
@@ -64,21 +75,20 @@ class MahalanobisScore(nn.Module):
 
 
 class CombinedScore(nn.Module):
-    """Both scores, each standardised on held-out in-distribution images (median, interquartile
+    """Two scores, each standardised on held-out in-distribution images (median, interquartile
     range), then the larger: an image is unusual if either view says so."""
 
-    method = "energy+mahalanobis"
-
-    def __init__(self, energy: EnergyScore, mahalanobis: MahalanobisScore, centre: tuple[float, float],
+    def __init__(self, first: nn.Module, second: nn.Module, centre: tuple[float, float],
                  scale: tuple[float, float]):
         super().__init__()
-        self.energy, self.mahalanobis = energy, mahalanobis
+        self.first, self.second = first, second
+        self.method = f"{first.method}+{second.method}"
         self.centre, self.scale = tuple(float(c) for c in centre), tuple(float(s) for s in scale)
 
     def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        e = (self.energy(features, logits) - self.centre[0]) / self.scale[0]
-        m = (self.mahalanobis(features, logits) - self.centre[1]) / self.scale[1]
-        return torch.maximum(e, m)
+        a = (self.first(features, logits) - self.centre[0]) / self.scale[0]
+        b = (self.second(features, logits) - self.centre[1]) / self.scale[1]
+        return torch.maximum(a, b)
 
 
 def robust_standardiser(scores: np.ndarray) -> tuple[float, float]:

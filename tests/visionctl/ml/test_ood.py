@@ -44,6 +44,13 @@ def test_temperature_is_recovered():
     assert ood.fit_temperature(log_probs, labels) == pytest.approx(2.0, rel=0.05)
 
 
+def test_max_softmax_score_is_minus_log_top_probability():
+    logits = torch.tensor([[0.0] * 10, [10.0] + [0.0] * 9])
+    got = ood.MaxSoftmaxScore()(None, logits)
+    torch.testing.assert_close(got, -torch.log_softmax(logits, 1).max(1).values)
+    assert got[0] == pytest.approx(np.log(10), rel=1e-6)
+
+
 def test_mahalanobis_matches_the_definition():
     torch.manual_seed(0)
     feats, labels = torch.randn(500, 6).abs(), torch.arange(500) % 3
@@ -56,7 +63,7 @@ def test_mahalanobis_matches_the_definition():
     torch.testing.assert_close(score(x, None).double(), d.min(1).values, rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("kind", ["energy", "mahalanobis", "energy+mahalanobis"])
+@pytest.mark.parametrize("kind", ["energy", "max-softmax", "mahalanobis", "energy+mahalanobis"])
 def test_every_score_exports_to_onnx_with_parity(kind):
     torch.manual_seed(0)
     net = Net().eval()
@@ -65,8 +72,9 @@ def test_every_score_exports_to_onnx_with_parity(kind):
         feats = net.features(x)
     energy = ood.EnergyScore()
     maha = ood.MahalanobisScore.fit(feats, torch.arange(64) % 10)
-    score = {"energy": energy, "mahalanobis": maha,
+    score = {"energy": energy, "mahalanobis": maha, "max-softmax": ood.MaxSoftmaxScore(),
              "energy+mahalanobis": ood.CombinedScore(energy, maha, (0.0, 10.0), (1.0, 5.0))}[kind]
+    assert score.method == kind
     serving = vexport.serving_module(net, score, temperature=1.7)
     blob = vexport.onnx_bytes(serving)
     assert vexport.check_parity(serving, blob, x) <= vexport.PARITY_ATOL
