@@ -122,3 +122,20 @@ def test_optdigits_rendering_is_8x8_with_17_levels():
         if img.size == (8, 8):
             levels = np.unique(np.asarray(img))
             assert len(levels) <= 17
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_shipped_threshold_is_the_held_out_quantile(name, models_dir, shared_datasets):
+    """The card's threshold is what export says it is: the quantile of the served graph's scores on
+    the held-out mix of train-file images (never the test set), re-rendered here from scratch."""
+    from visionctl.ml import evaluation
+    from visionctl.ml.data import load_split, split_holdout
+
+    model = evaluation.load_model(name, models_dir)
+    _, holdout = split_holdout(load_split(name, "train", shared_datasets / name))
+    images, _, fitted_on = oodfit.holdout_mix(name, holdout)
+    assert model.card.raw["ood"]["fitted_on"] == fitted_on
+    scores = np.concatenate([model.predict(images[i:i + 512]).ood_score for i in range(0, len(images), 512)])
+    threshold = ood.fit_threshold(scores, model.card.ood.target_in_distribution)
+    assert threshold == pytest.approx(model.card.ood_threshold, rel=1e-3, abs=1e-4)
