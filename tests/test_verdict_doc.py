@@ -68,8 +68,9 @@ def test_metrics_and_alerts_exist(server):
 
 
 COST_RUNS = (("main, before the verdict", "hot_path-before-ood.json"),
-             ("the OOD graphs, served without the verdict", "hot_path-ood-models-only.json"),
-             ("the verdict served", "hot_path-after-ood.json"))
+             ("interim OOD graphs, served without the verdict", "hot_path-ood-models-only.json"),
+             ("the verdict served, interim OOD graphs", "hot_path-after-ood-interim.json"),
+             ("the verdict served, retrained models", "hot_path-after-ood.json"))
 
 
 def cost_table() -> str:
