@@ -15,6 +15,7 @@ import numpy as np
 from flask import Blueprint, g, request
 from PIL import Image
 
+from backend import verdict
 from backend.bodies import Body, read_body
 from backend.budget import estimate
 from backend.contract import CLIENT_CLOSED_REQUEST, DEADLINE_EXCEEDED, DEFAULT_MODEL, MODEL_NOT_FOUND, NOT_READY
@@ -182,25 +183,33 @@ def _predict(name: str, version: str | None = None):
     state = get_state()
     model, body, batch = prepared_inputs(name)
     is_batch, return_input, images = body.is_batch, body.return_input, batch
+    strict = request_strict(body)
     metrics = state.metrics
     start = time.perf_counter()
     # Stable, or the canary/requested version (backend.releases); the answer names it.
-    probs, model = state.releases.predict(name, batch, request.headers, version)
+    prediction, model = state.releases.predict(name, batch, request.headers, version)
     metrics.inference_by[(name,)].observe(time.perf_counter() - start)
     metrics.batch_size_by[(name,)].observe(len(images))
 
-    labels = model.card.labels
+    card = model.card
+    labels, threshold = card.labels, card.ood.threshold
     predictions = []
-    for image, row in zip(images, probs, strict=True):
+    for image, row, score, ok in zip(images, prediction.probs, prediction.ood_score, prediction.in_distribution,
+                                     strict=True):
         index = int(row.argmax())
-        metrics.predictions_by[(name, labels[index])].inc()
-        item = {"label": labels[index], "class_index": index, "confidence": float(row[index]),
-                "probabilities": row.tolist()}
+        item = verdict.fields(name, labels, index, row, score, ok, threshold, strict)
+        metrics.observe_prediction(name, labels[index], item["confidence"], item["in_distribution"],
+                                   item["label"] is None)
         if return_input:
             item["input_image"] = _png_base64(image)
         predictions.append(item)
 
-    head = {"model": name, "model_version": model.card.version}
+    head = {"model": name, "model_version": card.version}
     if is_batch:
         return json_response({**head, "predictions": predictions})
     return json_response({**head, **predictions[0]})
+
+
+def request_strict(body: Body) -> bool:
+    """Strict mode of the current request (``?strict=``, the body's ``strict``, ``VISION_OOD_STRICT``)."""
+    return verdict.is_strict(request.args.get("strict"), body.strict, get_state().config.ood_strict)

@@ -42,6 +42,7 @@ class Body:
     images: list  # each item: bytes (an encoded image file) or str (base64 text)
     is_batch: bool
     return_input: bool
+    strict: bool | None = None  # the request's "strict" field; None = the server's default
 
 
 def read_body(max_batch: int) -> Body:
@@ -149,18 +150,21 @@ def _multipart() -> Body:
     for storage in files.values():
         data = storage.read()
         if data:
-            return Body([data], False, _flag(request.form.get("return_input", "false")))
+            strict = request.form.get("strict")
+            return Body([data], False, _flag(request.form.get("return_input", "false")),
+                        None if strict is None else _flag(strict, "strict"))
     raise ApiError("multipart body has no (non-empty) file part; upload the image with -F file=@digit.png",
                    code=INVALID_REQUEST)
 
 
-# The multipart form's text values of return_input (the OpenAPI document lists exactly these).
+# The multipart form's text values of a flag such as return_input or strict (the OpenAPI document
+# lists exactly these).
 FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def _flag(text: str) -> bool:
+def _flag(text: str, name: str = "return_input") -> bool:
     if text not in FLAGS:
-        raise ApiError(f"'return_input' must be one of {', '.join(FLAGS)}; got {text[:20]!r}", code=INVALID_REQUEST)
+        raise ApiError(f"'{name}' must be one of {', '.join(FLAGS)}; got {text[:20]!r}", code=INVALID_REQUEST)
     return FLAGS[text]
 
 
@@ -185,6 +189,9 @@ def _from_json(body, max_batch: int) -> Body:
     if not isinstance(return_input, bool):
         raise ApiError(f"'return_input' must be true or false, got {type_name(return_input)}",
                        code=INVALID_REQUEST)
+    strict = body.get("strict")
+    if "strict" in body and not isinstance(strict, bool):
+        raise ApiError(f"'strict' must be true or false, got {type_name(strict)}", code=INVALID_REQUEST)
     if "instances" in body:
         if "base64" in body:
             raise ApiError("send either 'base64' (one image) or 'instances' (a batch), not both",
@@ -205,10 +212,10 @@ def _from_json(body, max_batch: int) -> Body:
                 raise ApiError(f"instances[{i}] must be an object with a string 'base64' field (got {got})",
                                code=INVALID_REQUEST)
             texts.append(item["base64"])
-        return Body(texts, True, return_input)
+        return Body(texts, True, return_input, strict)
     if "base64" not in body:
         raise ApiError(f"missing field 'base64'; {USAGE}", code=INVALID_REQUEST)
     text = body["base64"]
     if not isinstance(text, str):
         raise ApiError(f"'base64' must be a string, got {type_name(text)}; {USAGE}", code=INVALID_REQUEST)
-    return Body([text], False, return_input)
+    return Body([text], False, return_input, strict)

@@ -119,6 +119,9 @@ class Config:
     release_poll: float = 0.5
     # Coalesce concurrent requests into one ONNX Runtime run (see backend.inference.Batcher).
     batching: bool = True
+    # Abstain on out-of-distribution images by default: "label": null and a reason instead of a guessed
+    # class (strict mode; a request's `strict` field or `?strict=` overrides it).
+    ood_strict: bool = False
     # Internal, set by backend.supervisor for its workers: the inherited listening socket's fd.
     listen_fd: int | None = None
     # Internal, set by backend.supervisor for its workers: the worker's number (1..workers, in its logs).
@@ -211,6 +214,9 @@ class Config:
         raw_batching = (get("VISION_BATCHING") or "1").lower()
         if raw_batching not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
             raise ConfigError(f"VISION_BATCHING={raw_batching!r} is not a boolean (1/0, true/false)")
+        raw_strict = (get("VISION_OOD_STRICT") or "0").lower()
+        if raw_strict not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise ConfigError(f"VISION_OOD_STRICT={raw_strict!r} is not a boolean (1/0, true/false)")
 
         def rate(name: str, default: str) -> str:
             raw = env.get(name)
@@ -279,6 +285,7 @@ class Config:
             golden_dir=Path(get("VISION_GOLDEN_DIR")) if get("VISION_GOLDEN_DIR") else None,
             release_poll=number("VISION_RELEASE_POLL", d.release_poll, 0.05, 60.0),
             batching=raw_batching in ("1", "true", "yes", "on"),
+            ood_strict=raw_strict in ("1", "true", "yes", "on"),
             listen_fd=integer("VISION_LISTEN_FD", -1, 0, 65535) if get("VISION_LISTEN_FD") else None,
             worker_id=integer("VISION_WORKER_ID", 0, 0, 64),
             supervisor_pid=(integer("VISION_SUPERVISOR_PID", 1, 1, 2**22)

@@ -11,6 +11,15 @@ __version__ = "0.1.0"
 MODEL_NAMES = ("mnist", "fashion-mnist")
 DEFAULT_MODEL = "mnist"
 
+# What each model's images are, for the verdict on an image that is not one ("this does not look
+# like a handwritten digit"): the API's reason, the CLI and the UI say it the same way.
+SUBJECTS = {"mnist": "a handwritten digit", "fashion-mnist": "a clothing item"}
+
+
+def subject(model: str) -> str:
+    """What ``model``'s images are ("a handwritten digit"); generic for a model not listed above."""
+    return SUBJECTS.get(model, "an image this model was trained on")
+
 # Ports the backend listens on inside its container / as a local process: the API, and the operator
 # plane (/metrics only), which the network admits from the monitoring stack alone.
 BACKEND_PORT = 8080

@@ -13,7 +13,8 @@ import time
 import numpy as np
 from flask import Blueprint
 
-from backend.api import prepared_inputs
+from backend import verdict
+from backend.api import prepared_inputs, request_strict
 from backend.contract import INVALID_REQUEST
 from backend.errors import ApiError
 from backend.occlusion import STRIDE, WINDOW, attributions, occlusion_batch, overlay_png
@@ -34,16 +35,19 @@ def _explain(state, name: str):
     model, body, images = prepared_inputs(name)
     if body.is_batch:
         raise ApiError("explain takes one image: send {\"base64\": ...}, not 'instances'", code=INVALID_REQUEST)
+    strict = request_strict(body)
     start = time.perf_counter()
     # In this thread, not through the batcher: predictions must not queue behind 145 occluded rows.
-    probs = model.run(occlusion_batch(images[0]))
+    prediction = model.run(occlusion_batch(images[0]))  # row 0 is the image itself
     seconds = time.perf_counter() - start
     state.metrics.inference_by[(name,)].observe(seconds)
+    probs = prediction.probs
     index = int(probs[0].argmax())
     attr = attributions(probs, index)
     return json_response({
-        "model": name, "model_version": model.card.version, "label": model.card.labels[index],
-        "class_index": index, "confidence": float(probs[0, index]), "probabilities": probs[0].tolist(),
+        "model": name, "model_version": model.card.version,
+        **verdict.fields(name, model.card.labels, index, probs[0], prediction.ood_score[0],
+                         prediction.in_distribution[0], model.card.ood.threshold, strict),
         "method": "occlusion", "window": WINDOW, "stride": STRIDE,
         "attributions": np.round(attr, 6).tolist(),
         "overlay": base64.b64encode(overlay_png(images[0], attr)).decode("ascii")})

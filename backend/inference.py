@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,31 @@ def session_options() -> ort.SessionOptions:
     return opts
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """One run's answer for N images: class probabilities and the out-of-distribution verdict.
+
+    ``probs`` float64 (N, 10), rows sum to 1; ``ood_score`` float32 (N,), higher = more unusual;
+    ``in_distribution`` bool (N,) = ``ood_score <= card.ood.threshold``. Slicing takes rows of all
+    three, so the batcher hands each caller its own part.
+    """
+
+    probs: np.ndarray
+    ood_score: np.ndarray
+    in_distribution: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.probs)
+
+    def __getitem__(self, rows: slice) -> Prediction:
+        return Prediction(self.probs[rows], self.ood_score[rows], self.in_distribution[rows])
+
+    @staticmethod
+    def concat(parts: list[Prediction]) -> Prediction:
+        return Prediction(np.concatenate([p.probs for p in parts]), np.concatenate([p.ood_score for p in parts]),
+                          np.concatenate([p.in_distribution for p in parts]))
+
+
 class _Pending:
     """One submitted array. ``done`` is a lock held until the result is in: the cheapest hand-off
     between two threads in CPython (an Event is a Condition plus a lock and shows up in profiles)."""
@@ -52,7 +78,7 @@ class _Pending:
         self.images = images
         self.done = threading.Lock()
         self.done.acquire()
-        self.result: np.ndarray | None = None
+        self.result = None
         self.error: BaseException | None = None
 
 
@@ -72,7 +98,8 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, images: np.ndarray) -> np.ndarray:
+    def submit(self, images: np.ndarray):
+        """Run ``images`` with whatever else is queued; returns this call's rows of ``run``'s result."""
         pending = _Pending(images)
         self._queue.put(pending)
         pending.done.acquire()  # released by the batcher thread
@@ -101,10 +128,10 @@ class Batcher:
                 rows += len(item.images)
             try:
                 batch = group[0].images if len(group) == 1 else np.concatenate([p.images for p in group])
-                probs = self._run(batch)
+                result = self._run(batch)
                 offset = 0
                 for p in group:
-                    p.result = probs[offset: offset + len(p.images)]
+                    p.result = result[offset: offset + len(p.images)]
                     offset += len(p.images)
             except BaseException:
                 self._run_one_by_one(group)  # one bad input must not fail its neighbours
@@ -129,27 +156,32 @@ class Model:
         self.name = card.name
         self._mean = np.float32(card.mean)
         self._inv_std = np.float32(1.0 / card.std)
+        self._outputs = [card.output_name, card.ood.output]
+        self._threshold = np.float32(card.ood.threshold)
         self._batcher = Batcher(self.run, card.name) if batching else None
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """``images`` float32 (N, 28, 28) in [0, 1] → probabilities float64 (N, 10), rows sum to 1.
+    def predict(self, images: np.ndarray) -> Prediction:
+        """``images`` float32 (N, 28, 28) in [0, 1] → :class:`Prediction` (probabilities float64
+        (N, 10) with rows summing to 1, OOD score and verdict per image).
 
         Goes through the batcher, so concurrent callers share ONNX Runtime runs."""
         if self._batcher is None:
             return self.run(images)
         return self._batcher.submit(images)
 
-    def run(self, images: np.ndarray) -> np.ndarray:
-        """One ONNX Runtime run in the calling thread (what the batcher calls)."""
+    def run(self, images: np.ndarray) -> Prediction:
+        """One ONNX Runtime run in the calling thread (what the batcher calls). The OOD score is a
+        second output of the same graph, so the verdict costs no extra run."""
         x = (images.astype(np.float32, copy=False) - self._mean) * self._inv_std
         x = x.reshape(len(images), 1, IMAGE_SIDE, IMAGE_SIDE)
-        (out,) = self.session.run([self.card.output_name], {self.card.input_name: x})
+        out, score = self.session.run(self._outputs, {self.card.input_name: x})
         out = out.astype(np.float64)
         if self.card.output_kind == "softmax":
             probs = out
         else:  # log_softmax or logits: a stable softmax handles both
             probs = np.exp(out - out.max(axis=1, keepdims=True))
-        return probs / probs.sum(axis=1, keepdims=True)
+        score = score.astype(np.float32, copy=False).reshape(len(images))
+        return Prediction(probs / probs.sum(axis=1, keepdims=True), score, score <= self._threshold)
 
     def warm_up(self, batch_sizes=(1, 2, 4, 8, 16)) -> None:
         """Run a few inferences so the first real request does not pay for lazy allocations."""
@@ -175,9 +207,9 @@ def load_model(model_dir: Path, name: str, batching: bool = True) -> Model:
 
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name for o in session.get_outputs()}
-    if card.input_name not in inputs or card.output_name not in outputs:
+    if card.input_name not in inputs or not {card.output_name, card.ood.output} <= outputs:
         raise ModelLoadError(f"{onnx_path}: graph has inputs {list(inputs)} / outputs {sorted(outputs)}, "
-                             f"card says {card.input_name!r} / {card.output_name!r}")
+                             f"card says {card.input_name!r} / {card.output_name!r} and {card.ood.output!r}")
     shape = inputs[card.input_name].shape
     if len(shape) != 4 or list(shape[1:]) != [1, IMAGE_SIDE, IMAGE_SIDE]:
         raise ModelLoadError(f"{onnx_path}: input shape {shape}, expected [N, 1, 28, 28]")

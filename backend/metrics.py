@@ -37,6 +37,11 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02
                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 SIZE_BUCKETS = tuple(float(4 ** i * 64) for i in range(10))  # 64 B .. 16 MiB
+# Probability of the predicted class: ten classes put the floor at 0.1, and the top is where
+# healthy traffic lives, so the buckets are finest near 1.
+CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
+# The verdict label of vision_ood_verdicts_total, indexed by in_distribution (False, True).
+VERDICTS = ("out_of_distribution", "in_distribution")
 
 
 # HTTP methods used as label values; anything else (clients can send any token) is "other".
@@ -104,7 +109,24 @@ class Metrics:
             "vision_batch_size", "Images per prediction request.", ["model"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r)
         self.predictions = Counter(
-            "vision_predictions", "Predicted classes by model and label.", ["model", "label"], registry=r)
+            "vision_predictions", "Predicted classes by model and label (the most probable class, also "
+            "when strict mode abstains).", ["model", "label"], registry=r)
+        self.verdicts = Counter(
+            "vision_ood_verdicts", "Predictions by verdict: in_distribution or out_of_distribution (the "
+            "ood_score above the model card's threshold).", ["model", "verdict"], registry=r)
+        self.abstentions = Counter(
+            "vision_abstentions", "Predictions answered with label null (strict mode, out of distribution).",
+            ["model"], registry=r)
+        self.confidence = Histogram(
+            "vision_prediction_confidence", "Probability of the predicted class, per image.", ["model"],
+            buckets=CONFIDENCE_BUCKETS, registry=r)
+        # The model card's expectations of healthy traffic, for the drift alerts to compare with.
+        self.ood_baseline = Gauge(
+            "vision_model_ood_baseline_ratio", "Share of in-distribution held-out images the model card's "
+            "threshold flags (ood.baseline.ood_share).", ["model"], multiprocess_mode="livemax", registry=r)
+        self.class_share_baseline = Gauge(
+            "vision_model_class_share_baseline", "Share of each class in the model card's baseline "
+            "(ood.baseline.class_share).", ["model", "label"], multiprocess_mode="livemax", registry=r)
         self.model_info = Gauge(
             "vision_model_info", "Loaded models (value is always 1).", ["model", "version"],
             multiprocess_mode="livemax", registry=r)
@@ -122,6 +144,30 @@ class Metrics:
         self.inference_by = Children(self.inference)
         self.batch_size_by = Children(self.batch_size)
         self.predictions_by = Children(self.predictions)
+        self.verdicts_by = Children(self.verdicts)
+        self.abstentions_by = Children(self.abstentions)
+        self.confidence_by = Children(self.confidence)
+
+    def add_model(self, name: str, labels, ood_share: float, class_share: dict[str, float]) -> None:
+        """Export a loaded model's prediction series at zero (so rates and the class-mix sum see every
+        class before its first prediction) and its card's baseline."""
+        for label in labels:
+            self.predictions_by[(name, label)]
+            self.class_share_baseline.labels(name, label).set(class_share.get(label, 0.0))
+        for verdict in VERDICTS:
+            self.verdicts_by[(name, verdict)]
+        self.abstentions_by[(name,)]
+        self.confidence_by[(name,)]
+        self.ood_baseline.labels(name).set(ood_share)
+
+    def observe_prediction(self, model: str, label: str, confidence: float, in_distribution: bool,
+                           abstained: bool) -> None:
+        """One image's prediction (cached children: a few dict lookups and increments)."""
+        self.predictions_by[(model, label)].inc()
+        self.confidence_by[(model,)].observe(confidence)
+        self.verdicts_by[(model, VERDICTS[in_distribution])].inc()
+        if abstained:
+            self.abstentions_by[(model,)].inc()
 
     @staticmethod
     def method_label(method: str) -> str:

@@ -14,6 +14,7 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,25 @@ class CardError(ModelLoadError):
 
 
 @dataclass(frozen=True)
+class OodSpec:
+    """The out-of-distribution verdict the graph's second output supports (card section ``ood``).
+
+    ``in_distribution = score <= threshold``; the threshold was fixed at export on held-out
+    in-distribution images (``fitted_on``) so that ``target_in_distribution`` of them pass.
+    ``baseline`` is what those held-out images looked like in service terms (share flagged, share
+    per predicted class): the reference drift alerts compare live traffic with.
+    """
+
+    method: str
+    output: str
+    threshold: float
+    fitted_on: str
+    target_in_distribution: float
+    baseline_ood_share: float
+    baseline_class_share: dict[str, float]
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """The fields the service acts on, parsed and checked; ``raw`` is the whole card as written."""
 
@@ -47,7 +67,24 @@ class ModelCard:
     input_name: str
     output_name: str
     output_kind: str
+    ood: OodSpec
     raw: dict  # the whole card, served by GET /v1/models/<name>
+
+    @property
+    def ood_output(self) -> str:
+        return self.ood.output
+
+    @property
+    def ood_threshold(self) -> float:
+        return self.ood.threshold
+
+    @property
+    def ood_method(self) -> str:
+        return self.ood.method
+
+    @property
+    def ood_baseline(self) -> dict:
+        return {"ood_share": self.ood.baseline_ood_share, "class_share": dict(self.ood.baseline_class_share)}
 
     def to_dict(self) -> dict:
         """A copy of the card as it is (or will be) on disk."""
@@ -70,13 +107,15 @@ class ModelCard:
         }
 
     def detail(self) -> dict:
-        """GET /v1/models/<name>: the summary plus per-class accuracy and provenance."""
+        """GET /v1/models/<name>: the summary plus per-class accuracy, the out-of-distribution verdict's
+        method, threshold and baseline, and provenance."""
         metrics = self.raw.get("metrics") or {}
         return {
             **self.summary(),
             "per_class_accuracy": metrics.get("per_class_accuracy"),
             "test_samples": metrics.get("test_samples"),
             "output": self.raw.get("output"),
+            "ood": self.raw.get("ood"),
             "normalization": self.raw.get("normalization"),
             "created": self.raw.get("created"),
             "artifacts": self.raw.get("artifacts"),
@@ -94,7 +133,7 @@ def parse(raw: dict, source: str) -> ModelCard:
             preprocessing=str(raw["input"]["preprocessing"]),
             mean=float(raw["normalization"]["mean"]), std=float(raw["normalization"]["std"]),
             input_name=str(raw["input"]["name"]), output_name=str(raw["output"]["name"]),
-            output_kind=str(raw["output"].get("kind", "log_softmax")), raw=raw)
+            output_kind=str(raw["output"].get("kind", "log_softmax")), ood=_parse_ood(raw, source), raw=raw)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CardError(f"{source}: malformed model card ({type(exc).__name__}: {exc})") from None
     if len(labels) != NUM_CLASSES:
@@ -106,7 +145,29 @@ def parse(raw: dict, source: str) -> ModelCard:
         raise CardError(f"{source}: normalization.std must be > 0")
     if card.output_kind not in OUTPUT_KINDS:
         raise CardError(f"{source}: unknown output.kind {card.output_kind!r}")
+    if card.ood.output == card.output_name:
+        raise CardError(f"{source}: ood.output must differ from output.name ({card.output_name!r})")
+    if set(card.ood.baseline_class_share) != set(labels):
+        raise CardError(f"{source}: ood.baseline.class_share must have one share per label")
     return card
+
+
+def _parse_ood(raw: dict, source: str) -> OodSpec:
+    """The ``ood`` section; every served model gives a verdict, so a card without one is refused."""
+    if "ood" not in raw:
+        raise CardError(f"{source}: model card has no 'ood' section (out-of-distribution output and "
+                        "threshold); re-export the model with this version of `visionctl export`")
+    ood = raw["ood"]
+    baseline = ood["baseline"]
+    spec = OodSpec(method=str(ood["method"]), output=str(ood["output"]), threshold=float(ood["threshold"]),
+                   fitted_on=str(ood["fitted_on"]), target_in_distribution=float(ood["target_in_distribution"]),
+                   baseline_ood_share=float(baseline["ood_share"]),
+                   baseline_class_share={str(k): float(v) for k, v in baseline["class_share"].items()})
+    if not math.isfinite(spec.threshold):
+        raise CardError(f"{source}: ood.threshold must be a finite number")
+    if not 0 < spec.target_in_distribution <= 1:
+        raise CardError(f"{source}: ood.target_in_distribution must be in (0, 1]")
+    return spec
 
 
 def read(path: str | os.PathLike) -> ModelCard:
@@ -124,16 +185,28 @@ def read(path: str | os.PathLike) -> ModelCard:
     return card
 
 
+def read_raw(path: str | os.PathLike) -> dict | None:
+    """The JSON object in ``path`` without any checks, or None: only for carrying provenance from a
+    card about to be replaced (which may predate a field this version requires)."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
 def build(*, name: str, labels: Sequence[str], preprocessing: str, mean: float, std: float,
           input_name: str, output_name: str, output_kind: str = "log_softmax",
           accuracy: float, samples: int, per_class_accuracy: Sequence[float], history: list | None = None,
           data_sha256: Mapping[str, str], training: dict, export: dict,
-          artifacts: Mapping[str, tuple[str, str]], created: dt.datetime, description: str = "") -> ModelCard:
+          artifacts: Mapping[str, tuple[str, str]], created: dt.datetime, ood: Mapping,
+          description: str = "") -> ModelCard:
     """Assemble a card (checked as :func:`read` would check it) from what training and export know.
 
     ``artifacts`` maps a kind (``"onnx"``, ``"pt"``) to ``(file name, sha256)``; the version is the
     creation date plus the ONNX file's hash, so two exports of different weights never share one.
-    Key order is the file's layout, which the shipped cards already have.
+    Key order is the file's layout, which the shipped cards already have. ``ood`` is the card's
+    ``ood`` section as written (see :class:`OodSpec` for its meaning).
     """
     created = created.replace(microsecond=0)
     onnx_sha = artifacts["onnx"][1]
@@ -155,6 +228,7 @@ def build(*, name: str, labels: Sequence[str], preprocessing: str, mean: float, 
         "data": {"dataset": name, "sha256": dict(data_sha256)},
         "training": training,
         "export": export,
+        "ood": copy.deepcopy(dict(ood)),
         "artifacts": {kind: {"file": file, "sha256": sha} for kind, (file, sha) in artifacts.items()},
         "created": created.isoformat(),
     }

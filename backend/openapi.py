@@ -49,19 +49,55 @@ def _json(schema_name: str, description: str) -> dict:
             "content": {"application/json": {"schema": {"$ref": REF + schema_name}}}}
 
 
+def verdict_fields() -> dict:
+    """The class and the out-of-distribution verdict, shared by predictions and explanations."""
+    return {
+        "label": {"type": ["string", "null"], "examples": ["7"],
+                  "description": "Class name from the model card; null when strict mode abstains (the image "
+                                 "is out of distribution)."},
+        "class_index": {"type": ["integer", "null"], "minimum": 0, "maximum": 9,
+                        "description": "Index of `label` in the card's labels; null when `label` is."},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1,
+                       "description": "Probability of the most probable class (also when `label` is null). "
+                                      "Not a verdict: noise can score 1.0; see `in_distribution`."},
+        "in_distribution": {"type": "boolean",
+                            "description": "Whether the image looks like the model's training data: "
+                                           "`ood_score` ≤ the threshold in the model card (fixed at export "
+                                           "on held-out data). false: the label is a guess about something "
+                                           "that is not, e.g., a handwritten digit."},
+        "ood_score": {"type": "number",
+                      "description": "How unusual the image is for this model (higher = more unusual); its "
+                                     "scale depends on the card's `ood.method`."},
+        "reason": {"type": "string",
+                   "description": "Only when `in_distribution` is false: why, in words (\"this does not look "
+                                  "like a handwritten digit ...\")."},
+    }
+
+
+def strict_field(default: bool) -> dict:
+    return {"type": "boolean",
+            "description": "Abstain on an out-of-distribution image: `label` and `class_index` null plus a "
+                           "`reason` (still 200, probabilities kept). Omitted: the server's default "
+                           f"(VISION_OOD_STRICT, here {str(default).lower()}); `?strict=` overrides both."}
+
+
+def strict_query(default: bool) -> dict:
+    return {"name": "strict", "in": "query", "required": False, "schema": {"type": "boolean"},
+            "description": "Strict mode for this request (see the body's `strict`); `?strict` alone means true. "
+                           f"Server default (VISION_OOD_STRICT): {str(default).lower()}."}
+
+
 def openapi_document(config: Config) -> dict:
     probability = {"type": "number", "minimum": 0, "maximum": 1}
     prediction_fields = {
-        "label": {"type": "string", "description": "Class name from the model card.", "examples": ["7"]},
-        "class_index": {"type": "integer", "minimum": 0, "maximum": 9},
-        "confidence": {**probability, "description": "Probability of the predicted class."},
+        **verdict_fields(),
         "probabilities": {"type": "array", "items": probability, "minItems": 10, "maxItems": 10,
                           "description": "Probability per class (index = class_index); sums to 1."},
         "input_image": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png",
                         "description": "Only with `return_input: true`: the 28×28 grayscale PNG exactly as "
                                        "the model sees it (after preprocessing, before normalisation)."},
     }
-    prediction_required = ["label", "class_index", "confidence", "probabilities"]
+    prediction_required = ["label", "class_index", "confidence", "probabilities", "in_distribution", "ood_score"]
     image_string = {
         "type": "string", "minLength": 2, "pattern": BASE64_PATTERN,
         "description": "The image (PNG, JPEG, WebP, BMP, GIF or TIFF; any size up to the pixel limit), "
@@ -71,12 +107,13 @@ def openapi_document(config: Config) -> dict:
     }
     return_input = {"type": "boolean", "default": False,
                     "description": "Also return `input_image`, the preprocessed 28×28 model input."}
+    strict = strict_field(config.ood_strict)
     model_names = list(config.models)
 
     schemas = {
         "SingleRequest": {
             "type": "object", "required": ["base64"],
-            "properties": {"base64": image_string, "return_input": return_input},
+            "properties": {"base64": image_string, "return_input": return_input, "strict": strict},
         },
         "BatchRequest": {
             "type": "object", "required": ["instances"],
@@ -86,6 +123,7 @@ def openapi_document(config: Config) -> dict:
                               "items": {"type": "object", "required": ["base64"],
                                         "properties": {"base64": image_string}}},
                 "return_input": return_input,
+                "strict": strict,
             },
         },
         "Prediction": {"type": "object", "required": prediction_required, "properties": prediction_fields,
@@ -121,12 +159,18 @@ def openapi_document(config: Config) -> dict:
         "ModelDetail": {
             "allOf": [{"$ref": REF + "ModelSummary"}],
             "type": "object",
-            "required": ["per_class_accuracy", "normalization"],
+            "required": ["per_class_accuracy", "normalization", "ood"],
             "properties": {
                 "per_class_accuracy": {"type": ["object", "null"],
                                        "additionalProperties": {"type": "number"}},
                 "test_samples": {"type": ["integer", "null"]},
                 "output": {"type": ["object", "null"]},
+                "ood": {"type": "object", "required": ["method", "threshold", "baseline"],
+                        "description": "The out-of-distribution verdict: `method`, `threshold` (in_distribution = "
+                                       "ood_score ≤ threshold), `baseline` (ood_share, class_share: what the "
+                                       "drift alerts compare with) and the held-out `evaluation`.",
+                        "properties": {"method": {"type": "string"}, "threshold": {"type": "number"},
+                                       "baseline": {"type": "object"}}},
                 "normalization": {"type": "object", "required": ["mean", "std"],
                                   "properties": {"mean": {"type": "number"}, "std": {"type": "number"}}},
                 "created": {"type": ["string", "null"]},
@@ -211,11 +255,12 @@ def openapi_document(config: Config) -> dict:
                 **predict_errors,
             },
         }
+        op["parameters"] = [strict_query(config.ood_strict)]
         if with_name:
-            op["parameters"] = [{"name": "name", "in": "path", "required": True,
-                                 "schema": {"type": "string", "enum": model_names}}]
+            op["parameters"].insert(0, {"name": "name", "in": "path", "required": True,
+                                        "schema": {"type": "string", "enum": model_names}})
         if with_version:
-            op["parameters"].append(version_param)
+            op["parameters"].insert(1, version_param)
         return op
 
     def get_op(op_id: str, summary: str, schema: str, errors: dict, open_: bool = False, **extra) -> dict:
@@ -252,8 +297,8 @@ def openapi_document(config: Config) -> dict:
                                                             "schema": {"type": "object"}}}}}}},
     }
 
-    paths.update(protocols.paths(model_names, predict_errors, common_errors))
-    schemas.update(protocols.schemas(model_names))
+    paths.update(protocols.paths(model_names, predict_errors, common_errors, strict_query(config.ood_strict)))
+    schemas.update(protocols.schemas(model_names, verdict_fields()))
 
     doc = {
         "openapi": "3.1.0",

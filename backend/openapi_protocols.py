@@ -21,11 +21,12 @@ def raw_image_content() -> dict:
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["file"],
             "description": "The first file part is the image, whatever its field name.",
-            "properties": {"file": binary, "return_input": {"type": "string", "enum": list(FLAGS)}}}},
+            "properties": {"file": binary, "return_input": {"type": "string", "enum": list(FLAGS)},
+                           "strict": {"type": "string", "enum": list(FLAGS)}}}},
     }
 
 
-def schemas(model_names: list[str]) -> dict:
+def schemas(model_names: list[str], verdict_fields: dict) -> dict:
     row = {"type": "array", "items": {"type": "number"}, "minItems": 28, "maxItems": 28}
     tensor = {"type": "object", "required": ["name", "datatype", "shape"],
               "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
@@ -38,11 +39,10 @@ def schemas(model_names: list[str]) -> dict:
         "Explanation": {
             "type": "object",
             "required": ["model", "model_version", "label", "class_index", "confidence", "probabilities",
-                         "method", "window", "stride", "attributions", "overlay"],
+                         "in_distribution", "ood_score", "method", "window", "stride", "attributions", "overlay"],
             "properties": {
                 "model": {"type": "string", "enum": model_names}, "model_version": {"type": "string"},
-                "label": {"type": "string"}, "class_index": {"type": "integer", "minimum": 0, "maximum": 9},
-                "confidence": {"type": "number"}, "probabilities": {"type": "array", "items": {"type": "number"}},
+                **verdict_fields, "probabilities": {"type": "array", "items": {"type": "number"}},
                 "method": {"const": "occlusion"}, "window": {"const": WINDOW}, "stride": {"const": STRIDE},
                 "attributions": {"type": "array", "items": row, "minItems": 28, "maxItems": 28,
                                  "description": "Per input pixel: mean drop of the predicted class's "
@@ -77,11 +77,12 @@ def schemas(model_names: list[str]) -> dict:
                            "id": {"type": "string"},
                            "outputs": {"type": "array", "items": {
                                **tensor, "properties": {**tensor["properties"],
-                                                        "data": {"type": "array", "items": {"type": "number"}}}}}}},
+                                                        "data": {"type": "array",
+                                                                 "items": {"type": ["number", "boolean"]}}}}}}},
     }
 
 
-def paths(model_names: list[str], predict_errors: dict, common_errors: dict) -> dict:
+def paths(model_names: list[str], predict_errors: dict, common_errors: dict, strict_query: dict) -> dict:
     name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": model_names}}]
     any_name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 
@@ -116,7 +117,7 @@ def paths(model_names: list[str], predict_errors: dict, common_errors: dict) -> 
                                                 "content": {"text/html": {"schema": {"type": "string"}}}},
                                         **v2_common}}},
         "/v1/models/{name}/explain": {"post": {
-            "operationId": "explain", "tags": ["predict"], "parameters": name,
+            "operationId": "explain", "tags": ["predict"], "parameters": [*name, strict_query],
             "summary": f"Occlusion sensitivity ({WINDOW}×{WINDOW} patches, stride {STRIDE}) of one image",
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": {"$ref": REF + "SingleRequest"}}, **raw_image_content()}},
@@ -138,7 +139,8 @@ def paths(model_names: list[str], predict_errors: dict, common_errors: dict) -> 
             "parameters": any_name,
             "responses": {"200": empty, "404": v2_error("Unknown model"), "503": not_ready, **v2_common}}},
         "/v2/models/{name}/infer": {"post": {
-            "operationId": "v2Infer", "tags": ["v2"], "summary": "OIP inference → probabilities FP32 [N,10]",
+            "operationId": "v2Infer", "tags": ["v2"],
+            "summary": "OIP inference → probabilities FP32 [N,10], ood_score FP32 [N], in_distribution BOOL [N]",
             "parameters": any_name,
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": {"$ref": REF + "V2InferRequest"}},

@@ -41,7 +41,8 @@ class State:
         return self.registry.ready.is_set() and not self.draining.is_set()
 
     def load_models(self) -> None:
-        """Load and warm up every model (blocking), then publish them in ``vision_model_info``."""
+        """Load and warm up every model (blocking), then publish them in ``vision_model_info`` and their
+        prediction series with the card's baseline (the drift alerts compare the two)."""
         self.registry.load()
         self.registry.ready.clear()  # ready once the release state (maybe another stable) is applied too
         self.releases.sync()
@@ -49,6 +50,8 @@ class State:
         self.registry.ready.set()
         for name, model in self.registry.models.items():
             self.metrics.model_info.labels(name, model.card.version).set(1)
+            ood = model.card.ood
+            self.metrics.add_model(name, model.card.labels, ood.baseline_ood_share, ood.baseline_class_share)
         self.metrics.refresh()
 
     def start_draining(self) -> None:

@@ -5,7 +5,9 @@ Each model takes one input, either
 * ``FP32 [N, 1, 28, 28]`` — the model's own normalised input ((pixel − mean) / std), or
 * ``BYTES [N]`` — encoded image files (PNG, JPEG...), run through the same decoding and
   preprocessing as ``/predict`` (and the same pixel limit),
-and returns ``probabilities`` ``FP32 [N, 10]``. Inputs may use the binary tensor extension
+and returns ``probabilities`` ``FP32 [N, 10]`` with the verdict beside it: ``ood_score`` ``FP32 [N]``
+(higher = more unusual) and ``in_distribution`` ``BOOL [N]`` (the score is within the model card's
+threshold). Inputs may use the binary tensor extension
 (``Inference-Header-Content-Length``), which tritonclient uses by default; outputs are always JSON,
 which every client reads. A body that is itself an image file (``image/*``, or
 ``application/octet-stream`` without that header) is ``BYTES [1]``, as on ``/predict``.
@@ -21,6 +23,7 @@ import numpy as np
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
+from backend import verdict
 from backend.api import prepare_image, served_version
 from backend.bodies import JsonShape, load_json
 from backend.errors import ApiError
@@ -32,6 +35,7 @@ from backend.state import get_state
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 INPUT_NAME, OUTPUT_NAME = "input", "probabilities"
+OOD_OUTPUT, VERDICT_OUTPUT = "ood_score", "in_distribution"
 PLATFORM = "onnxruntime_onnx"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -70,7 +74,9 @@ def model_metadata(name: str):
     return json_response({
         "name": name, "versions": [model.card.version], "platform": PLATFORM,
         "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 1, IMAGE_SIDE, IMAGE_SIDE]}],
-        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, len(model.card.labels)]}],
+        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, len(model.card.labels)]},
+                    {"name": OOD_OUTPUT, "datatype": "FP32", "shape": [-1]},
+                    {"name": VERDICT_OUTPUT, "datatype": "BOOL", "shape": [-1]}],
         "parameters": {"labels": list(model.card.labels),
                        "bytes_input": "a BYTES [N] input of encoded image files is accepted as well"}})
 
@@ -99,12 +105,21 @@ def infer(name: str, version: str | None = None):
         images = _images(_single_input(header), binary, model, state.config)
     state.metrics.preprocessing_by[(name,)].observe(time.perf_counter() - start)
     start = time.perf_counter()
-    probs, model = state.releases.predict(name, images, request.headers, version)  # stable, canary or `version`
+    prediction, model = state.releases.predict(name, images, request.headers, version)  # stable, canary or `version`
     state.metrics.inference_by[(name,)].observe(time.perf_counter() - start)
     state.metrics.batch_size_by[(name,)].observe(len(images))
+    probs, scores, verdicts = prediction.probs, prediction.ood_score, prediction.in_distribution
+    labels = model.card.labels
+    for row, ok in zip(probs, verdicts, strict=True):  # the same drift series as /predict
+        index = int(row.argmax())
+        state.metrics.observe_prediction(name, labels[index], float(row[index]), bool(ok), False)
     body = {"model_name": name, "model_version": model.card.version,
             "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": list(probs.shape),
-                         "data": probs.astype(np.float32).ravel().tolist()}]}
+                         "data": probs.astype(np.float32).ravel().tolist()},
+                        {"name": OOD_OUTPUT, "datatype": "FP32", "shape": [len(scores)],
+                         "data": [verdict.score_value(s) for s in scores]},
+                        {"name": VERDICT_OUTPUT, "datatype": "BOOL", "shape": [len(verdicts)],
+                         "data": verdicts.tolist()}]}
     if isinstance(header.get("id"), str):
         body["id"] = header["id"]
     return json_response(body)

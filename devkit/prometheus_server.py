@@ -154,7 +154,8 @@ class PrometheusServer:
 
 def mixed_traffic(base_url: str, rounds: int = 1) -> int:
     """Requests that touch every series the rules and the dashboard read: both models, a batch,
-    single images, client errors (400, 404, 415), metadata routes. Returns how many were sent."""
+    single images, clothes sent to the digit model in strict mode (out-of-distribution verdicts and
+    abstentions), client errors (400, 404, 415), metadata routes. Returns how many were sent."""
     import base64
 
     import requests
@@ -169,11 +170,13 @@ def mixed_traffic(base_url: str, rounds: int = 1) -> int:
                 s.post(base_url + "/predict", json={"base64": b64}, timeout=10)
             for b64 in fashion[:3]:
                 s.post(base_url + "/v1/models/fashion-mnist/predict", json={"base64": b64}, timeout=10)
+            for b64 in fashion[3:6]:
+                s.post(base_url + "/predict", json={"base64": b64, "strict": True}, timeout=10)
             s.post(base_url + "/v1/models/mnist/predict", json={"instances": [{"base64": b} for b in images]},
                    timeout=10)
             s.post(base_url + "/predict", json={"base64": "not base64!"}, timeout=10)          # 400
             s.post(base_url + "/v1/models/nope/predict", json={"base64": images[0]}, timeout=10)  # 404
             s.post(base_url + "/predict", data=b"x", headers={"Content-Type": "text/plain"}, timeout=10)  # 415
             s.get(base_url + "/v1/models", timeout=10)
-            sent += len(images) + 3 + 1 + 4
+            sent += len(images) + 3 + 3 + 1 + 4
     return sent

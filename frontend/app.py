@@ -20,7 +20,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from backend.contract import DIGIT, __version__
+from backend.contract import DIGIT, __version__, subject
 from frontend.config import Settings, load_settings
 from vision_client import ApiError, ApiUnavailable, ClientError, VisionClient
 
@@ -37,7 +37,7 @@ UNSURE_BELOW = 0.6  # confidence under which the page says the model is guessing
 
 
 class Prediction(NamedTuple):
-    key: tuple[str, str]  # (model, sha256 of the image) — reused across reruns, not re-sent
+    key: tuple[str, str, bool]  # (model, sha256 of the image, strict) — reused across reruns, not re-sent
     result: dict
     latency_ms: float
 
@@ -98,9 +98,9 @@ def _friendly_error(exc: ClientError, settings: Settings, elapsed: float | None 
             "happening, check the backend's logs.")
 
 
-def _predict(settings: Settings, model: str, image: bytes) -> Prediction | str:
-    """Classify ``image``; the same (model, image) pair is answered from session state."""
-    key = (model, hashlib.sha256(image).hexdigest())
+def _predict(settings: Settings, model: str, image: bytes, strict: bool) -> Prediction | str:
+    """Classify ``image``; the same (model, image, strict) is answered from session state."""
+    key = (model, hashlib.sha256(image).hexdigest(), strict)
     # Stored as a plain tuple: Streamlit re-executes this script on every rerun, so a class
     # defined here is a new class each time and isinstance() on stored objects would fail.
     cached = st.session_state.get("prediction")
@@ -109,7 +109,7 @@ def _predict(settings: Settings, model: str, image: bytes) -> Prediction | str:
     start = time.perf_counter()
     try:
         with st.spinner("Classifying…"):
-            result = _clients(settings)[0].predict(image, model=model, return_input=True)
+            result = _clients(settings)[0].predict(image, model=model, return_input=True, strict=strict)
     except ClientError as exc:
         st.session_state.pop("prediction", None)
         return _friendly_error(exc, settings, time.perf_counter() - start)
@@ -200,18 +200,35 @@ def _pixelated(data: bytes, side: int = PREVIEW_SIDE) -> Image.Image | bytes:
     return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
 
 
+def _show_verdict(res: dict, labels: list[str]) -> None:
+    """Say it when the image is not what the model knows: its label is then a guess (or withheld,
+    in strict mode), however high the confidence."""
+    what = subject(res["model"])
+    top = labels[max(range(len(labels)), key=lambda i: res["probabilities"][i])]
+    if res.get("in_distribution", True):
+        if float(res["confidence"]) < UNSURE_BELOW:
+            runner_up = sorted(range(len(labels)), key=lambda i: res["probabilities"][i])[-2]
+            st.warning(f"The model is unsure: {res['label']} or perhaps {labels[runner_up]}.")
+        return
+    if res["label"] is None:
+        st.error(f"**This does not look like {what}**, so the model gives no answer (strict mode). "
+                 f"It would have guessed {top}.", icon=":material/block:")
+    else:
+        st.warning(f"**This does not look like {what}.** The model answers {res['label']} because it "
+                   f"must pick one of its classes — treat it as a guess.", icon=":material/help:")
+
+
 def _show_result(prediction: Prediction, labels: list[str], image: bytes, settings: Settings) -> None:
     res = prediction.result
     confidence = float(res["confidence"])
     label_col, conf_col, time_col = st.columns(3)
-    label_col.metric("Prediction", res["label"])
+    label_col.metric("Prediction", "—" if res["label"] is None else res["label"])
     conf_col.metric("Confidence", f"{confidence:.1%}")
     time_col.metric("Latency", f"{prediction.latency_ms:.0f} ms",
                     help="Round trip from this page's server to the API and back.")
-    if confidence < UNSURE_BELOW:
-        runner_up = sorted(range(len(labels)), key=lambda i: res["probabilities"][i])[-2]
-        st.warning(f"The model is unsure: {res['label']} or perhaps {labels[runner_up]}.")
-    st.altair_chart(_probability_chart(labels, res["probabilities"], int(res["class_index"])),
+    _show_verdict(res, labels)
+    predicted = max(range(len(labels)), key=lambda i: res["probabilities"][i])
+    st.altair_chart(_probability_chart(labels, res["probabilities"], predicted),
                     width="stretch", alt="Probability of each class")
     original, seen = st.columns(2)
     original.image(_pixelated(image), caption="Your image", width=PREVIEW_SIDE, alt="The image you sent")
@@ -221,7 +238,9 @@ def _show_result(prediction: Prediction, labels: list[str], image: bytes, settin
     if st.toggle("Show what the model looked at", key="explain",
                  help="Occlusion sensitivity: red pixels are those whose blanking lowers the confidence most."):
         _show_explanation(settings, prediction, image)
-    st.caption(f"Model {res['model']} · version {res['model_version']}")
+    verdict = "in distribution" if res.get("in_distribution", True) else "out of distribution"
+    score = f" · ood_score {res['ood_score']:.3g} ({verdict})" if "ood_score" in res else ""
+    st.caption(f"Model {res['model']} · version {res['model_version']}{score}")
 
 
 def _show_explanation(settings: Settings, prediction: Prediction, image: bytes) -> None:
@@ -321,6 +340,9 @@ def main() -> None:
 
     input_col, result_col = st.columns([5, 6], gap="large")
     with input_col:
+        strict = st.toggle("Strict: no answer for unusual images", key="strict",
+                           help=f"The API then abstains (label null) on an image that does not look like "
+                                f"{subject(name)}, instead of guessing a class.")
         source = st.segmented_control("Input", list(SOURCES), default="sample", required=True,
                                       format_func=SOURCES.get, key="source")
         if source == "upload":
@@ -335,7 +357,7 @@ def main() -> None:
             st.info("Pick a sample, upload an image or draw something to see a prediction.",
                     icon=":material/touch_app:")
             return
-        outcome = _predict(settings, name, image)
+        outcome = _predict(settings, name, image, strict)
         if isinstance(outcome, str):
             st.error(outcome, icon=":material/error:")
         else:

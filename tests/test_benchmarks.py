@@ -163,3 +163,35 @@ def test_releases_benchmark_short_mode(tmp_path):
     assert [a for _, a in actions[1:4]] == ["refused", "promote", "rollback"]
     assert results["phases"][1]["exit_code"] == 1 and "floor" in results["phases"][1]["message"]
     assert all(p["requests"] > 0 for p in results["phases"])
+
+
+def test_ood_benchmark_short_mode_holds_the_bars(tmp_path):
+    """benchmarks/ood.py --short on the shipped models: AUROC / catch rates per family, other-writer
+    accuracy and ECE through the serving path; exits 1 if any falls below the committed bars."""
+    out = tmp_path / "ood.json"
+    proc = run("benchmarks/ood.py", "--short", "--data-dir", str(DATASETS), "--out", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["short"] and not results["failures"]
+    mnist, fashion = results["models"]
+    assert mnist["model"] == "mnist" and fashion["model"] == "fashion-mnist"
+    assert {"optdigits-8x8", "paper-photo", "eval-fonts"} <= set(mnist["report"]["writers"])
+    assert {"uniform-noise", "photo-like", "fashion-mnist-test", "digit-mashup"} <= set(mnist["report"]["families"])
+    assert all(0.5 <= row["auroc"] <= 1 for row in mnist["report"]["families"].values())
+    assert mnist["cost"]["with_ood_cpu_us"] > 0 and mnist["cost"]["without_ood_cpu_us"] > 0
+    assert "| OOD family | images | AUROC | flagged |" in proc.stdout
+
+
+def test_ood_results_and_docs_are_the_shipped_models():
+    """benchmarks/results/ood.json was measured on the committed models, and docs/model.md quotes it."""
+    results = json.loads((ROOT / "benchmarks" / "results" / "ood.json").read_text())
+    doc = (ROOT / "docs" / "model.md").read_text()
+    for m in results["models"]:
+        card = json.loads((ROOT / "models" / f"{m['model']}.json").read_text())
+        assert m["version"] == card["version"] and m["threshold"] == card["ood"]["threshold"]
+        section = doc.split(f"#### {m['model']} {m['version']}", 1)[1].split("####", 1)[0]
+        test = m["report"]["test"]
+        assert f"| {m['model']} test | {test['samples']} | {test['accuracy']:.2%} | {test['ece']:.2%} |" in section
+        for name, row in {**m["report"]["writers"], **m["report"]["families"]}.items():
+            line = next(line for line in section.splitlines() if line.startswith(f"| {name} |"))
+            assert f"{row['flagged']:.2%}" in line, line

@@ -124,29 +124,34 @@ class VisionClient:
 
     # -- API ----------------------------------------------------------------------------------
 
-    def predict(self, image: bytes, model: str = DEFAULT_MODEL, return_input: bool = False) -> dict:
+    def predict(self, image: bytes, model: str = DEFAULT_MODEL, return_input: bool = False,
+                strict: bool | None = None) -> dict:
         """Classify one image (encoded bytes: PNG, JPEG, ...). Returns the API's JSON answer:
-        ``model``, ``model_version``, ``label``, ``class_index``, ``confidence``, ``probabilities``
-        (and ``input_image``, the 28×28 model input as base64 PNG, when ``return_input``)."""
-        body: dict[str, Any] = {"base64": encode_image(image)}
-        if return_input:
-            body["return_input"] = True
+        ``model``, ``model_version``, ``label``, ``class_index``, ``confidence``, ``probabilities``,
+        the verdict ``in_distribution`` and ``ood_score`` (with a ``reason`` when the image does not
+        look like the model's kind), and ``input_image`` (the 28×28 model input as base64 PNG) when
+        ``return_input``. ``strict=True`` asks the API to abstain on such an image (``label`` and
+        ``class_index`` None); None leaves it to the server's default."""
+        body = _body(image, return_input, strict)
         return self._json("POST", f"/v1/models/{quote(model, safe='')}/predict", json=body)
 
-    def explain(self, image: bytes, model: str = DEFAULT_MODEL) -> dict:
-        """Occlusion explanation of one image: the prediction plus ``attributions`` (28×28) and
-        ``overlay`` (base64 PNG of the input with the important pixels in red)."""
+    def explain(self, image: bytes, model: str = DEFAULT_MODEL, strict: bool | None = None) -> dict:
+        """Occlusion explanation of one image: the prediction (verdict included) plus ``attributions``
+        (28×28) and ``overlay`` (base64 PNG of the input with the important pixels in red)."""
         return self._json("POST", f"/v1/models/{quote(model, safe='')}/explain",
-                          json={"base64": encode_image(image)})
+                          json=_body(image, False, strict))
 
     def predict_default(self, image: bytes) -> dict:
         """``POST /predict`` — the MNIST endpoint of the README's curl (smoke tests use it so they
         check exactly what users will call)."""
         return self._json("POST", "/predict", json={"base64": encode_image(image)})
 
-    def predict_batch(self, images: Iterable[bytes], model: str = DEFAULT_MODEL) -> dict:
-        """Classify several images in one request; ``predictions`` keeps the input order."""
-        body = {"instances": [{"base64": encode_image(img)} for img in images]}
+    def predict_batch(self, images: Iterable[bytes], model: str = DEFAULT_MODEL, strict: bool | None = None) -> dict:
+        """Classify several images in one request; ``predictions`` keeps the input order, each with
+        its own verdict."""
+        body: dict[str, Any] = {"instances": [{"base64": encode_image(img)} for img in images]}
+        if strict is not None:
+            body["strict"] = strict
         return self._json("POST", f"/v1/models/{quote(model, safe='')}/predict", json=body)
 
     def models(self) -> list[dict]:
@@ -178,6 +183,15 @@ class VisionClient:
 
     def __repr__(self) -> str:
         return f"VisionClient({self.base_url!r}, api_key={'set' if self.api_key else 'none'}, timeout={self.timeout:g})"
+
+
+def _body(image: bytes, return_input: bool, strict: bool | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"base64": encode_image(image)}
+    if return_input:
+        body["return_input"] = True
+    if strict is not None:
+        body["strict"] = strict
+    return body
 
 
 def _snippet(resp: requests.Response, limit: int = 200) -> str:

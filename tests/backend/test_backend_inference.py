@@ -29,7 +29,7 @@ def test_registry_loads_warms_and_reports_ready():
 
 def test_probabilities_are_a_distribution(model):
     images = np.random.default_rng(0).random((5, 28, 28), dtype=np.float32)
-    probs = model.predict(images)
+    probs = model.predict(images).probs
     assert probs.shape == (5, 10) and probs.dtype == np.float64
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-12)
     assert (probs >= 0).all()
@@ -54,7 +54,34 @@ def test_concurrent_callers_get_their_own_results(model):
     for t in threads:
         t.join()
     for got, want in zip(results, expected, strict=True):
-        np.testing.assert_allclose(got, want, atol=1e-6)
+        np.testing.assert_allclose(got.probs, want.probs, atol=1e-6)
+        np.testing.assert_allclose(got.ood_score, want.ood_score, atol=1e-5)
+        np.testing.assert_array_equal(got.in_distribution, want.in_distribution)
+
+
+def test_every_prediction_carries_the_ood_verdict_of_the_card(model, shared_datasets):
+    """The graph's second output is the OOD score; the verdict is score <= the card's threshold,
+    and it separates MNIST digits from uniform noise for the model as shipped."""
+    from visionctl.ml.data import load_split
+
+    digits = load_split("mnist", "test", shared_datasets / "mnist").images[:200].astype(np.float32) / 255
+    noise = np.random.default_rng(2).random((200, 28, 28), dtype=np.float32)
+    both = model.predict(np.concatenate([digits, noise]))
+    assert both.ood_score.shape == (400,) and both.ood_score.dtype == np.float32
+    assert both.in_distribution.dtype == np.bool_
+    np.testing.assert_array_equal(both.in_distribution, both.ood_score <= np.float32(model.card.ood_threshold))
+    assert model.card.ood_output == "ood_score" and model.card.ood_method
+    assert both[:200].in_distribution.mean() >= 0.9  # the threshold keeps 97.5 % of held-out digits
+    assert both.ood_score[:200].mean() < both.ood_score[200:].mean()
+
+
+def test_a_graph_without_the_card_ood_output_is_refused(tmp_path):
+    card = json.loads((test_model_dir() / "mnist.json").read_text())
+    card["ood"]["output"] = "missing_output"
+    (tmp_path / "mnist.json").write_text(json.dumps(card))
+    shutil.copy(test_model_dir() / "mnist.onnx", tmp_path / "mnist.onnx")
+    with pytest.raises(ModelLoadError, match="missing_output"):
+        load_model(tmp_path, "mnist")
 
 
 def test_a_failing_input_does_not_fail_its_batch_neighbours():

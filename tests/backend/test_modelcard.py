@@ -24,8 +24,15 @@ def built(name: str = "mnist", **overrides) -> modelcard.ModelCard:
         data_sha256={"t10k-images-idx3-ubyte": "0" * 64}, training={"epochs": 1},
         export={"opset": 17, "parity_max_abs_diff": 1e-7},
         artifacts={"onnx": (f"{name}.onnx", "ab" * 32), "pt": (f"{name}.pt", "cd" * 32)},
-        created=dt.datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=dt.UTC))
+        created=dt.datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=dt.UTC), ood=ood_section())
     return modelcard.build(**{**args, **overrides})
+
+
+def ood_section(**overrides) -> dict:
+    return {"method": "energy", "output": "ood_score", "threshold": -7.5, "fitted_on": "held-out train images",
+            "target_in_distribution": 0.975,
+            "baseline": {"ood_share": 0.025, "class_share": {str(i): 0.1 for i in range(10)}},
+            "evaluation": {}, **overrides}
 
 
 def shipped_raw(name: str) -> dict:
@@ -43,6 +50,13 @@ def test_build_write_read_round_trip(tmp_path):
     assert again == card and again.to_dict() == card.raw
     assert oct(os.stat(tmp_path / "mnist.json").st_mode & 0o777) == "0o644"
     assert [p.name for p in tmp_path.iterdir()] == ["mnist.json"]  # no temporary file left behind
+
+
+def test_ood_section_is_parsed():
+    card = built()
+    assert (card.ood_output, card.ood_threshold, card.ood_method) == ("ood_score", -7.5, "energy")
+    assert card.ood_baseline == {"ood_share": 0.025, "class_share": {str(i): 0.1 for i in range(10)}}
+    assert card.raw["ood"]["fitted_on"] == "held-out train images"
 
 
 def test_to_dict_is_a_copy():
@@ -67,7 +81,7 @@ def test_shipped_cards_load_and_rebuild_byte_for_byte(name):
         per_class_accuracy=list(metrics["per_class_accuracy"].values()), history=metrics["history"],
         data_sha256=raw["data"]["sha256"], training=raw["training"], export=raw["export"],
         artifacts={kind: (a["file"], a["sha256"]) for kind, a in raw["artifacts"].items()},
-        created=dt.datetime.fromisoformat(raw["created"]))
+        created=dt.datetime.fromisoformat(raw["created"]), ood=raw["ood"])
     assert modelcard.dumps(rebuilt) == path.read_bytes()
     onnx = (test_model_dir() / f"{name}.onnx").read_bytes()
     modelcard.check_artifact(card, "onnx", onnx, f"{name}.onnx")
@@ -113,6 +127,12 @@ def test_the_schemas_preprocessing_modes_are_the_ones_cards_and_the_preprocessor
     (lambda c: c.update(output="log_probs"), "malformed model card"),
     (lambda c: c["output"].update(kind="sigmoid"), "unknown output.kind 'sigmoid'"),
     (lambda c: c.update(name="other"), "card is for model 'other', expected 'mnist'"),
+    (lambda c: c.pop("ood"), "model card has no 'ood' section"),
+    (lambda c: c["ood"].update(threshold=float("nan")), "ood.threshold must be a finite number"),
+    (lambda c: c["ood"].update(target_in_distribution=0), "ood.target_in_distribution must be in (0, 1]"),
+    (lambda c: c["ood"].update(output="log_probs"), "ood.output must differ from output.name"),
+    (lambda c: c["ood"]["baseline"]["class_share"].pop("7"), "one share per label"),
+    (lambda c: c["ood"].pop("baseline"), "malformed model card (KeyError: 'baseline')"),
 ])
 def test_inconsistent_cards_are_refused_with_the_reason(tmp_path, mutate, message):
     raw = shipped_raw("mnist")

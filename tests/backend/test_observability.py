@@ -28,6 +28,7 @@ DASHBOARD = CHART / "files" / "vision-ai-dashboard.json"
 PLAIN = ROOT / "deploy" / "observability"
 RULE_TESTS = ROOT / "tests" / "promtool" / "vision-ai.rules.test.yml"
 OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
+API_DOC = (ROOT / "docs" / "verdict.md").read_text()
 
 # Metrics another branch adds: expressions that read them must evaluate, but may return no data
 # until that branch is merged (then delete the entry).
@@ -68,10 +69,10 @@ def dashboard_targets() -> list[tuple[str, str]]:
     return out
 
 
-def documented_promql() -> list[str]:
-    """Lines of docs/operations.md's ```promql blocks, without their trailing # comments."""
+def documented_promql(text: str = OPERATIONS) -> list[str]:
+    """Lines of docs/operations.md's (or another doc's) ```promql blocks, without their trailing # comments."""
     exprs = []
-    for block in re.findall(r"```promql\n(.*?)```", OPERATIONS, re.S):
+    for block in re.findall(r"```promql\n(.*?)```", text, re.S):
         for line in block.splitlines():
             expr = re.sub(r"\s+#.*$", "", line).strip()
             if expr and not expr.startswith("#"):
@@ -92,6 +93,7 @@ def with_bool(expr: str) -> str:
 def all_expressions() -> list[tuple[str, str]]:
     """(where, expr) of every PromQL expression the project ships."""
     out = [(f"docs/operations.md: {e}", e) for e in documented_promql()]
+    out += [(f"docs/verdict.md: {e}", e) for e in documented_promql(API_DOC)]
     for rule in rules():
         name = rule.get("record") or rule["alert"]
         out.append((f"rule {name}", rule["expr"] if "record" in rule else with_bool(rule["expr"])))

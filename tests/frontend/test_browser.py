@@ -189,6 +189,27 @@ def test_upload_an_image_and_read_the_prediction(page, servers, screenshots, req
     assert hosts == {"127.0.0.1"}, hosts
 
 
+def test_noise_is_called_out_as_not_a_digit(page, servers, screenshots, tmp_path):
+    from ood_images import flagged
+    from playwright.sync_api import expect
+
+    _, ui = servers
+    open_app(page, ui)
+    page.get_by_role("radio", name="Upload").click()
+    unusual = tmp_path / "unusual.png"
+    unusual.write_bytes(flagged("mnist")[0])  # uniform noise, unless the model keeps it
+    page.locator("input[type=file]").set_input_files(str(unusual))
+    page.get_by_text("This does not look like a handwritten digit.").wait_for()
+    page.get_by_text("What the model sees (28×28)").wait_for()
+    page.wait_for_timeout(500)
+    shot = screenshots / "frontend-ood.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    page.get_by_text("Strict: no answer for unusual images").click()
+    expect(metric(page, "Prediction")).to_have_text("—", timeout=TIMEOUT_MS)
+    page.get_by_text("so the model gives no answer (strict mode)").wait_for()
+
+
 def test_pick_a_fashion_sample(page, servers):
     backend, ui = servers
     from vision_client import VisionClient

@@ -116,6 +116,32 @@ def test_upload_dark_on_light_jpeg(server, monkeypatch):
     assert shown(at)["Prediction"] == "4"
 
 
+def test_an_image_that_is_not_a_digit_is_called_out(server, monkeypatch):
+    from ood_images import flagged, kept
+
+    at = make_app(monkeypatch, server.url).run()
+    index, _ = kept("mnist")[0]
+    at.pills(key="sample-mnist").set_value(sample("mnist", index)).run()
+    assert not [w for w in at.warning if "does not look like" in w.value]  # a digit the model keeps
+    assert "(in distribution)" in at.main.caption[-1].value
+    at.segmented_control(key="source").set_value("upload").run()
+    unusual = flagged("mnist")[0]
+    at.file_uploader[0].set_value(("noise.png", unusual, "image/png")).run()
+    no_traceback(at)
+    expected = VisionClient(server.url).predict(unusual)
+    assert expected["in_distribution"] is False
+    assert shown(at)["Prediction"] == expected["label"]  # a guess, and the page says so
+    (warning,) = [w.value for w in at.warning if "does not look like" in w.value]
+    assert warning.startswith("**This does not look like a handwritten digit.**") and "guess" in warning
+    assert f"ood_score {expected['ood_score']:.3g} (out of distribution)" in at.main.caption[-1].value
+
+    at.toggle(key="strict").set_value(True).run()  # strict: the API abstains, the page shows no label
+    no_traceback(at)
+    assert shown(at)["Prediction"] == "—"
+    (error,) = [e.value for e in at.main.error]
+    assert "This does not look like a handwritten digit" in error and "no answer" in error
+
+
 def test_upload_that_is_not_an_image_gets_a_friendly_error(server, monkeypatch):
     at = make_app(monkeypatch, server.url).run()
     at.segmented_control(key="source").set_value("upload").run()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,8 +205,13 @@ def _volumes(run: PodRun, volumes: list[dict], mounts: list[dict], docs, files_d
                 if "sizeLimit" in empty:
                     options.append(f"size={int(quantity(empty['sizeLimit']))}")
                 run.volumes += ["--tmpfs", f"{path}:{','.join(options)}"]
+            elif read_only:  # filled by another container of the pod (none runs here): an empty host folder
+                # Docker refuses read-only anonymous volumes.
+                host = Path(tempfile.mkdtemp(prefix=f"emptydir-{volume['name']}-"))
+                host.chmod(0o777)
+                run.volumes += ["-v", f"{host}:{path}:ro"]
             else:  # node disk; sizeLimit is enforced by eviction, which Docker has no equivalent for
-                run.volumes += ["--mount", f"type=volume,target={path}" + (",readonly" if read_only else "")]
+                run.volumes += ["--mount", f"type=volume,target={path}"]
         elif "configMap" in volume or "secret" in volume:
             kind = "ConfigMap" if "configMap" in volume else "Secret"
             ref = volume["configMap"] if kind == "ConfigMap" else volume["secret"]
@@ -214,7 +220,12 @@ def _volumes(run: PodRun, volumes: list[dict], mounts: list[dict], docs, files_d
                 raise Untranslatable(f"{kind} volume {volume['name']}: pass files_dir")
             target = files_dir / volume["name"]
             target.mkdir(parents=True, exist_ok=True)
-            data = _data(_lookup(docs, kind, name))
+            try:
+                data = _data(_lookup(docs, kind, name))
+            except Untranslatable:
+                if not ref.get("optional"):
+                    raise
+                data = {}  # an optional volume whose object does not exist: the kubelet mounts it empty
             items = ref.get("items") or [{"key": k, "path": k} for k in data]
             mode = ref.get("defaultMode", 0o644)
             for item in items:

@@ -52,6 +52,23 @@ def test_predict_returns_the_api_answer(client):
     assert result["confidence"] == pytest.approx(max(result["probabilities"]), abs=1e-6)
 
 
+def test_predict_carries_the_verdict_and_strict_mode(client):
+    from ood_images import flagged, kept
+
+    (_, image), unusual = kept("mnist")[0], flagged("mnist")[0]
+    digit = client.predict(image)
+    assert digit["in_distribution"] is True and isinstance(digit["ood_score"], float) and "reason" not in digit
+    noise = client.predict(unusual)
+    assert noise["in_distribution"] is False and noise["label"] is not None
+    assert noise["reason"].startswith("this does not look like a handwritten digit")
+    strict = client.predict(unusual, strict=True)
+    assert strict["label"] is None and strict["class_index"] is None and strict["ood_score"] == noise["ood_score"]
+    batch = client.predict_batch([image, unusual], strict=True)["predictions"]
+    assert [p["label"] for p in batch] == [digit["label"], None]
+    explained = client.explain(unusual, strict=True)
+    assert explained["label"] is None and explained["in_distribution"] is False
+
+
 def test_predict_with_input_and_other_model(client):
     result = client.predict(sample("fashion-mnist", 1), model="fashion-mnist", return_input=True)
     assert_prediction(result, "fashion-mnist", "Trouser", 1)

@@ -29,8 +29,12 @@ def predict(
     timeout: Annotated[float | None, typer.Option(
         min=0.1, envvar="VISION_API_TIMEOUT", help="Seconds per request.", show_default=str(DEFAULT_TIMEOUT))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON answers (one array).")] = False,
+    strict: Annotated[bool | None, typer.Option(
+        "--strict/--no-strict", help="Ask for no label when an image does not look like the model's kind "
+                                     "[default: the server's VISION_OOD_STRICT].")] = None,
 ) -> None:
-    """Classify images through the API: label, confidence and top-3 per image."""
+    """Classify images through the API: label, confidence, whether the image looks like what the model
+    knows (the verdict) and top-3 per image."""
     import json
 
     from vision_client import ApiError, ApiUnavailable, VisionClient
@@ -43,7 +47,8 @@ def predict(
     with client:
         for path in images:
             try:
-                results.append({"file": str(path), **client.predict(path.read_bytes(), model=model.value)})
+                results.append({"file": str(path), **client.predict(path.read_bytes(), model=model.value,
+                                                                      strict=strict)})
             except ApiUnavailable as exc:
                 render.fail(f"{exc}\n  start one with `visionctl serve` (or `visionctl up`), or pass --url")
             except ApiError as exc:

@@ -169,21 +169,36 @@ def models(models: list[dict]) -> None:
 # -- local ---------------------------------------------------------------------------------------
 
 def predictions(title: str, results: list[dict], labels_for: Callable[[int], list[str]]) -> None:
-    """One row per image: label, confidence and the top 3 (``labels_for(n)`` names n classes)."""
+    """One row per image: label, confidence, the verdict and the top 3 (``labels_for(n)`` names n
+    classes). An out-of-distribution image says so in words; an abstained one (strict mode) shows no
+    label."""
     table = Table(title=title, title_justify="left")
-    for col in ("image", "label", "confidence", "top 3"):
+    for col in ("image", "label", "confidence", "verdict", "top 3"):
         table.add_column(col, overflow="fold")
     for r in results:
         if "error" in r:
             e = r["error"]
-            table.add_row(r["file"], "[red]error[/]", str(e["status"]), f"{e['code']}: {e['message']}")
+            table.add_row(r["file"], "[red]error[/]", str(e["status"]), "", f"{e['code']}: {e['message']}")
             continue
         probs = r["probabilities"]
         labels = labels_for(len(probs))
         top = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)[:3]
-        table.add_row(r["file"], f"[bold]{r['label']}[/]", f"{r['confidence']:.1%}",
-                      ", ".join(f"{labels[i]} {probs[i]:.1%}" for i in top))
+        label = "[dim]none (abstained)[/]" if r["label"] is None else f"[bold]{escape(r['label'])}[/]"
+        table.add_row(r["file"], label, f"{r['confidence']:.1%}", verdict(r),
+                      ", ".join(f"{escape(labels[i])} {probs[i]:.1%}" for i in top))
     console.print(table)
+
+
+def verdict(result: dict) -> str:
+    """The out-of-distribution verdict of one prediction, as a table cell."""
+    if "in_distribution" not in result:  # a server from before the verdict existed
+        return "[dim]?[/]"
+    if result["in_distribution"]:
+        return f"[green]in distribution[/] [dim]({result['ood_score']:.3g})[/]"
+    from backend.contract import subject
+
+    text = f"not {subject(result['model'])}"
+    return f"[yellow]{escape(text)}[/] [dim]({result['ood_score']:.3g})[/]"
 
 
 # -- releases ------------------------------------------------------------------------------------

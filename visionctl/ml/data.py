@@ -71,6 +71,11 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+# The last HOLDOUT images of each train file are never trained on: the OOD threshold and the
+# temperature are fitted on them (MNIST/Fashion test stays an evaluation set only).
+HOLDOUT = 5000
+
+
 def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
@@ -157,6 +162,13 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
         raise DatasetError(f"{name}: {split} images {images.shape} and labels {labels.shape} do not match")
     return Split(images=images, labels=labels.astype(np.int64), sha256=digests)
+
+
+def split_holdout(split: Split) -> tuple[Split, Split]:
+    """(train part, held-out part) of a train split; the held-out part is its last :data:`HOLDOUT` images."""
+    cut = len(split.labels) - min(HOLDOUT, len(split.labels) // 5)
+    return (Split(split.images[:cut], split.labels[:cut], split.sha256),
+            Split(split.images[cut:], split.labels[cut:], split.sha256))
 
 
 def _download(spec: DatasetSpec, root: Path) -> Path:

@@ -48,7 +48,7 @@ def classify(model: inference.Model, images: np.ndarray) -> np.ndarray:
         images = images.astype(np.float32) * np.float32(1.0 / 255.0)
     if len(images) == 0:
         return np.zeros((0, len(model.card.labels)), np.float64)
-    return np.concatenate([model.predict(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
+    return np.concatenate([model.predict(images[i:i + BATCH]).probs for i in range(0, len(images), BATCH)])
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int = 10) -> np.ndarray:

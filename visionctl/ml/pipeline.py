@@ -41,9 +41,12 @@ def train_and_export(dataset: str, *, models_dir: Path, data_dir=None, augment: 
     from visionctl.ml.data import load_split
 
     parity = training.to_tensor(load_split(dataset, "test", cfg.data_dir).images[:256])
+    if progress:
+        progress("fitting OOD score and temperature", 0, 1, {})
     try:
-        return ex.export_model(model, dataset, models_dir, metrics=metrics, data_sha256=checksums,
-                               training=cfg.to_dict(), parity_batch=parity)
+        return ex.export_fitted(model, dataset, models_dir, cfg.data_dir, metrics=metrics, data_sha256=checksums,
+                                training=cfg.to_dict(), parity_batch=parity,
+                                quick=bool(cfg.limit))
     except ex.ExportError as exc:
         raise PipelineError(str(exc)) from None
 

@@ -15,17 +15,69 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visionctl.ml.data import load_split
+from visionctl.ml.data import load_split, split_holdout
 from visionctl.ml.model import Net
 from visionctl.ml.train_config import TrainConfig
 
 MEAN, STD = 0.1307, 0.3081
+OTHER = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
+# Outlier families' shares in training (the rest weigh 1): stroke-like non-digits (mash-ups of
+# digits, scribbles) are the hardest to tell from digits, so they get more of the batch.
+OUTLIER_MIX = {"digit-mashup": 3.0, "scribble": 2.0, "shapes": 1.5, "other-dataset": 2.0}
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (N,28,28) → normalised float32 (N,1,28,28)."""
     x = torch.from_numpy(np.array(images, dtype=np.uint8)).float().div_(255.0)
     return x.sub_(MEAN).div_(STD).unsqueeze(1)
+
+
+def unit_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """float (N,28,28) in [0, 1] (what ``backend.preprocessing`` returns) → normalised (N,1,28,28)."""
+    return torch.from_numpy(np.asarray(images, np.float32)).sub(MEAN).div_(STD).unsqueeze(1)
+
+
+def load_other(dataset: str, data_dir: str | None, split: str = "train"):
+    """The other dataset's split (the outlier source): from ``data_dir``, or its sibling folder."""
+    from visionctl.ml.data import DatasetError
+    other = OTHER[dataset]
+    try:
+        return load_split(other, split, data_dir)
+    except DatasetError:
+        if not data_dir:
+            raise
+        from pathlib import Path
+        return load_split(other, split, str(Path(data_dir).parent))
+
+
+def build_pools(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                      torch.Tensor]:
+    """(extra in-distribution images, their labels, outliers), all normalised tensors, rendered from
+    the training part only (``images``/``labels``) and the other dataset's *train* file."""
+    from visionctl.ml import synth
+    from visionctl.ml.data import get_spec
+    mode = get_spec(cfg.dataset).preprocessing
+    scale = min(1.0, cfg.limit / 20000) if cfg.limit else 1.0
+    n_rend, n_font, n_out = (int(k * scale) for k in (cfg.rendered, cfg.font_digits, cfg.outliers))
+    rng = np.random.default_rng(cfg.seed)
+    extra, extra_y = [np.zeros((0, 28, 28), np.float32)], [np.zeros(0, np.int64)]
+    if n_rend:
+        pick = rng.choice(len(images), n_rend, replace=n_rend > len(images))
+        renderers = synth.TRAIN_RENDERERS if cfg.dataset == "mnist" else synth.FASHION_RENDERERS
+        extra.append(synth.render_digits(images[pick], labels[pick], cfg.seed, mode, renderers))
+        extra_y.append(labels[pick])
+    if n_font:
+        f, fy = synth.render_fonts(n_font, "train", cfg.seed, mode)
+        extra.append(f)
+        extra_y.append(fy)
+    outliers = np.zeros((0, 28, 28), np.float32)
+    if n_out and cfg.outlier_weight:
+        other = load_other(cfg.dataset, cfg.data_dir).images
+        digits = (images, labels) if cfg.dataset == "mnist" else None
+        outliers = synth.render_outliers(n_out, cfg.seed, mode, digits=digits, other=other,
+                                         weights=OUTLIER_MIX)
+    return (unit_to_tensor(np.concatenate(extra)), torch.from_numpy(np.concatenate(extra_y)),
+            unit_to_tensor(outliers))
 
 
 def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -99,11 +151,22 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None) -> tuple[Net, di
     gen = torch.Generator().manual_seed(cfg.seed)
     train_split = load_split(cfg.dataset, "train", cfg.data_dir)
     test_split = load_split(cfg.dataset, "test", cfg.data_dir)
-    x_train, y_train = to_tensor(train_split.images), torch.from_numpy(train_split.labels)
+    fit, _ = split_holdout(train_split)  # the held-out tail fixes the OOD threshold at export
+    fit_images, fit_labels = fit.images, fit.labels
+    if cfg.limit:
+        fit_images, fit_labels = fit_images[:cfg.limit], fit_labels[:cfg.limit]
+    x_train, y_train = to_tensor(fit_images), torch.from_numpy(fit_labels)
     x_test, y_test = to_tensor(test_split.images), torch.from_numpy(test_split.labels)
     if cfg.limit:
-        x_train, y_train = x_train[:cfg.limit], y_train[:cfg.limit]
         x_test, y_test = x_test[:cfg.limit], y_test[:cfg.limit]
+    if progress:
+        progress("rendering", 0, 1, {})
+    x_extra, y_extra, x_out = build_pools(cfg, fit_images, fit_labels)
+    if progress:
+        progress("rendering", 1, 1, {"in": len(x_extra), "out": len(x_out)})
+    x_train, y_train = torch.cat([x_train, x_extra]), torch.cat([y_train, y_extra])
+    out_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    out_batch = cfg.batch_size // 2
 
     model = Net()
     if cfg.init_weights:
@@ -125,8 +188,16 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None) -> tuple[Net, di
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             data, target = augment(x_train[idx], cfg, gen), y_train[idx]
             optimizer.zero_grad()
-            output = model(data)
-            loss = F.nll_loss(output, target)
+            if len(x_out):
+                oidx = torch.randint(len(x_out), (out_batch,), generator=out_gen)
+                both = model(torch.cat([data, augment(x_out[oidx], cfg, gen)]))
+                output, out_lp = both[:len(idx)], both[len(idx):]
+                # Cross-entropy to the uniform distribution: outliers get flat logits, so a low
+                # logsumexp (high energy) and no confident class.
+                loss = F.nll_loss(output, target) - cfg.outlier_weight * out_lp.mean()
+            else:
+                output = model(data)
+                loss = F.nll_loss(output, target)
             loss.backward()
             optimizer.step()
             seen += len(idx)

@@ -336,6 +336,29 @@ def test_predict_json_matches_api(server):
     assert row["probabilities"] == pytest.approx(direct["probabilities"])
 
 
+def test_predict_shows_the_verdict(server, tmp_path):
+    from ood_images import flagged, kept
+
+    index, digit = kept("mnist")[0]  # a digit the model keeps, and an image it flags
+    seven, noise = tmp_path / "digit.png", tmp_path / "noise.png"
+    seven.write_bytes(digit)
+    noise.write_bytes(flagged("mnist")[0])
+    argv = ["predict", str(seven), str(noise), "--url", server.url]
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(app, argv)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    seven, noisy = (next(line for line in lines if name in line) for name in ("digit.png", "noise.png"))
+    assert "in distribution" in seven and "not a handwritten digit" not in seven
+    assert "not a handwritten digit" in noisy and "abstained" not in noisy
+    strict = CliRunner(env={"COLUMNS": "200"}).invoke(app, [*argv, "--strict"])
+    assert strict.exit_code == 0, strict.output
+    noisy = next(line for line in strict.output.splitlines() if "noise.png" in line)
+    assert "none (abstained)" in noisy and "not a handwritten digit" in noisy
+    rows = json.loads(invoke(*argv, "--strict", "--json").stdout)
+    assert [r["in_distribution"] for r in rows] == [True, False]
+    assert rows[0]["label"] == str(index) and rows[1]["label"] is None and rows[1]["reason"]
+
+
 def test_predict_bad_image_exit_1(server, tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")

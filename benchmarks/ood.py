@@ -1,0 +1,247 @@
+"""Out-of-distribution verdicts, other-writer accuracy and calibration of the shipped models, measured
+through the serving path (``backend.inference`` loads the model as the server does; every picture
+goes through ``backend.preprocessing``), plus the ONNX Runtime cost of the OOD output.
+
+    .venv/bin/python benchmarks/ood.py                  # 1000 images per set, saves results/ood.json,
+                                                        # prints the tables docs/model.md quotes,
+                                                        # draws docs/evaluation/<model>-reliability.png
+    .venv/bin/python benchmarks/ood.py --short          # CI: 300 per set, exits 1 below the bars
+
+Everything is at the threshold stored in each model card (fixed at export on held-out training
+images, never on these sets). The evaluation sets are built by ``visionctl.ml.oodeval`` from MNIST /
+Fashion-MNIST *test* images, held-out fonts and synthetic families, with seeds training never uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from visionctl.ml import evaluation, ood, oodeval  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "results" / "ood.json"
+MODELS = ("mnist", "fashion-mnist")
+
+# Regression bars: the shipped models' measured levels, rounded down (the short mode allows SLACK
+# more for sampling noise on 300 images). The issue's targets are reported beside them (TARGETS);
+# where a model is below a target the JSON says so instead of the bar pretending otherwise.
+BARS = {
+    "mnist": {"test_accuracy": 0.993, "test_in_distribution": 0.97, "test_ece": 0.015,
+              "writers_accuracy": 0.945, "writers_ece": 0.03, "writers_flagged_max": 0.07,
+              "families": {"uniform-noise": 0.98, "gaussian-noise": 0.98, "fashion-mnist-test": 0.95,
+                           "photo-like": 0.95, "texture": 0.95, "gradient": 0.95, "blank": 0.95}},
+    "fashion-mnist": {"test_accuracy": 0.902, "test_in_distribution": 0.97,
+                      "families": {"uniform-noise": 0.98, "gaussian-noise": 0.98, "mnist-test": 0.95,
+                                   "photo-like": 0.95}},
+}
+TARGETS = {
+    "mnist": {"test_accuracy": 0.993, "test_in_distribution": 0.97, "test_ece": 0.015, "writers_accuracy": 0.98,
+              "writers_ece": 0.03, "writers_flagged_max": 0.05,
+              "families": {"uniform-noise": 0.98, "gaussian-noise": 0.98, "fashion-mnist-test": 0.90}},
+    "fashion-mnist": {"test_accuracy": 0.915, "test_in_distribution": 0.97, "families": {"mnist-test": 0.95}},
+}
+SLACK = 0.02
+
+
+def predictor(model):
+    def predict(images: np.ndarray):
+        pred = model.predict(images)
+        return pred.probs, pred.ood_score
+    return predict
+
+
+def ort_cost(onnx_path: Path, runs: int) -> dict:
+    """CPU µs per single-image ONNX Runtime run (the server's session options) of the graph as shipped
+    and of the same graph asked for the class output only (ORT then skips the OOD branch)."""
+    import onnx
+    import onnxruntime as ort
+
+    from backend.inference import session_options
+
+    model = onnx.load(str(onnx_path))
+    names = [o.name for o in model.graph.output]
+    no_ood = onnx.ModelProto()
+    no_ood.CopyFrom(model)
+    del no_ood.graph.output[1:]
+    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+    out = {}
+    for label, proto, outputs in (("with_ood", model, names), ("without_ood", no_ood, names[:1])):
+        sess = ort.InferenceSession(proto.SerializeToString(), sess_options=session_options(),
+                                    providers=["CPUExecutionProvider"])
+        for _ in range(200):
+            sess.run(outputs, {"input": x})
+        best = []
+        for _ in range(5):  # best of 5 rounds: other processes on the machine only ever add time
+            t = time.process_time()
+            for _ in range(runs):
+                sess.run(outputs, {"input": x})
+            best.append((time.process_time() - t) / runs * 1e6)
+        out[f"{label}_cpu_us"] = round(min(best), 2)
+    out["added_cpu_us"] = round(out["with_ood_cpu_us"] - out["without_ood_cpu_us"], 2)
+    # Relative to a whole /predict (decode, preprocess, ORT, JSON) as benchmarks/hot_path.py measured it.
+    hot = ROOT / "benchmarks" / "results" / "hot_path.json"
+    if hot.is_file():
+        per_request = next(r["cpu_us_per_request"] for r in json.loads(hot.read_text())["inproc"]
+                           if r["path"] == "/predict")
+        out["predict_cpu_us"] = per_request
+        out["added_share_of_predict"] = round(out["added_cpu_us"] / per_request, 4)
+    return out
+
+
+def check(name: str, rep: dict, slack: float, bars: dict | None = None) -> list[str]:
+    bars, fails = bars or BARS[name], []
+
+    def need(what, value, bar, higher=True):
+        ok = value >= bar - slack if higher else value <= bar + slack
+        if not ok:
+            fails.append(f"{name}: {what} {value:.4f} {'<' if higher else '>'} bar {bar}")
+    need("test accuracy", rep["test"]["accuracy"], bars["test_accuracy"])
+    need("test kept in distribution", rep["test"]["in_distribution"], bars["test_in_distribution"])
+    if "test_ece" in bars:
+        need("test ECE", rep["test"]["ece"], bars["test_ece"], higher=False)
+    if "writers_accuracy" in bars:
+        w = rep["writers_all"]
+        need("other-writer accuracy", w["accuracy"], bars["writers_accuracy"])
+        need("other-writer ECE", w["ece"], bars["writers_ece"], higher=False)
+        need("other writers flagged", w["flagged"], bars["writers_flagged_max"], higher=False)
+    for fam, bar in bars["families"].items():
+        need(f"{fam} flagged", rep["families"][fam]["flagged"], bar)
+    return fails
+
+
+def reliability(model, data, name: str, n: int) -> dict:
+    """Confidence-bin data for the reliability diagram: the test set and all other-writer sets."""
+    from visionctl.ml.data import load_split
+    test = load_split(name, "test", data)
+    sets = {"test": (test.images.astype(np.float32) / 255, test.labels)}
+    writers = oodeval.writer_sets(name, data, n)
+    if writers:
+        sets["other writers"] = (np.concatenate([x for x, _ in writers.values()]),
+                                 np.concatenate([y for _, y in writers.values()]))
+    out = {}
+    for label, (x, y) in sets.items():
+        probs, _ = oodeval.predict_all(predictor(model), x)
+        conf, correct = probs.max(1), probs.argmax(1) == y
+        edges = np.linspace(0, 1, 16)
+        idx = np.clip(np.digitize(conf, edges[1:-1]), 0, 14)
+        out[label] = [{"confidence": float(conf[idx == b].mean()), "accuracy": float(correct[idx == b].mean()),
+                       "count": int((idx == b).sum())} for b in range(15) if (idx == b).any()]
+        out[label + " ECE"] = ood.ece(probs, y)
+    return out
+
+
+def plot_reliability(name: str, rel: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    for label, marker in (("test", "o"), ("other writers", "s")):
+        if label not in rel:
+            continue
+        rows = [r for r in rel[label] if r["count"] >= 5]
+        ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker=marker,
+                label=f"{label} (ECE {rel[label + ' ECE']:.2%})")
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, 1.01)
+    ax.set_title(f"{name}: reliability (15 bins, bins with ≥ 5 images)", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def tables(results: dict) -> str:
+    lines = []
+    for m in results["models"]:
+        r = m["report"]
+        lines += [f"### {m['model']} {m['version']} — method `{m['method']}`, threshold {m['threshold']:.4g}", "",
+                  "| set | images | accuracy | ECE | flagged OOD |", "| --- | ---: | ---: | ---: | ---: |",
+                  f"| {m['model']} test | {r['test']['samples']} | {r['test']['accuracy']:.2%} | "
+                  f"{r['test']['ece']:.2%} | {r['test']['flagged']:.2%} |"]
+        for name, row in r["writers"].items():
+            lines.append(f"| {name} | {row['samples']} | {row['accuracy']:.2%} | {row['ece']:.2%} | "
+                         f"{row['flagged']:.2%} |")
+        if "writers_all" in r:
+            w = r["writers_all"]
+            lines.append(f"| **all other-writer sets** | {w['samples']} | **{w['accuracy']:.2%}** | {w['ece']:.2%} | "
+                         f"{w['flagged']:.2%} |")
+        lines += ["", "| OOD family | images | AUROC | flagged |", "| --- | ---: | ---: | ---: |"]
+        for fam, row in r["families"].items():
+            lines.append(f"| {fam} | {row['samples']} | {row['auroc']:.4f} | {row['flagged']:.2%} |")
+        c = m["cost"]
+        share = (f", {c['added_share_of_predict']:.1%} of a whole /predict ({c['predict_cpu_us']} µs CPU)"
+                 if "predict_cpu_us" in c else "")
+        lines += ["", f"ORT CPU per single-image run: {c['without_ood_cpu_us']} µs without the OOD output, "
+                      f"{c['with_ood_cpu_us']} µs with it (+{c['added_cpu_us']} µs{share}).", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models-dir", default=str(ROOT / "models"))
+    p.add_argument("--data-dir", default=os.environ.get("VISION_DATA_DIR", str(ROOT.parent / "shared" / "datasets")))
+    p.add_argument("--n", type=int, default=1000, help="images per evaluation set")
+    p.add_argument("--short", action="store_true", help="CI: 300 per set, 2000 test images, fail below the bars")
+    p.add_argument("--out", default=str(OUT))
+    p.add_argument("--docs", default=str(ROOT / "docs" / "evaluation"), help="where the reliability PNGs go")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--compare", metavar="DIR", help="also report the models in DIR (e.g. the previous release) "
+                                                    "on the same sets, as the baseline")
+    args = p.parse_args(argv)
+    n = 300 if args.short else args.n
+    results = {"short": args.short, "images_per_set": n, "machine": f"{os.cpu_count()} CPUs, "
+               f"Python {platform.python_version()}", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "models": []}
+    failures = []
+    for name in args.models.split(","):
+        model = evaluation.load_model(name, args.models_dir)
+        data = Path(args.data_dir) / name
+        t = time.perf_counter()
+        rep = oodeval.report(predictor(model), model.card.ood_threshold, name, data, n,
+                             test_limit=2000 if args.short else 0)
+        entry = {"model": name, "version": model.card.version, "method": model.card.ood_method,
+                 "threshold": model.card.ood_threshold, "report": rep,
+                 "methods_compared": model.card.raw["ood"].get("methods", {}),
+                 "cost": ort_cost(Path(args.models_dir) / f"{name}.onnx", 300 if args.short else 3000),
+                 "seconds": round(time.perf_counter() - t, 1)}
+        if not args.short:
+            rel = reliability(model, data, name, n)
+            entry["reliability"] = rel
+            Path(args.docs).mkdir(parents=True, exist_ok=True)
+            plot_reliability(name, rel, Path(args.docs) / f"{name}-reliability.png")
+        results["models"].append(entry)
+        failures += check(name, rep, SLACK if args.short else 0.0)
+        entry["targets_missed"] = check(name, rep, 0.0, TARGETS[name])
+        if args.compare:
+            base = evaluation.load_model(name, args.compare)
+            results.setdefault("baseline", {})[name] = {
+                "version": base.card.version, "method": base.card.ood_method,
+                "report": oodeval.report(predictor(base), base.card.ood_threshold, name, data, n,
+                                         test_limit=2000 if args.short else 0)}
+    results["failures"] = failures
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(tables(results))
+    for f in failures:
+        print("BELOW BAR:", f)
+    print(f"saved {out}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

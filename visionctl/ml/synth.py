@@ -1,0 +1,535 @@
+"""Synthetic pictures: digits as other writers and devices deliver them, and pictures that are no digit.
+
+Everything here returns a PIL image *as a user would send it* (any size, either polarity, RGB or
+grey, JPEG artefacts...). Training and evaluation both pass these through
+``backend.preprocessing.preprocess`` — the request path — so the network learns (and is measured
+on) exactly what the service feeds it, not on 28×28 arrays it never gets.
+
+Sources stay apart: training renders MNIST *train* images and the *train* fonts; the other-writer
+evaluation sets (:mod:`visionctl.ml.writers`) render MNIST *test* images and the held-out *eval*
+fonts, with other seeds. Non-digit characters from fonts are never drawn here (they are reserved
+for independent acceptance checks).
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from functools import cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from backend.preprocessing import preprocess
+from visionctl.ml import variants as v
+
+Render = Callable[[np.random.Generator], Image.Image]
+
+# Fonts are split by family so no eval font has a metric clone in training. Debian packages:
+# fonts-dejavu fonts-liberation fonts-urw-base35 fonts-freefont-ttf fonts-crosextra-carlito
+# fonts-crosextra-caladea fonts-open-sans fonts-lato.
+FONT_DIRS = ("/usr/share/fonts",)
+TRAIN_FONTS = ("DejaVuSans", "DejaVuSerif", "DejaVuSansMono", "LiberationSans", "LiberationSerif",
+               "LiberationMono", "NimbusSans", "NimbusRoman", "NimbusMonoPS")
+EVAL_FONTS = ("Carlito", "Caladea", "URWBookman", "URWGothic", "C059", "P052", "FreeSans", "FreeSerif",
+              "FreeMono", "OpenSans", "Lato")
+
+
+@cache
+def fonts(kind: str) -> tuple[str, ...]:
+    """Font files of the ``"train"`` or ``"eval"`` families found on this machine, sorted."""
+    prefixes = TRAIN_FONTS if kind == "train" else EVAL_FONTS
+    found = set()
+    for d in FONT_DIRS:
+        for path in glob.glob(os.path.join(d, "**", "*.*"), recursive=True):
+            base = os.path.basename(path)
+            if base.rsplit(".", 1)[-1].lower() not in ("ttf", "otf"):
+                continue
+            stem = base.rsplit(".", 1)[0].replace("-", "")
+            if any(stem.startswith(p) for p in prefixes) and "Math" not in stem:
+                found.add(path)
+    return tuple(sorted(found))
+
+
+def rng_for(seed: int, name: str, i: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode()), i])
+
+
+def _u8(a: np.ndarray) -> np.ndarray:
+    return np.clip(a + 0.5, 0, 255).astype(np.uint8)
+
+
+def _maybe_invert(img: Image.Image, rng: np.random.Generator, p: float = 0.5) -> Image.Image:
+    if rng.random() < p:
+        return Image.fromarray(255 - np.asarray(img.convert("L")))
+    return img
+
+
+# --- digits as other writers / devices deliver them ------------------------------------------
+
+
+def _ink_crop(d: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(d > 30)
+    if not len(ys):
+        return d
+    return d[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def optdigits(d: np.ndarray, rng: np.random.Generator, side: int = 8, levels: int = 17) -> Image.Image:
+    """A low-resolution scan the way the UCI optdigits set was made: the digit is fitted into a
+    32×32 binary bitmap, and each cell counts the ink pixels of its block (8×8 cells = 4×4 blocks,
+    17 grey levels). ``side`` other than 8 area-averages the same bitmap; ``levels`` quantises."""
+    crop = _ink_crop(d)
+    h, w = crop.shape
+    box = int(rng.integers(28, 33))
+    stretch = rng.uniform(1.0, 1.6)  # the NIST normaliser often widened narrow glyphs
+    th = box
+    tw = max(4, min(32, round(box * w / h * stretch)))
+    big = Image.fromarray(crop).resize((tw, th), Image.BILINEAR)
+    if rng.random() < 0.5:
+        big = big.filter(ImageFilter.MaxFilter(3))  # thicker pens
+    bitmap = np.zeros((32, 32), np.float32)
+    top, left = (32 - th) // 2, (32 - tw) // 2
+    bitmap[top:top + th, left:left + tw] = (np.asarray(big) > rng.uniform(60, 160)).astype(np.float32)
+    small = np.asarray(Image.fromarray(_u8(bitmap * 255)).resize((side, side), Image.BOX), np.float32) / 255
+    q = np.round(small * (levels - 1)) / (levels - 1)
+    # Counts 0-16 reach a client as 0-255 grey, scaled by 255/16 or by 16 (clipped at 255).
+    scale = 255.0 if rng.random() < 0.5 else 256.0
+    img = Image.fromarray(_u8(np.clip(q * scale, 0, 255)))
+    if rng.random() < 0.3:  # some clients upscale before sending
+        k = int(rng.integers(2, 9))
+        img = img.resize((side * k, side * k), rng.choice([Image.NEAREST, Image.BILINEAR]))
+    return _maybe_invert(img, rng, 0.3)
+
+
+def lowres(d: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Downsampled to 6-27 px by area averaging, optionally quantised, either polarity; sent small
+    or re-upscaled."""
+    side = int(rng.choice([6, 7, 8, 9, 10, 12, 14, 16, 20, 24]))
+    crop = Image.fromarray(d)
+    small = crop.resize((side, side), Image.BOX)
+    a = np.asarray(small, np.float32)
+    if rng.random() < 0.5:
+        lv = int(rng.choice([2, 4, 8, 17]))
+        a = np.round(a / 255 * (lv - 1)) / (lv - 1) * 255
+    img = Image.fromarray(_u8(a))
+    if rng.random() < 0.5:
+        k = max(2, 112 // side)
+        img = img.resize((side * k, side * k), rng.choice([Image.NEAREST, Image.BILINEAR, Image.BICUBIC]))
+    return _maybe_invert(img, rng)
+
+
+def blurred(d: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    side = int(rng.integers(56, 140))
+    img = v._upscale(d, side, side).filter(ImageFilter.GaussianBlur(rng.uniform(0.08, 0.2) * side / 4))
+    return _maybe_invert(img, rng)
+
+
+def stroke(d: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Very thick or very thin pens."""
+    if rng.random() < 0.5:
+        img = v._brush(d, 140, rng.uniform(0.02, 0.3), rng.uniform(2, 8))
+    else:
+        img = v._brush(d, 280, rng.uniform(0.8, 0.93))
+    return _maybe_invert(img, rng)
+
+
+def slant(d: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    side = 112
+    img = v._upscale(d, side, side)
+    shear = rng.uniform(-0.45, 0.45)
+    img = img.transform((side + 60, side), Image.AFFINE, (1, shear, -30 - shear * side / 2, 0, 1, 0), Image.BICUBIC)
+    img = img.rotate(rng.uniform(-20, 20), Image.BICUBIC, expand=True)
+    return _maybe_invert(img, rng)
+
+
+def offcentre(d: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    w, h = int(rng.integers(60, 300)), int(rng.integers(60, 300))
+    side = int(rng.integers(20, max(21, min(w, h) // 2)))
+    img = v._on_canvas(v._upscale(d, side, side), w, h, int(rng.integers(0, w - side + 1)),
+                       int(rng.integers(0, h - side + 1)))
+    return _maybe_invert(img, rng)
+
+
+def scan(d: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A flatbed scan: white paper, dark ink, mild noise, sometimes bilevel, sometimes JPEG."""
+    side = int(rng.integers(40, 120))
+    w, h = side + int(rng.integers(8, 60)), side + int(rng.integers(8, 60))
+    ink = v._on_canvas(v._brush(d, side, rng.uniform(0.3, 0.65)), w, h, int(rng.integers(0, w - side)),
+                       int(rng.integers(0, h - side)))
+    ink = np.asarray(ink, np.float32) / 255
+    page = v._ink_on_paper(ink, np.full(ink.shape, rng.uniform(225, 252), np.float32), rng.uniform(10, 80))
+    page += rng.normal(0, rng.uniform(1, 5), page.shape)
+    if rng.random() < 0.3:
+        page = np.where(page < 140, 0.0, 255.0)
+    img = Image.fromarray(_u8(page))
+    return v._jpeg(img, int(rng.integers(50, 95))) if rng.random() < 0.5 else img
+
+
+def photo(d: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A phone photo of paper, slightly rotated and out of focus (the variants' photo plus tilt)."""
+    img = v._mnist_photo(d, rng)
+    return img.rotate(rng.uniform(-8, 8), Image.BICUBIC, expand=False, fillcolor=tuple(int(c) for c in
+                                                                                  img.getpixel((0, 0))))
+
+
+def serif_one(d: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Adds a flag and (often) a foot to a 1, as printed and many European writers draw it."""
+    a = d.astype(np.float32)
+    ys, xs = np.nonzero(d > 100)
+    if not len(ys):
+        return d
+    top, bottom = ys.min(), ys.max()
+    tx = int(np.round(xs[ys <= top + 2].mean()))
+    bx = int(np.round(xs[ys >= bottom - 2].mean()))
+    img = Image.fromarray(_u8(a))
+    draw = ImageDraw.Draw(img)
+    width = int(rng.integers(2, 4))
+    flag = rng.uniform(4, 8)
+    draw.line([(tx, top), (tx - flag, top + flag * rng.uniform(0.5, 1.0))], fill=255, width=width)
+    if rng.random() < 0.7:
+        foot = rng.uniform(3, 6)
+        draw.line([(bx - foot, bottom), (bx + foot, bottom)], fill=255, width=width)
+    return np.asarray(img)
+
+
+def crossed_seven(d: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A bar across the stem of a 7 (the continental 7)."""
+    ys, xs = np.nonzero(d > 100)
+    if not len(ys):
+        return d
+    top, bottom = ys.min(), ys.max()
+    y = int(top + (bottom - top) * rng.uniform(0.45, 0.6))
+    row = np.nonzero(d[max(0, y - 1):y + 2].max(axis=0) > 100)[0]
+    cx = float(row.mean()) if len(row) else float(xs.mean())
+    half = rng.uniform(3, 5.5)
+    img = Image.fromarray(d.copy())
+    ImageDraw.Draw(img).line([(cx - half, y), (cx + half, y)], fill=255, width=int(rng.integers(2, 4)))
+    return np.asarray(img)
+
+
+def font_digit(digit: int, font_files: Sequence[str], rng: np.random.Generator) -> Image.Image:
+    """A printed digit from one of ``font_files``: random size, weight, slant, margins, polarity."""
+    path = font_files[int(rng.integers(0, len(font_files)))]
+    size = int(rng.integers(28, 96))
+    font = ImageFont.truetype(path, size)
+    text = str(digit)
+    stroke_w = int(rng.integers(0, max(1, size // 16) + 1)) if rng.random() < 0.4 else 0
+    x0, y0, x1, y1 = font.getbbox(text, stroke_width=stroke_w)
+    pad = int(rng.integers(2, size // 2 + 3))
+    w, h = x1 - x0 + 2 * pad, y1 - y0 + 2 * pad
+    img = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(img).text((pad - x0, pad - y0), text, font=font, fill=255, stroke_width=stroke_w, stroke_fill=255)
+    if rng.random() < 0.5:
+        img = img.rotate(rng.uniform(-10, 10), Image.BICUBIC, expand=True)
+    if rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.5)))
+    if rng.random() < 0.3:  # printed and then photographed or scanned small
+        small = int(rng.integers(8, 20))
+        img = img.resize((max(4, round(small * w / h)), small), Image.BOX)
+    return _maybe_invert(img, rng, 0.6)
+
+
+# How the training pool renders train digits; eval sets use the same renderers on test digits
+# with other seeds (plus the existing variants).
+TRAIN_RENDERERS: dict[str, Callable[[np.ndarray, np.random.Generator], Image.Image]] = {
+    "optdigits8": optdigits,
+    "lowres": lowres,
+    "blur": blurred,
+    "stroke": stroke,
+    "slant": slant,
+    "offcentre": offcentre,
+    "scan": scan,
+    "photo": photo,
+    "canvas": v._mnist_canvas,
+    "transparent": v._mnist_transparent,
+    "thin-pen": v._mnist_thin_pen,
+}
+
+
+FASHION_RENDERERS: dict[str, Callable[[np.ndarray, np.random.Generator], Image.Image]] = {
+    "product": v._fashion_product,
+    "large": v._fashion_large,
+    "jpeg": v._fashion_jpeg,
+    "padded": v._fashion_padded,
+}
+
+
+def render_digits(images: np.ndarray, labels: np.ndarray, seed: int, mode: str = "digit",
+                  renderers: dict | None = None) -> np.ndarray:
+    """Each image rendered by one renderer (round-robin, random per image) and preprocessed:
+    float32 (N, 28, 28). 1s and 7s get serif / bar variants with some probability first."""
+    renderers = renderers or TRAIN_RENDERERS
+    names = sorted(renderers)
+    out = np.empty((len(images), 28, 28), np.float32)
+    for i, (d, y) in enumerate(zip(images, labels, strict=True)):
+        rng = rng_for(seed, "render", i)
+        if mode != "digit":
+            pass
+        elif y == 1 and rng.random() < 0.4:
+            d = serif_one(d, rng)
+        elif y == 7 and rng.random() < 0.3:
+            d = crossed_seven(d, rng)
+        name = names[int(rng.integers(0, len(names)))]
+        out[i] = preprocess(renderers[name](d, rng), mode)
+    return out
+
+
+def render_fonts(n: int, kind: str, seed: int, mode: str = "digit") -> tuple[np.ndarray, np.ndarray]:
+    files = fonts(kind)
+    if not files:
+        return np.zeros((0, 28, 28), np.float32), np.zeros(0, np.int64)
+    labels = np.arange(n, dtype=np.int64) % 10
+    out = np.empty((n, 28, 28), np.float32)
+    for i in range(n):
+        out[i] = preprocess(font_digit(int(labels[i]), files, rng_for(seed, f"font-{kind}", i)), mode)
+    return out, labels
+
+
+# --- things that are not digits ---------------------------------------------------------------
+
+
+def _size(rng: np.random.Generator, lo: int = 32, hi: int = 256) -> tuple[int, int]:
+    return int(rng.integers(lo, hi)), int(rng.integers(lo, hi))
+
+
+def _colourise(gray: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Grey field → RGB with independent random affine colour per channel (a photo-like palette)."""
+    g = (gray - gray.min()) / max(float(np.ptp(gray)), 1e-6)
+    if rng.random() < 0.4:
+        return Image.fromarray(_u8(g * 255))
+    chans = []
+    for _ in range(3):
+        lo, hi = sorted(rng.uniform(0, 255, 2))
+        chans.append(lo + (hi - lo) * (g if rng.random() < 0.7 else g ** rng.uniform(0.5, 2)))
+    return Image.fromarray(_u8(np.stack(chans, -1)), "RGB")
+
+
+def pink_noise(h: int, w: int, beta: float, rng: np.random.Generator) -> np.ndarray:
+    """1/f^beta random field: beta≈2 has the spectrum of natural photographs."""
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    f = np.sqrt(fy * fy + fx * fx)
+    f[0, 0] = 1.0
+    spec = (rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)) / f ** (beta / 2)
+    spec[0, 0] = 0
+    return np.fft.irfft2(spec, s=(h, w)).astype(np.float32)
+
+
+def o_uniform_noise(rng):
+    w, h = _size(rng, 8, 200)
+    if rng.random() < 0.5:
+        return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+    return Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8))
+
+
+def o_gaussian_noise(rng):
+    w, h = _size(rng, 16, 200)
+    a = rng.normal(rng.uniform(60, 200), rng.uniform(10, 80), (h, w))
+    if rng.random() < 0.5:  # salt and pepper
+        a = np.where(rng.random((h, w)) < rng.uniform(0.02, 0.3), rng.choice([0, 255], (h, w)), rng.uniform(0, 255))
+    return Image.fromarray(_u8(a))
+
+
+def o_photo_field(rng):
+    """Photo-like: 1/f^β random field, coloured, sometimes thresholded into silhouettes, JPEG."""
+    w, h = _size(rng, 48, 256)
+    a = pink_noise(h, w, rng.uniform(1.2, 3.2), rng)
+    if rng.random() < 0.25:
+        a = (a > np.quantile(a, rng.uniform(0.3, 0.8))).astype(np.float32)
+    img = _colourise(a, rng)
+    return v._jpeg(img, int(rng.integers(40, 95))) if rng.random() < 0.5 else img
+
+
+def o_gradient(rng):
+    w, h = _size(rng, 16, 200)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if rng.random() < 0.5:
+        ang = rng.uniform(0, 2 * math.pi)
+        a = xx * math.cos(ang) + yy * math.sin(ang)
+    else:
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        a = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+    a = a + rng.normal(0, rng.uniform(0, 0.05) * float(np.ptp(a) + 1), a.shape)
+    return _colourise(a, rng)
+
+
+def o_texture(rng):
+    """Periodic and quasi-periodic textures: gratings, checks, plaids, dots, bricks, hatching, weave."""
+    w, h = _size(rng, 32, 256)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    kind = int(rng.integers(0, 6))
+    period = rng.uniform(3, 24)
+    ang = rng.uniform(0, math.pi)
+    u = xx * math.cos(ang) + yy * math.sin(ang)
+    t = -xx * math.sin(ang) + yy * math.cos(ang)
+    if kind == 0:
+        a = np.sin(2 * math.pi * u / period)
+    elif kind == 1:
+        a = np.sign(np.sin(2 * math.pi * u / period) * np.sin(2 * math.pi * t / period))
+    elif kind == 2:
+        a = np.sin(2 * math.pi * u / period) + np.sin(2 * math.pi * t / rng.uniform(3, 24))
+    elif kind == 3:
+        a = ((np.mod(u, period) - period / 2) ** 2 + (np.mod(t, period) - period / 2) ** 2 < (period / 3.5) ** 2)
+        a = a.astype(np.float32)
+    elif kind == 4:  # bricks
+        row = np.floor(t / period)
+        a = ((np.mod(t, period) < 1.5) | (np.mod(u + (row % 2) * period, 2 * period) < 1.5)).astype(np.float32)
+    else:
+        a = np.sin(2 * math.pi * u / period) * np.sin(2 * math.pi * t / period)
+    a = a + rng.normal(0, rng.uniform(0, 0.6), a.shape) + 0.5 * pink_noise(h, w, 2.0, rng) / 20
+    img = _colourise(a.astype(np.float32), rng)
+    if rng.random() < 0.4:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2)))
+    return img
+
+
+def o_shapes(rng):
+    """Filled or outlined geometric shapes, one or many (blobs, cells, stars on black)."""
+    w, h = _size(rng, 48, 256)
+    bg = rng.uniform(0, 255)
+    img = Image.new("L", (w, h), int(bg))
+    draw = ImageDraw.Draw(img)
+    kind = int(rng.integers(0, 4))
+    n = 1 if kind == 0 else int(rng.integers(2, 40))
+    for _ in range(n):
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        r = rng.uniform(2, min(w, h) / (2 if n == 1 else 5))
+        fill = int(np.clip(bg + rng.choice([-1, 1]) * rng.uniform(80, 255), 0, 255))
+        shape = int(rng.integers(0, 4))
+        outline = rng.random() < 0.3
+        box = [cx - r, cy - r * rng.uniform(0.4, 1), cx + r, cy + r * rng.uniform(0.4, 1)]
+        if shape == 0:
+            draw.ellipse(box, fill=None if outline else fill, outline=fill, width=max(1, int(r / 6)))
+        elif shape == 1:
+            draw.rectangle(box, fill=None if outline else fill, outline=fill, width=max(1, int(r / 6)))
+        else:
+            k = int(rng.integers(3, 11))
+            angs = np.sort(rng.uniform(0, 2 * math.pi, k))
+            radii = r * (rng.uniform(0.4, 1, k) if shape == 3 else np.ones(k))
+            pts = [(cx + rr * math.cos(a), cy + rr * math.sin(a)) for a, rr in zip(angs, radii, strict=True)]
+            draw.polygon(pts, fill=None if outline else fill, outline=fill)
+    if rng.random() < 0.5:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 3)))
+    return img
+
+
+def o_scribble(rng):
+    """A long tangle of pen strokes (5-12 random control points): handwriting-like, not a digit."""
+    side = int(rng.integers(80, 240))
+    img = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(img)
+    pts = rng.uniform(0.1 * side, 0.9 * side, (int(rng.integers(6, 13)), 2))
+    # Chaikin smoothing makes the polyline a curve.
+    for _ in range(3):
+        q = 0.75 * pts[:-1] + 0.25 * pts[1:]
+        r = 0.25 * pts[:-1] + 0.75 * pts[1:]
+        pts = np.stack([q, r], 1).reshape(-1, 2)
+    draw.line([tuple(p) for p in pts], fill=255, width=int(rng.integers(max(2, side // 40), side // 12 + 3)),
+              joint="curve")
+    return _maybe_invert(img, rng)
+
+
+def o_blank(rng):
+    """Nearly empty: flat colour, or a faint smudge, or one dot."""
+    w, h = _size(rng, 8, 200)
+    a = np.full((h, w), rng.uniform(0, 255), np.float32)
+    if rng.random() < 0.7:
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(1, min(w, h) / 3)
+        yy, xx = np.mgrid[0:h, 0:w]
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+        a = a + rng.choice([-1, 1]) * rng.uniform(20, 200) * blob
+    return Image.fromarray(_u8(a))
+
+
+NOISE_FAMILIES: dict[str, Render] = {
+    "uniform-noise": o_uniform_noise,
+    "gaussian-noise": o_gaussian_noise,
+    "photo-like": o_photo_field,
+    "gradient": o_gradient,
+    "texture": o_texture,
+    "shapes": o_shapes,
+    "scribble": o_scribble,
+    "blank": o_blank,
+}
+
+ASYMMETRIC = (2, 3, 4, 5, 6, 7, 9)
+
+
+def digit_mashup(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A training digit turned into a non-digit: two different digits' halves, two digits overlaid,
+    a mirrored asymmetric digit, a heavy crop (a fragment), or two digits side by side."""
+    def pick(exclude=-1):
+        while True:
+            j = int(rng.integers(0, len(images)))
+            if labels[j] != exclude:
+                return j
+    kind = int(rng.integers(0, 5))
+    i = pick()
+    a = images[i].astype(np.float32)
+    if kind == 0:
+        b = images[pick(labels[i])].astype(np.float32)
+        if rng.random() < 0.5:
+            cut = int(rng.integers(11, 17))
+            out = np.concatenate([a[:cut], b[cut:]], 0)
+        else:
+            cut = int(rng.integers(11, 17))
+            out = np.concatenate([a[:, :cut], b[:, cut:]], 1)
+    elif kind == 1:
+        b = images[pick(labels[i])].astype(np.float32)
+        b = np.roll(b, (int(rng.integers(-6, 7)), int(rng.integers(-6, 7))), (0, 1))
+        out = np.maximum(a, b)
+    elif kind == 2:
+        while labels[i] not in ASYMMETRIC:
+            i = pick()
+        out = images[i].astype(np.float32)[:, ::-1]
+    elif kind == 3:
+        ys, xs = np.nonzero(images[i] > 30)
+        if labels[i] == 1 or not len(ys):
+            out = np.maximum(a, a[:, ::-1])
+        else:
+            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            hh, ww = max(3, int((y1 - y0) * rng.uniform(0.35, 0.55))), max(3, int((x1 - x0) * rng.uniform(0.35, 0.6)))
+            top, left = int(rng.integers(y0, max(y0 + 1, y1 - hh))), int(rng.integers(x0, max(x0 + 1, x1 - ww)))
+            out = np.zeros_like(a)
+            out[top:top + hh, left:left + ww] = a[top:top + hh, left:left + ww]
+    else:
+        b = images[pick()].astype(np.float32)
+        out = np.concatenate([a[:, 2:24], b[:, 4:26]], 1)
+    img = Image.fromarray(_u8(out))
+    if rng.random() < 0.5:
+        img = img.resize((img.width * 4, img.height * 4), Image.BICUBIC)
+    return _maybe_invert(img, rng, 0.4)
+
+
+def render_outliers(n: int, seed: int, mode: str, digits: tuple[np.ndarray, np.ndarray] | None = None,
+                    other: np.ndarray | None = None, weights: dict[str, float] | None = None) -> np.ndarray:
+    """``n`` preprocessed outliers: float32 (N, 28, 28), families drawn per image by ``weights``.
+
+    ``digits`` (images, labels) feeds the mash-up family; ``other`` (uint8 images of the other
+    dataset) is rendered as-is or inverted."""
+    families: dict[str, Callable[[np.random.Generator], Image.Image]] = dict(NOISE_FAMILIES)
+    if digits is not None:
+        families["digit-mashup"] = lambda r: digit_mashup(digits[0], digits[1], r)
+    if other is not None:
+        families["other-dataset"] = lambda r: _maybe_invert(
+            Image.fromarray(other[int(r.integers(0, len(other)))]).resize((112, 112), Image.BICUBIC)
+            if r.random() < 0.5 else Image.fromarray(other[int(r.integers(0, len(other)))]), r, 0.3)
+    names = sorted(families)
+    w = np.array([(weights or {}).get(k, 1.0) for k in names], np.float64)
+    w /= w.sum()
+    out = np.empty((n, 28, 28), np.float32)
+    for i in range(n):
+        rng = rng_for(seed, "outlier", i)
+        out[i] = preprocess(families[names[int(rng.choice(len(names), p=w))]](rng), mode)
+    return out
+
+
+def render_family(name: str, n: int, seed: int, mode: str) -> np.ndarray:
+    out = np.empty((n, 28, 28), np.float32)
+    for i in range(n):
+        out[i] = preprocess(NOISE_FAMILIES[name](rng_for(seed, name, i)), mode)
+    return out
