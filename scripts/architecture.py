@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import ast
-import difflib
 import sys
 from pathlib import Path
 
+import docblock  # sibling script: scripts/ is on sys.path when one is run
 import grimp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,22 +113,8 @@ def main() -> int:
         for name, lines in sorted(counts.items()):
             print(f"{name:24} {lines:6}")
         return 0
-    text = DOC.read_text(encoding="utf-8")
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        new = head + generated() + rest.split(END, 1)[1]
-    else:
-        new = text.rstrip() + "\n\n## Code map\n\n" + generated() + "\n"
-    if args.check:
-        if new != text:
-            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), new.splitlines(True),
-                                                       "docs/architecture.md", "generated"))
-            print("docs/architecture.md is stale: run .venv/bin/python scripts/architecture.py", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(new, encoding="utf-8")
-    return 0
-
+    return docblock.update(DOC, BEGIN, END, generated(), check=args.check, script="architecture.py",
+                           missing_heading="## Code map")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,9 +10,10 @@ arguments and options, so the document lists exactly what the CLI accepts.
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from pathlib import Path
+
+import docblock  # sibling script: scripts/ is on sys.path when one is run
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "cli.md"
@@ -60,19 +61,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="fail if docs/cli.md is stale")
     args = parser.parse_args()
-    text = DOC.read_text(encoding="utf-8")
-    head, rest = text.split(BEGIN, 1)
-    new = head + generated() + rest.split(END, 1)[1]
-    if args.check:
-        if new != text:
-            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), new.splitlines(True),
-                                                       "docs/cli.md", "generated"))
-            print("docs/cli.md is stale: run .venv/bin/python scripts/cli_reference.py", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(new, encoding="utf-8")
-    return 0
-
+    return docblock.update(DOC, BEGIN, END, generated(), check=args.check, script="cli_reference.py")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import ast
-import difflib
 import re
 import sys
 from pathlib import Path
+
+import docblock  # sibling script: scripts/ is on sys.path when one is run
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "backend" / "config.py"
@@ -177,19 +178,7 @@ def main() -> int:
     except ConfigDocError as exc:
         print(f"configuration: {exc}", file=sys.stderr)
         return 1
-    text = DOC.read_text(encoding="utf-8")
-    head, rest = text.split(BEGIN, 1)
-    new = head + block + rest.split(END, 1)[1]
-    if args.check:
-        if new != text:
-            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), new.splitlines(True),
-                                                       "docs/configuration.md", "generated"))
-            print("docs/configuration.md is stale: run .venv/bin/python scripts/configuration.py", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(new, encoding="utf-8")
-    return 0
-
+    return docblock.update(DOC, BEGIN, END, block, check=args.check, script="configuration.py")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,4 +30,4 @@ def test_a_new_option_makes_it_stale(tmp_path):
     local.write_text(text.replace(marker, '    verbose: Annotated[bool, typer.Option("--loud")] = False,\n' + marker))
     proc = check(tmp_path)
     assert proc.returncode == 1
-    assert "`--timeout` `--loud` `--json` |" in proc.stdout
+    assert "`--timeout` `--loud` `--json`" in proc.stdout

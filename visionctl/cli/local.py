@@ -30,11 +30,12 @@ def predict(
         min=0.1, envvar="VISION_API_TIMEOUT", help="Seconds per request.", show_default=str(DEFAULT_TIMEOUT))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON answers (one array).")] = False,
     strict: Annotated[bool | None, typer.Option(
-        "--strict/--no-strict", help="Ask for no label when an image does not look like the model's kind "
-                                     "[default: the server's VISION_OOD_STRICT].")] = None,
+        "--strict/--no-strict", help="Ask for no label when an image does not look like the model's kind.",
+        show_default="the server's VISION_OOD_STRICT")] = None,
 ) -> None:
-    """Classify images through the API: label, confidence, whether the image looks like what the model
-    knows (the verdict) and top-3 per image."""
+    """Classify images through the API: label, confidence, verdict and top-3 per image.
+
+    The verdict says whether an image looks like what the model knows (in distribution)."""
     import json
 
     from vision_client import ApiError, ApiUnavailable, VisionClient
