@@ -54,7 +54,7 @@ def test_the_field_table_is_the_openapi_schema(tmp_path):
 def test_metrics_and_alerts_exist(server):
     import urllib.request
 
-    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as resp:
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as resp:
         text = resp.read().decode()
     section = DOC.split("## Drift metrics and alerts")[1]
     for metric in re.findall(r"^\| `(vision_\w+)`", section, re.M):

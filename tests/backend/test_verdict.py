@@ -212,7 +212,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 def test_metrics_count_verdicts_confidence_classes_and_abstentions(server):
     http = requests.Session()
-    before = http.get(server.url + "/metrics").text
+    before = http.get(server.metrics_url).text
     # Every class of every model is exported before its first prediction (the class-mix rule needs
     # all of them), and the card's baseline beside it.
     for name in ("mnist", "fashion-mnist"):
@@ -228,7 +228,7 @@ def test_metrics_count_verdicts_confidence_classes_and_abstentions(server):
     http.post(url, json={"instances": [{"base64": b64(data)}, {"base64": b64(OOD[0])},
                                        {"base64": b64(OOD[1])}]})  # the server is strict: 2 abstain
     http.post(url + "?strict=false", json={"base64": b64(OOD[2])})
-    after = http.get(server.url + "/metrics").text
+    after = http.get(server.metrics_url).text
 
     def delta(name, **labels):
         return _metric(after, name, **labels) - _metric(before, name, **labels)
