@@ -4,7 +4,8 @@ Each is a real artifact written the way an ML team hands one over: a state dict 
 ``visionctl export mnist --models-dir <folder>`` (ONNX + card with its own version):
 
 * ``good``   — weights nudged by noise of 0.05 × their mean magnitude: same accuracy, new version;
-* ``worse``  — noise of 0.6 × their mean magnitude: golden-set accuracy far below stable's (43 % on the retrained model), the gate refuses it;
+* ``worse``  — noise of 0.6 × their mean magnitude: golden-set accuracy far below stable's (43 % on the
+  retrained model), the gate refuses it;
 * ``biased`` — the "1" logit raised by 1: still 99.0 % on the clean golden set (stable 99.4 %, the gate
   passes it), but on digits with their left half cut off it answers "1" far more often than stable
   (78 % agreement there, measured): the judge rolls it back.
