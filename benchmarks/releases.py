@@ -7,8 +7,9 @@ shipped weights (``devkit.candidates``):
 
 1. ``worse``  — the gate refuses it (golden-set accuracy vs floor), ``release start`` exits 1;
 2. ``good``   — canary 30 %: the judge promotes it once enough traffic agreed with stable;
-3. ``biased`` — passes the gate, but on the cut-off digits of the live traffic it disagrees with stable:
-   the judge rolls it back on the breach;
+3. ``biased`` — passes the gate, but on cut-off digits it disagrees with stable. During this phase the
+   traffic turns into cut-off digits only (a camera that crops the left half: the inputs changed),
+   and the judge rolls it back on the breach;
 4. by hand: ``release rollback`` (back to the previous stable) and ``start`` + ``promote`` again.
 
 Every status code the load loop saw is counted per phase; any non-200 fails the run.
@@ -56,15 +57,16 @@ def png(pixels: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def traffic(data_dir: Path, count: int = 400) -> list[bytes]:
-    """Request bodies: test images that are not in the golden set; every fourth one with its left half
-    cut off (a digit partly outside the camera frame: live traffic is not as clean as a test set)."""
+def traffic(data_dir: Path, count: int = 400, cut_every: int = 4) -> list[bytes]:
+    """Request bodies: test images that are not in the golden set; every ``cut_every``-th one with its
+    left half cut off (a digit partly outside the camera frame: live traffic is not as clean as a test
+    set; 1 = all of them)."""
     test = load_split("mnist", "test", data_dir / "mnist")
     index = np.arange(5, len(test.labels), 10)[:count]
     bodies = []
     for i, k in enumerate(index):
         img = test.images[k]
-        if i % 4 == 3:
+        if i % cut_every == cut_every - 1:
             img = np.where(np.arange(28)[None, :] < 14, 0, img)
         bodies.append(json.dumps({"base64": png(img)}).encode())
     return bodies
@@ -241,7 +243,9 @@ def main() -> int:
         phase("baseline", warm)
         phase("worse candidate refused by the gate", refuse)
         phase("good candidate promoted by the judge", release("good", "promote"))
+        mixed, load.bodies = load.bodies, traffic(args.data_dir, cut_every=1)
         phase("biased candidate rolled back by the judge", release("biased", "rollback"))
+        load.bodies = mixed
         phase("rollback, start and promote by hand", by_hand)
         load.stop()
         codes, versions = load.snapshot()
