@@ -26,6 +26,7 @@ from backend_limits import LIMITS_ENV, MAX_BATCH, MAX_BODY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from prom_text import metric
 from repo import SAMPLES
 
 from backend.auth import key_is_valid
@@ -335,13 +336,6 @@ def test_request_id_is_honoured_or_generated_and_logged(server, http):
     assert entries["err-42"]["duration_ms"] >= 0
 
 
-def _metric(text: str, name: str, **labels) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_metrics_count_requests_predictions_and_latency(server, http):
@@ -356,7 +350,7 @@ def test_metrics_count_requests_predictions_and_latency(server, http):
     route = "/v1/models/<name>/predict"
 
     def delta(name, **labels):
-        return _metric(text, name, **labels) - _metric(before, name, **labels)
+        return metric(text, name, **labels) - metric(before, name, **labels)
 
     assert delta("vision_http_requests_total", route=route, model="mnist", status="200") == 3
     assert delta("vision_http_requests_total", route=route, model="mnist", status="400") == 1
@@ -365,9 +359,9 @@ def test_metrics_count_requests_predictions_and_latency(server, http):
     assert delta("vision_inference_duration_seconds_count", model="mnist") == 3
     assert delta("vision_preprocessing_duration_seconds_count", model="mnist") == 3
     assert delta("vision_http_request_size_bytes_count", route=route) == 5
-    assert _metric(text, "vision_ready") == 1
+    assert metric(text, "vision_ready") == 1
     assert "\nvision_http_queue_depth " in text
-    assert _metric(text, "vision_http_requests_in_flight") == 0  # a scrape is no API request
+    assert metric(text, "vision_http_requests_in_flight") == 0  # a scrape is no API request
     assert "secret-probe-name" not in text  # client-chosen names never become label values
 
 
@@ -378,7 +372,7 @@ def _label_of(http, server) -> str:
 def test_model_info_metric(server, http):
     text = http.get(server.metrics_url).text
     for name in ("mnist", "fashion-mnist"):
-        assert _metric(text, "vision_model_info", model=name, version=card(name)["version"]) == 1
+        assert metric(text, "vision_model_info", model=name, version=card(name)["version"]) == 1
 
 
 # --- API keys ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import requests
 import tritonclient.http as triton
 from jsonschema import Draft202012Validator
 from ood_images import card, flagged, kept, samples, verdict
+from prom_text import metric
 
 from backend.config import Config, ConfigError
 
@@ -201,13 +202,6 @@ def test_v2_returns_the_verdict_as_outputs(server):
     assert result.as_numpy("probabilities").shape == (4, 10)
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_metrics_count_verdicts_confidence_classes_and_abstentions(server):
@@ -217,11 +211,11 @@ def test_metrics_count_verdicts_confidence_classes_and_abstentions(server):
     # all of them), and the card's baseline beside it.
     for name in ("mnist", "fashion-mnist"):
         c = card(name)
-        assert _metric(before, "vision_model_ood_baseline_ratio", model=name) == pytest.approx(
+        assert metric(before, "vision_model_ood_baseline_ratio", model=name) == pytest.approx(
             c["ood"]["baseline"]["ood_share"])
         for label in c["labels"]:
             assert f'vision_predictions_total{{label="{label}",model="{name}"}}' in before
-            assert _metric(before, "vision_model_class_share_baseline", model=name, label=label) == pytest.approx(
+            assert metric(before, "vision_model_class_share_baseline", model=name, label=label) == pytest.approx(
                 c["ood"]["baseline"]["class_share"][label])
     url = server.url + "/v1/models/mnist/predict"
     i, data = DIGITS[5]
@@ -231,7 +225,7 @@ def test_metrics_count_verdicts_confidence_classes_and_abstentions(server):
     after = http.get(server.metrics_url).text
 
     def delta(name, **labels):
-        return _metric(after, name, **labels) - _metric(before, name, **labels)
+        return metric(after, name, **labels) - metric(before, name, **labels)
 
     assert delta("vision_ood_verdicts_total", model="mnist", verdict="in_distribution") == 1
     assert delta("vision_ood_verdicts_total", model="mnist", verdict="out_of_distribution") == 3
