@@ -32,6 +32,13 @@ def _value(text: str, name: str) -> float:
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_metrics_only_on_the_metrics_port(workers):
     with BackendServer(model_dir=test_model_dir(), env={"VISION_WORKERS": workers, "VISION_THREADS": "2"}) as srv:
+        # /readyz answers once one worker is ready; vision_ready is the minimum over all of them.
+        deadline, scrapes = time.monotonic() + 60, 0
+        while True:
+            scrapes += 1
+            if _value(srv.metrics(), "vision_ready") == 1.0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert requests.post(srv.url + "/predict", json=BODY, timeout=10).json()["label"] == "8"
         assert_error(requests.get(srv.url + "/metrics", timeout=5), 404, "not_found", "no such endpoint")
         assert_error(requests.get(srv.url + "/metrics/", timeout=5), 404, "not_found")
@@ -43,8 +50,9 @@ def test_metrics_only_on_the_metrics_port(workers):
         # The API's 404s for /metrics are counted like any unknown path...
         assert 'vision_http_requests_total{method="GET",model="",route="unmatched",status="404"} 2.0' in text
         assert 'route="/metrics"' not in text
-        assert _value(text, "vision_metrics_scrapes_total") == 1.0  # ...and the scrapes by the metrics port
-        assert _value(srv.metrics(), "vision_metrics_scrapes_total") == 2.0
+        # ...and the scrapes by the metrics port
+        assert _value(text, "vision_metrics_scrapes_total") == scrapes + 1
+        assert _value(srv.metrics(), "vision_metrics_scrapes_total") == scrapes + 2
         # The metrics port serves nothing else, and nothing but GET.
         base = srv.metrics_url.removesuffix("/metrics")
         for path in ("/", "/healthz", "/predict", "/metricsx"):
