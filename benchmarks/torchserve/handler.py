@@ -1,7 +1,7 @@
 """Minimal TorchServe handler serving models/mnist.pt the way the backend serves mnist.onnx.
 
-Same request body ({"base64": ...}), same decoding and preprocessing code (backend.decoding,
-backend.preprocessing — imported from the repository through PYTHONPATH, so both servers do
+Same request body ({"base64": ...}), same decoding and preprocessing code (backend.model.decoding,
+backend.model.preprocessing — imported from the repository through PYTHONPATH, so both servers do
 exactly the same work per image), the assignment's Net in PyTorch, and the same response fields.
 Only the serving stack differs: that is what benchmarks/compare_torchserve.py measures.
 """
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from backend.contract import DIGIT
-from backend.decoding import decode_base64, open_image
-from backend.preprocessing import preprocess
+from backend.model.decoding import decode_base64, open_image
+from backend.model.preprocessing import preprocess
 from visionctl.ml.model import Net
 
 MAX_PIXELS = 16_000_000
