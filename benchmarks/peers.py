@@ -13,8 +13,8 @@ session options (1 intra-op thread per worker, benchmarks/peer_servers/digits.py
 with its production defaults (``visionctl serve``: VISION_WORKERS=auto, access log on, metrics on,
 the out-of-distribution verdict, its digit-fitting preprocessing). Every setting is in the JSON.
 
-All servers are started first; then each round measures one server at a time (the order rotates
-round by round) with wrk (one C thread): a warm-up, then c=8 and c=32, POSTing 4 MNIST test digits
+Each round starts, measures and stops one server at a time (the order rotates round by round; an
+idle framework may still use CPU), with wrk (one C thread): a warm-up, then c=8 and c=32, POSTing 4 MNIST test digits
 as base64 PNG in each framework's JSON body. Only 200s count as throughput. Server CPU is the
 utime+stime of the server's whole process tree from /proc. The summary is the median over rounds of
 the per-round ratio backend / peer (rounds are back to back, so machine drift cancels), and p99.
@@ -37,7 +37,7 @@ import tempfile
 import time
 import urllib.request
 import venv
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +102,7 @@ class Server:
     pins: tuple[str, ...] = ()
     proc: subprocess.Popen | None = None
     port: int = 0
-    work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vision-peers-")))
+    work: Path | None = None
 
     @property
     def url(self) -> str:
@@ -128,6 +128,7 @@ class Server:
         from devkit.backend_server import free_port
 
         self.port = free_port()
+        self.work = Path(tempfile.mkdtemp(prefix=f"vision-peers-{self.key}-"))
         self.prepare()
         self.proc = subprocess.Popen(self.command(), cwd=SERVERS_DIR, env=self.env(),
                                      stdout=open(self.work / "server.log", "w"),  # noqa: SIM115 (child owns it)
@@ -152,8 +153,8 @@ class Server:
         """Files the server needs before it starts (archives, configs)."""
 
     def logs(self) -> str:
-        path = self.work / "server.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+        path = self.work / "server.log" if self.work else None
+        return path.read_text(errors="replace")[-4000:] if path and path.exists() else ""
 
     def stop(self) -> None:
         """The whole process tree: LitServe's and KServe's spawned children outlive a SIGTERM to the
@@ -171,7 +172,9 @@ class Server:
                     self.proc.poll()
                     time.sleep(0.2)
             self.proc.wait(5)
-        shutil.rmtree(self.work, ignore_errors=True)
+        self.proc = None
+        if self.work:
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -199,7 +202,7 @@ class Vision(Server):
     def stop(self) -> None:
         if self.proc is not None:
             self.backend.stop()
-        shutil.rmtree(self.work, ignore_errors=True)
+            self.proc = None
 
 
 class KServe(Server):
@@ -405,7 +408,7 @@ def markdown_table(results: dict) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for key, server in servers.items():
         a, b = s["c8"][key], s["c32"][key]
-        ratio = ("—", "—") if key == "vision" else (f"{a['vision_ratio_median']:.2f}×", f"{b['vision_ratio_median']:.2f}×")
+        ratio = ("—", "—") if key == "vision" else tuple(f"{x['vision_ratio_median']:.2f}×" for x in (a, b))
         lines.append(f"| {server['name']} | {a['rps_median']:,.0f} | {b['rps_median']:,.0f} | {ratio[0]} | {ratio[1]} "
                      f"| {a['p99_ms_median']:.1f} | {b['p99_ms_median']:.1f} "
                      f"| {a['cpu_us_per_request_median']:,.0f} / {b['cpu_us_per_request_median']:,.0f} |")
@@ -477,30 +480,35 @@ def main() -> int:
                "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
                "concurrency": list(CONCURRENCY), "samples": [str(p.relative_to(ROOT)) for p in SAMPLES],
                "load": "wrk -t1, keep-alive, the 4 samples in turn; only 200s count",
-               "machine": {"cpus": len(os.sched_getaffinity(0)), "loadavg_before": [round(x, 2) for x in os.getloadavg()],
-                           "training_running": training_running()},
+               "machine": {"cpus": len(os.sched_getaffinity(0)), "training_running": training_running(),
+                           "loadavg_before": [round(x, 2) for x in os.getloadavg()]},
                "servers": {s.key: {"name": s.name, "path": s.path, "settings": s.settings} for s in servers},
                "runs": {s.key: [] for s in servers}}
     busy0, t0 = machine_busy_seconds(), time.monotonic()
-    try:
-        for server in servers:
-            print(f"starting {server.name} ...", flush=True)
-            server.start()
-            results["servers"][server.key]["rss_mib"] = round(sum(rss_mib(server.proc.pid).values()), 1)
-        for rnd in range(1, args.rounds + 1):
-            shift = (rnd - 1) % len(servers)
-            for server in servers[shift:] + servers[:shift]:
+    # A SIGTERM (a CI timeout) still stops the server under test: no framework is left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    for rnd in range(1, args.rounds + 1):
+        shift = (rnd - 1) % len(servers)
+        for server in servers[shift:] + servers[:shift]:
+            # One server up at a time: an idle framework still burns CPU (LitServe's workers poll).
+            print(f"round {rnd}: starting {server.name} ...", flush=True)
+            started = time.monotonic()
+            try:
+                server.start()
+                info = results["servers"][server.key]
+                info.setdefault("startup_s", []).append(round(time.monotonic() - started, 1))
+                info["rss_mib"] = round(sum(rss_mib(server.proc.pid).values()), 1)
                 run_wrk(server, max(CONCURRENCY), args.warmup, bodies[server.key], str(script))
                 for c in CONCURRENCY:
                     r = {"round": rnd, **run_wrk(server, c, args.duration, bodies[server.key], str(script))}
                     results["runs"][server.key].append(r)
-                    print(f"round {rnd} {server.key:10} c={c:<3} {r['rps']:8.1f} req/s  p50 {r['latency_ms']['p50']:6.2f}"
-                          f"  p99 {r['latency_ms']['p99']:6.2f} ms  non-200 {r['requests'] - r['ok']}  cpu/req "
+                    print(f"round {rnd} {server.key:10} c={c:<3} {r['rps']:8.1f} req/s  "
+                          f"p50 {r['latency_ms']['p50']:6.2f}  p99 {r['latency_ms']['p99']:6.2f} ms  "
+                          f"non-200 {r['requests'] - r['ok']}  cpu/req "
                           f"{r['server_cpu_us_per_request']} µs  other {r['cpu_seconds']['other']} cpu-s", flush=True)
-    finally:
-        for server in servers:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+            finally:
+                server.stop()
+    shutil.rmtree(work, ignore_errors=True)
 
     runs = [r for rs in results["runs"].values() for r in rs]
     results["machine"]["other_cpu_share"] = round(
