@@ -186,23 +186,40 @@ def _alive(pid: int) -> bool:
 
 
 class Vision(Server):
-    def __init__(self):
-        super().__init__("vision", "`visionctl serve` (production defaults)", "/predict", {
+    def __init__(self, key: str = "vision", name: str = "`visionctl serve` (production defaults)",
+                 root: Path | None = None, env: dict[str, str] | None = None):
+        super().__init__(key, name, "/predict", {
             "workers": "auto (2 on 2 CPUs)", "threads": "8 per worker (default)", "access_log": "on (INFO, JSON lines)",
             "metrics": "on (Prometheus multiprocess)", "ood_verdict": "on", "preprocessing": "digit fitting",
-            "batching": "dynamic, per worker (what is queued, no wait)", "ort_intra_op_threads": 1})
+            "batching": "dynamic, per worker (what is queued, no wait)", "ort_intra_op_threads": 1,
+            **({"source_tree": str(root)} if root else {}), **({"env": env} if env else {})})
+        self.root, self.extra_env = root, env or {}
 
     def start(self, timeout: float = 60) -> None:
         from devkit.backend_server import BackendServer
 
         # `visionctl serve` with nothing set: only the port, model folder and log file are the launcher's.
-        self.backend = BackendServer(env={"VISION_WORKERS": "auto"}, startup_timeout=timeout).start()
+        self.backend = BackendServer(env={"VISION_WORKERS": "auto", **self.extra_env}, startup_timeout=timeout,
+                                     root=self.root, model_dir=ROOT / "models").start()
         self.proc, self.port = self.backend.proc, self.backend.port
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.backend.stop()
+            self.backend.__exit__(None, None, None)  # stops it and removes its log file
             self.proc = None
+
+
+def kind(server: Server, peers: list[Server]) -> str:
+    return "peer" if any(server is p for p in peers) else "backend" if server.key == "vision" else "variant"
+
+
+def variant(spec: str) -> Vision:
+    """``--variant label=TREE[,VISION_X=1,...]``: the backend from another source tree and/or with other
+    settings, measured in the same rotation (its ratio to ``vision`` is the lever's effect)."""
+    label, _, rest = spec.partition("=")
+    tree, *pairs = rest.split(",")
+    return Vision(label, f"backend variant `{label}`", Path(tree) if tree else None,
+                  dict(p.split("=", 1) for p in pairs))
 
 
 class KServe(Server):
@@ -388,14 +405,26 @@ def summarise(results: dict) -> dict:
                      "errors": sum(r["requests"] - r["ok"] + sum(v for e, v in r["errors"].items() if e != "status")
                                    for r in at[k].values())}
                  for k in keys}
+        peer_keys = [k for k in keys if results["servers"][k]["kind"] == "peer"]
         for k in keys:
-            if k != "vision":  # the per-round ratio: both measured back to back in the same round
+            if k == "vision":
+                continue
+            # Per-round ratios: both measured back to back in the same round, so machine drift cancels.
+            if k in peer_keys:
                 block[k]["vision_ratio_median"] = round(statistics.median(
                     at["vision"][n]["rps"] / at[k][n]["rps"] for n in rounds if at[k][n]["rps"]), 3)
-        fastest = max((k for k in keys if k != "vision"), key=lambda k: block[k]["rps_median"])
-        block["fastest_peer"] = fastest
-        block["ratio_to_fastest"] = min(block[k]["vision_ratio_median"] for k in keys if k != "vision")
+            else:  # a variant of the backend: its effect relative to the backend as committed
+                block[k]["rps_vs_vision_median"] = round(statistics.median(
+                    at[k][n]["rps"] / at["vision"][n]["rps"] for n in rounds), 3)
+                block[k]["cpu_vs_vision_median"] = round(statistics.median(
+                    at[k][n]["server_cpu_us_per_request"] / at["vision"][n]["server_cpu_us_per_request"]
+                    for n in rounds), 3)
+        if peer_keys:
+            block["fastest_peer"] = max(peer_keys, key=lambda k: block[k]["rps_median"])
+            block["ratio_to_fastest"] = min(block[k]["vision_ratio_median"] for k in peer_keys)
         summary[f"c{c}"] = block
+    if "ratio_to_fastest" not in summary["c8"]:
+        return summary
     summary["target_met"] = all(summary[f"c{c}"]["ratio_to_fastest"] >= 1.0 for c in results["concurrency"])
     summary["p99_c8_le_15ms"] = summary["c8"]["vision"]["p99_ms_median"] <= 15.0
     return summary
@@ -408,15 +437,19 @@ def markdown_table(results: dict) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for key, server in servers.items():
         a, b = s["c8"][key], s["c32"][key]
-        ratio = ("—", "—") if key == "vision" else tuple(f"{x['vision_ratio_median']:.2f}×" for x in (a, b))
+        ratio = tuple(f"{x['vision_ratio_median']:.2f}×" if "vision_ratio_median" in x
+                      else f"{x['rps_vs_vision_median']:.2f}× of vision" if "rps_vs_vision_median" in x else "—"
+                      for x in (a, b))
         lines.append(f"| {server['name']} | {a['rps_median']:,.0f} | {b['rps_median']:,.0f} | {ratio[0]} | {ratio[1]} "
                      f"| {a['p99_ms_median']:.1f} | {b['p99_ms_median']:.1f} "
                      f"| {a['cpu_us_per_request_median']:,.0f} / {b['cpu_us_per_request_median']:,.0f} |")
     m = results["machine"]
     note = (f"Ratio = the backend's req/s ÷ the peer's, median of {results['rounds']} rounds × "
             f"{results['duration_s']:g} s per concurrency ({results['created']}, {m['cpus']} CPUs, other processes "
-            f"used {m['other_cpu_share']:.0%} of the CPU). Against the fastest peer: "
-            f"{s['c8']['ratio_to_fastest']:.2f}× at c=8, {s['c32']['ratio_to_fastest']:.2f}× at c=32.")
+            f"used {m['other_cpu_share']:.0%} of the CPU).")
+    if "ratio_to_fastest" in s["c8"]:
+        note += (f" Against the fastest peer: {s['c8']['ratio_to_fastest']:.2f}× at c=8, "
+                 f"{s['c32']['ratio_to_fastest']:.2f}× at c=32.")
     return "\n".join(lines) + "\n\n" + note
 
 
@@ -442,7 +475,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--peers", default=",".join(p().key for p in PEERS), help="comma-separated subset")
+    parser.add_argument("--peers", default=",".join(p().key for p in PEERS), help="comma-separated subset, or none")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=TREE[,VISION_X=V...]",
+                        help="also measure the backend from another source tree / with other settings")
     parser.add_argument("--out", default=str(RESULTS / "peers.json"))
     parser.add_argument("--short", action="store_true", help="CI: 2 rounds of 2 s; exit 1 below --floor")
     parser.add_argument("--floor", type=float, default=FLOOR,
@@ -453,7 +488,7 @@ def main() -> int:
     out = Path(args.out)
     if args.doc:
         return write_docs(json.loads(out.read_text()))
-    peers = [p() for p in PEERS if p().key in args.peers.split(",")]
+    peers = [p() for p in PEERS if p().key in args.peers.split(",")]  # "none": the backend and variants only
     for peer in peers:
         ensure_venv(peer)
     if args.install:
@@ -464,7 +499,7 @@ def main() -> int:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
 
-    servers = [Vision(), *peers]
+    servers = [Vision(), *(variant(v) for v in args.variant), *peers]
     work = Path(tempfile.mkdtemp(prefix="vision-peers-load-"))
     script = work / "bench.lua"
     script.write_text(WRK_SCRIPT)
@@ -482,7 +517,8 @@ def main() -> int:
                "load": "wrk -t1, keep-alive, the 4 samples in turn; only 200s count",
                "machine": {"cpus": len(os.sched_getaffinity(0)), "training_running": training_running(),
                            "loadavg_before": [round(x, 2) for x in os.getloadavg()]},
-               "servers": {s.key: {"name": s.name, "path": s.path, "settings": s.settings} for s in servers},
+               "servers": {s.key: {"name": s.name, "path": s.path, "settings": s.settings, "kind": kind(s, peers)}
+                           for s in servers},
                "runs": {s.key: [] for s in servers}}
     busy0, t0 = machine_busy_seconds(), time.monotonic()
     # A SIGTERM (a CI timeout) still stops the server under test: no framework is left running.
@@ -527,7 +563,7 @@ def main() -> int:
         print(f"FAIL: answers other than 200 or socket errors: {errors}", file=sys.stderr)
         return 1
     low = {c: summary[f"c{c}"]["ratio_to_fastest"] for c in CONCURRENCY
-           if summary[f"c{c}"]["ratio_to_fastest"] < args.floor}
+           if summary[f"c{c}"].get("ratio_to_fastest", args.floor) < args.floor}
     if args.short and low:
         print(f"FAIL: ratio to the fastest peer below the floor {args.floor}: {low}", file=sys.stderr)
         return 1
