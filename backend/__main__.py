@@ -19,11 +19,11 @@ def main() -> int:
     if config.workers > 1 and config.listen_fd is None:
         # The supervisor serves only the metrics port: importing it alone keeps Flask and ONNX
         # Runtime out of this process (RSS 23 MiB instead of 83 MiB, measured before it served it).
-        from backend.supervisor import supervise as run
+        from backend.runtime.supervisor import supervise as run
 
         configure_logging(config.log_level)  # serve() does this itself on the other path
     else:
-        from backend.server import serve as run
+        from backend.runtime.server import serve as run
     try:
         run(config)
     except ModelLoadError as exc:

@@ -34,12 +34,12 @@ class Config:
     host: str = "0.0.0.0"
     # The API port.
     port: int = BACKEND_PORT
-    # The port of /metrics, never served on the API port (backend.metrics_server); bound on the same
+    # The port of /metrics, never served on the API port (backend.runtime.metrics_server); bound on the same
     # host, 0 = any free port (tests), the chosen one is in the start-up log.
     metrics_port: int = METRICS_PORT
     # Waitress worker threads per process.
     threads: int = 8
-    # Server processes sharing the port, ~1 core each (backend.supervisor); metrics add up over all of
+    # Server processes sharing the port, ~1 core each (backend.runtime.supervisor); metrics add up over all of
     # them. One process uses about one core (the GIL), so the default (VISION_WORKERS=auto) is one per
     # CPU this process may use: affinity and cgroup quota (`docker --cpus`, a pod's CPU limit), not the
     # host's core count (backend.cpus). A number overrides it.
@@ -54,7 +54,7 @@ class Config:
     max_pixels: int = 16_000_000
     # Instances per batch request (413 above).
     max_batch: int = 64
-    # Open connections per process. Connection safety (backend.guard): each open socket costs a file
+    # Open connections per process. Connection safety (backend.protection.guard): each open socket costs a file
     # descriptor and a few KiB, not a thread, so admit many and bound them by time.
     max_connections: int = 1000
     # Seconds within which a request must arrive completely after its first byte (408 after).
@@ -67,7 +67,7 @@ class Config:
     # Seconds a request may spend being processed; checked between the images of a batch, which
     # also stop once the client has hung up (decoding one image is bounded by the pixel limits).
     request_deadline: float = 5.0
-    # Memory in MiB for images being decoded at once, per process (backend.budget). Budget math for
+    # Memory in MiB for images being decoded at once, per process (backend.protection.budget). Budget math for
     # the chart's 512 MiB pod limit: ~130 MiB baseline (Python, Flask, ORT, two models) + 192 MiB of
     # decoding + transient body buffers (threads × max_body_bytes in the worst case, 8 × 10 MiB)
     # ≈ 400 MiB. One 16 MP RGBA image needs 16 M × (4 + 8) B = 192 MiB: it fits, alone.
@@ -79,10 +79,10 @@ class Config:
     decode_wait: float = 5.0
     # Bytes (MiB) of request bodies spooled to $TMPDIR at once. Bodies over Waitress's 512 KiB
     # in-memory buffer are spooled; in the pod $TMPDIR is a 64 MiB memory-backed emptyDir, so bodies
-    # reserve their bytes from this budget before they are written (backend.admission) and /tmp never
+    # reserve their bytes from this budget before they are written (backend.protection.admission) and /tmp never
     # fills up; over it, 503 + Retry-After.
     spool_mb: int = 48
-    # Explanations running at once (each costs ~25× a prediction's CPU; backend.admission).
+    # Explanations running at once (each costs ~25× a prediction's CPU; backend.protection.admission).
     explain_concurrency: int = 1
     # Explanations waiting for a turn; beyond that, 503 + Retry-After.
     explain_queue: int = 2
@@ -117,16 +117,16 @@ class Config:
     golden_dir: Path | None = None
     # Seconds between checks of the release state files.
     release_poll: float = 0.5
-    # Coalesce concurrent requests into one ONNX Runtime run (see backend.inference.Batcher).
+    # Coalesce concurrent requests into one ONNX Runtime run (see backend.model.inference.Batcher).
     batching: bool = True
     # Abstain on out-of-distribution images by default: "label": null and a reason instead of a guessed
     # class (strict mode; a request's `strict` field or `?strict=` overrides it).
     ood_strict: bool = False
-    # Internal, set by backend.supervisor for its workers: the inherited listening socket's fd.
+    # Internal, set by backend.runtime.supervisor for its workers: the inherited listening socket's fd.
     listen_fd: int | None = None
-    # Internal, set by backend.supervisor for its workers: the worker's number (1..workers, in its logs).
+    # Internal, set by backend.runtime.supervisor for its workers: the worker's number (1..workers, in its logs).
     worker_id: int = 0
-    # Internal, set by backend.supervisor for its workers: its pid (a worker compares its parent with
+    # Internal, set by backend.runtime.supervisor for its workers: its pid (a worker compares its parent with
     # it, so a supervisor that dies before the worker first looks is still noticed).
     supervisor_pid: int | None = None
 

@@ -25,7 +25,7 @@ def subject(model: str) -> str:
 BACKEND_PORT = 8080
 METRICS_PORT = 9090
 
-# How a model card's ``input.preprocessing`` says its images are prepared (backend.preprocessing):
+# How a model card's ``input.preprocessing`` says its images are prepared (backend.model.preprocessing):
 # "digit" crops to the ink and centres it by mass, as MNIST was made; "frame" keeps the whole frame,
 # as Fashion-MNIST was made.
 DIGIT, FRAME = "digit", "frame"

@@ -1,7 +1,7 @@
 """The API's error vocabulary: typed exceptions that carry their HTTP status and a stable code.
 
-Kept free of Flask imports on purpose: ``backend.decoding`` raises these and is also used outside the
-server (evaluation, CLI), where Flask is not installed. ``backend.app`` turns them into the JSON body
+Kept free of Flask imports on purpose: ``backend.model.decoding`` raises these and is also used outside the
+server (evaluation, CLI), where Flask is not installed. ``backend.web.app`` turns them into the JSON body
 ``{"error": {"code": ..., "message": ...}}``. The codes and their statuses are defined once, in
 ``backend.contract`` (clients read them there).
 """

@@ -4,7 +4,7 @@ Conventions: ``vision_`` prefix, base units (seconds, bytes), ``_total`` counter
 values come from a closed set (route templates, loaded model names, labels from the model card) —
 never from raw URLs, which would let any client create unbounded time series.
 
-With several worker processes (``VISION_WORKERS``, ``backend.supervisor``) prometheus_client runs in
+With several worker processes (``VISION_WORKERS``, ``backend.runtime.supervisor``) prometheus_client runs in
 its multiprocess mode (chosen by ``PROMETHEUS_MULTIPROC_DIR`` when it is imported): every worker
 writes its values to files in that folder and the supervisor's metrics port
 (``render_multiprocess``) aggregates all of them, so a scrape shows the whole server. Gauges say how to combine workers
@@ -130,7 +130,7 @@ class Metrics:
         self.model_info = Gauge(
             "vision_model_info", "Loaded models (value is always 1).", ["model", "version"],
             multiprocess_mode="livemax", registry=r)
-        # Tracked by backend.server from Waitress's task queue (replaces its per-request log warning).
+        # Tracked by backend.runtime.server from Waitress's task queue (replaces its per-request log warning).
         self.queue_depth = Gauge("vision_http_queue_depth", "Requests waiting for a free worker thread.",
                                  multiprocess_mode="livesum", registry=r)
         # With several workers: 1 only when every live worker is ready.

@@ -48,9 +48,9 @@ def _inproc_client(model_dir: Path):
     """Flask test client on a freshly built app with loaded models, metrics in multiprocess mode."""
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hot-path-metrics-")
-    from backend.app import create_app
     from backend.config import Config
     from backend.logs import configure_logging
+    from backend.web.app import create_app
 
     configure_logging("INFO", stream=open(os.devnull, "w"), worker=1)  # noqa: SIM115 - lives as long as the run
     config = Config.from_env({**os.environ, "VISION_MODEL_DIR": str(model_dir)})

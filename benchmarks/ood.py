@@ -1,6 +1,6 @@
 """Out-of-distribution verdicts, other-writer accuracy and calibration of the shipped models, measured
-through the serving path (``backend.inference`` loads the model as the server does; every picture
-goes through ``backend.preprocessing``), plus the ONNX Runtime cost of the OOD output.
+through the serving path (``backend.model.inference`` loads the model as the server does; every picture
+goes through ``backend.model.preprocessing``), plus the ONNX Runtime cost of the OOD output.
 
     .venv/bin/python benchmarks/ood.py                  # 1000 images per set, saves results/ood.json,
                                                         # prints the tables docs/model.md quotes,
@@ -66,7 +66,7 @@ def ort_cost(onnx_path: Path, runs: int) -> dict:
     import onnx
     import onnxruntime as ort
 
-    from backend.inference import session_options
+    from backend.model.inference import session_options
 
     model = onnx.load(str(onnx_path))
     names = [o.name for o in model.graph.output]

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backend.contract import MODEL_NAMES  # noqa: E402
-from backend.modelcard import write_atomic  # noqa: E402
+from backend.model.card import write_atomic  # noqa: E402
 from visionctl.ml.data import load_split  # noqa: E402
 
 STRIDE = 10  # 1,000 of the 10,000 test images: 0.1 point of accuracy per image

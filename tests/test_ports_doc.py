@@ -9,7 +9,7 @@ import re
 import yaml
 from repo import ROOT
 
-from backend import auth, guard, ratelimit
+from backend.protection import auth, guard, ratelimit
 from visionctl import constants
 
 DOC = (ROOT / "docs" / "ports.md").read_text()

@@ -13,7 +13,7 @@ from readme import shell_blocks
 from repo import ROOT
 
 from backend.config import Config
-from backend.openapi import openapi_document
+from backend.web.openapi import openapi_document
 
 DOC = (ROOT / "docs" / "verdict.md").read_text()
 CURLS = [line.strip() for block in shell_blocks(DOC) for line in block.splitlines()

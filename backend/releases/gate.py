@@ -94,7 +94,7 @@ def ood_share(model, golden: GoldenSet) -> float | None:
 
 
 def run(candidate, stable, golden: GoldenSet, policy: Policy, stable_accuracy: float | None = None) -> GateResult:
-    """Gate ``candidate`` against ``stable`` (both loaded ``backend.inference.Model``s)."""
+    """Gate ``candidate`` against ``stable`` (both loaded ``backend.model.inference.Model``s)."""
     figures: dict = {"candidate": candidate.card.version, "stable": stable.card.version,
                      "golden_images": int(len(golden.labels)), "golden_source": golden.source}
     want, got = schema(stable), schema(candidate)

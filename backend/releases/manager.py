@@ -15,7 +15,7 @@ import threading
 import time
 
 from backend.errors import ModelLoadError
-from backend.inference import Model, Registry, load_model
+from backend.model.inference import Model, Registry, load_model
 from backend.releases import gate as gates
 from backend.releases import golden as goldens
 from backend.releases import judge, record, store

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from backend.errors import ModelLoadError
-from backend.modelcard import write_atomic
+from backend.model.card import write_atomic
 from backend.releases.policy import Policy
 
 ROLES = ("stable", "candidate", "retired", "refused")

@@ -27,7 +27,7 @@ QUEUE_SIZE = 256
 @dataclass(frozen=True)
 class Route:
     name: str
-    stable: object  # backend.inference.Model
+    stable: object  # backend.model.inference.Model
     candidate: object | None = None
     mode: str | None = None
     weight: int = 0

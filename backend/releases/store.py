@@ -12,9 +12,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from backend import modelcard
 from backend.errors import ModelLoadError
-from backend.modelcard import ModelCard
+from backend.model import card as modelcard
+from backend.model.card import ModelCard
 from backend.releases.record import Layout
 
 

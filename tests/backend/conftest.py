@@ -20,8 +20,8 @@ from backend_limits import MAX_BATCH, MAX_BODY, MAX_PIXELS
 from flask import Flask
 from flask.testing import FlaskClient
 
-from backend.app import create_app
 from backend.config import Config
+from backend.web.app import create_app
 from devkit.backend_server import test_model_dir
 
 

@@ -1,5 +1,5 @@
-"""Admission from the headers (backend.admission, backend.guard) against a real backend on Waitress:
-body limits before the body is read, the spool budget, chunk bounds, the explain budget — and the
+"""Admission from the headers (backend.protection.admission, backend.protection.guard) against a real
+backend on Waitress: body limits before the body is read, the spool budget, chunk bounds, the explain budget — and the
 inputs that used to be 500s. Raw sockets, so no client library hides what the server answers."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from repo import SAMPLES
 from test_guard import raw
 
-from backend.admission import ExplainBudget, SpoolBudget
+from backend.protection.admission import ExplainBudget, SpoolBudget
 
 MAX_BODY = 2 * 2**20
 SPOOL = 2 * 2**20  # VISION_SPOOL_MB; Waitress spools bodies over 512 KiB

@@ -29,9 +29,9 @@ from PIL import Image
 from prom_text import metric
 from repo import SAMPLES
 
-from backend.auth import key_is_valid
-from backend.decoding import open_image
-from backend.preprocessing import preprocess
+from backend.model.decoding import open_image
+from backend.model.preprocessing import preprocess
+from backend.protection.auth import key_is_valid
 from devkit.backend_server import BackendServer, test_model_dir
 
 KEYS = ("k" * 20, "another-valid-key-123")

@@ -1,4 +1,4 @@
-"""backend.inference: model cards, the ORT registry and the dynamic batcher, on the real models."""
+"""backend.model.inference: model cards, the ORT registry and the dynamic batcher, on the real models."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from backend.inference import Batcher, ModelLoadError, Registry, load_model
+from backend.model.inference import Batcher, ModelLoadError, Registry, load_model
 from devkit.backend_server import test_model_dir
 
 

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from backend.bodies import JsonShape, load_json, parse_json_body, unquoted_base64
 from backend.errors import ApiError
+from backend.web.bodies import JsonShape, load_json, parse_json_body, unquoted_base64
 
 # The accepted language, as the old fallback wrote it (the oracle; never run on long inputs).
 LANGUAGE = re.compile(rb'\A\s*\{\s*"base64"\s*:\s*([A-Za-z0-9+/_\-\s]+=*)\s*\}\s*\Z')

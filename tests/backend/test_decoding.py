@@ -1,4 +1,4 @@
-"""backend.decoding: lenient base64, format support, size limits before decoding, and fuzzing.
+"""backend.model.decoding: lenient base64, format support, size limits before decoding, and fuzzing.
 
 All fixtures are generated in memory with Pillow (a few hundred bytes each) so the module runs in
 seconds; the fuzz runs are bounded and seeded, so a failure reproduces.
@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from backend.decoding import JPEG_DRAFT_SIZE, decode_base64, open_image
 from backend.errors import ImageTooLarge, InputError, InvalidBase64, UnsupportedImage
+from backend.model.decoding import JPEG_DRAFT_SIZE, decode_base64, open_image
 
 LIMIT = 16_000_000
 

@@ -12,8 +12,8 @@ from api_errors import assert_error
 from PIL import Image
 from repo import SAMPLES
 
-from backend.decoding import open_image
-from backend.preprocessing import preprocess
+from backend.model.decoding import open_image
+from backend.model.preprocessing import preprocess
 
 
 # Measured per-pixel ratio (object / background): digits 4.6-10.6 on every sample; clothing median

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from repo import ROOT
 
-from backend import preprocessing
 from backend.metrics import Children, Metrics
+from backend.model import preprocessing
 
 SAMPLES = sorted((ROOT / "samples").glob("*/*.png"))
 

@@ -1,4 +1,4 @@
-"""backend.modelcard: build → write → read, every refusal names the file and the problem, and the
+"""backend.model.card: build → write → read, every refusal names the file and the problem, and the
 shipped cards load byte-for-byte as written."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from backend import modelcard
 from backend.errors import ModelLoadError
+from backend.model import card as modelcard
 from devkit.backend_server import test_model_dir
 
 SHIPPED = ("mnist", "fashion-mnist")
@@ -95,7 +95,7 @@ def test_the_schemas_preprocessing_modes_are_the_ones_cards_and_the_preprocessor
     import numpy as np
     from PIL import Image
 
-    from backend.preprocessing import preprocess
+    from backend.model.preprocessing import preprocess
 
     schema = json.loads((repo_root / "docs" / "model-card.schema.json").read_text())
     modes = schema["properties"]["input"]["properties"]["preprocessing"]["enum"]

@@ -16,7 +16,7 @@ from repo import SAMPLES
 
 from backend.config import Config
 from backend.contract import ERROR_CODES
-from backend.openapi import openapi_document
+from backend.web.openapi import openapi_document
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""backend.preprocessing: any decodable image → the (28, 28) float32 array the models expect.
+"""backend.model.preprocessing: any decodable image → the (28, 28) float32 array the models expect.
 
 Synthetic images are drawn with PIL so each property (polarity, transparency, centring, aspect,
 blank input, PIL modes) is tested in isolation; the MNIST round trip uses the real test set and
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from backend.contract import PREPROCESSING_MODES as MODES
-from backend.preprocessing import DIGIT_BOX, MIN_CONTRAST, _thumbnail, preprocess, stroke_width
+from backend.model.preprocessing import DIGIT_BOX, MIN_CONTRAST, _thumbnail, preprocess, stroke_width
 from devkit.backend_server import test_model_dir
 from visionctl.ml.data import load_split
 
@@ -288,9 +288,9 @@ def _encodings(img: Image.Image) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
 def test_shipped_samples_survive_real_encodings(samples_dir, dataset):
-    """bytes → backend.decoding.open_image → preprocess → ONNX gives the sample's label (its file name
+    """bytes → backend.model.decoding.open_image → preprocess → ONNX gives the sample's label (its file name
     starts with the class index) for every encoding — the path a request takes."""
-    from backend.decoding import open_image
+    from backend.model.decoding import open_image
     from visionctl.ml.evaluation import classify, load_model
 
     model = load_model(dataset, test_model_dir())

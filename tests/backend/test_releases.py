@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 
-from backend.inference import load_model
+from backend.model.inference import load_model
 from backend.releases import gate, golden, judge, record, store
 from backend.releases.policy import Policy, PolicyError, parse_assignments
 from backend.releases.record import Layout, TransitionError
@@ -118,7 +118,7 @@ def with_ood_output(models_dir: Path, out: Path, threshold_quantile: float, gold
     import torch
     import torch.nn.functional as F
 
-    from backend import modelcard
+    from backend.model import card as modelcard
     from visionctl.ml.model import Net
 
     net = Net()

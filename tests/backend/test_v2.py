@@ -67,7 +67,7 @@ def test_fp32_input_is_the_normalised_tensor(server, client, binary):
 
     from PIL import Image
 
-    from backend.preprocessing import preprocess
+    from backend.model.preprocessing import preprocess
 
     card = json.loads((test_model_dir() / "mnist.json").read_text())
     images = files("mnist")

@@ -1,5 +1,5 @@
 """Waitress is pinned exactly where its internals are patched: pyproject.toml, the image's lock file
-and backend.waitress_pin agree, and the real server refuses to start on any other release."""
+and backend.runtime.waitress_pin agree, and the real server refuses to start on any other release."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import tomllib
 
 from repo import ROOT
 
-from backend.waitress_pin import WAITRESS_VERSION
+from backend.runtime.waitress_pin import WAITRESS_VERSION
 
 
 def test_pyproject_the_lock_file_and_the_backend_pin_one_version():
@@ -33,6 +33,7 @@ def test_the_server_refuses_another_waitress_release(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "backend"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 1, proc.stderr
-    assert f"waitress 9.9.9 is installed, but backend.guard and backend.server patch the internals of waitress " \
+    assert "waitress 9.9.9 is installed, but backend.protection.guard and backend.runtime.server patch " \
+           f"the internals of waitress " \
            f"{WAITRESS_VERSION}" in proc.stderr
     assert "Traceback" not in proc.stderr

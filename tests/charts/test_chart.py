@@ -259,8 +259,8 @@ def test_tmp_is_the_only_writable_path(scenario):
 def backend_routes() -> set[str]:
     """GET routes of the real Flask app (models are not loaded by create_app)."""
     pytest.importorskip("flask")
-    from backend.app import create_app
     from backend.config import Config
+    from backend.web.app import create_app
 
     app = create_app(Config(model_dir=ROOT / "models"))
     # Flask's implicit /static/<path> is not part of the API (the app has no static folder).

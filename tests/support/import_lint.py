@@ -20,7 +20,7 @@ def lint(cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 
 def lint_with(tmp_path: Path, module: str, violation: str) -> subprocess.CompletedProcess:
-    """Lint a copy of the packages in which ``module`` (a path like backend/api.py) ends with the
+    """Lint a copy of the packages in which ``module`` (a path like backend/web/api.py) ends with the
     import statement ``violation``."""
     for package in PACKAGES:
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))

@@ -65,7 +65,7 @@ def card(model: str) -> dict:
 @functools.cache
 def verdict(model: str, data: bytes) -> tuple[float, bool]:
     """(ood_score, in_distribution) from ONNX Runtime and the card file, not through the backend."""
-    from backend.preprocessing import preprocess
+    from backend.model.preprocessing import preprocess
 
     c = card(model)
     x = preprocess(Image.open(io.BytesIO(data)), c["input"]["preprocessing"])

@@ -108,7 +108,7 @@ def serve(
     try:
         from backend.config import ConfigError
         from backend.errors import ModelLoadError, WorkerError
-        from backend.server import serve as run_backend
+        from backend.runtime.server import serve as run_backend
     except ImportError as exc:
         render.fail(f"the backend needs the [serve] extra: pip install -e '.[serve]' ({exc})")
     try:

@@ -1,10 +1,10 @@
 """Evaluate shipped ONNX models: test-set accuracy, confusion matrix, mistakes, real-world variants.
 
-Models are loaded by the backend's own loader (``backend.inference.load_model``: the card checks,
+Models are loaded by the backend's own loader (``backend.model.inference.load_model``: the card checks,
 the sha256 check, the session options) and classified by the same ``Model`` method ``/predict``
 calls — normalisation from the card, ONNX Runtime, softmax — so a number here is a number for the
 service, not for a torch checkpoint or a second copy of the serving code. Real-world variants go
-through ``backend.preprocessing.preprocess``, the function on the request path, for the same reason.
+through ``backend.model.preprocessing.preprocess``, the function on the request path, for the same reason.
 matplotlib is imported inside the plotting functions: it is a training/evaluation extra only.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backend import inference
-from backend.preprocessing import preprocess
+from backend.model import inference
+from backend.model.preprocessing import preprocess
 from visionctl.ml import variants as variants_mod
 from visionctl.ml.data import load_split
 

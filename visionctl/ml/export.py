@@ -2,7 +2,7 @@
 
 The model card (``models/<name>.json``) is the single source of truth the backend reads for labels,
 normalisation, preprocessing mode and version; nothing downstream hard-codes them. It is built and
-written by ``backend.modelcard``, the module the backend reads it with, so export cannot write a
+written by ``backend.model.card``, the module the backend reads it with, so export cannot write a
 card the server would refuse.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend import modelcard
+from backend.model import card as modelcard
 from visionctl.ml import ood
 from visionctl.ml.data import get_spec, load_split, split_holdout
 from visionctl.ml.model import Net

@@ -4,7 +4,7 @@
 * Other-writer sets: MNIST *test* digits rendered the ways other writers and devices deliver them
   (8×8 optdigits-style scans, low resolution, blur, pens, slant, off-centre, paper scans, photos,
   serif 1s, crossed 7s) and printed digits from the held-out *eval* fonts — all as pictures sent
-  through ``backend.preprocessing``, seeds disjoint from training's.
+  through ``backend.model.preprocessing``, seeds disjoint from training's.
 * OOD families: synthetic noise/photo-like/texture/shape/scribble/blank images, digit mash-ups of
   MNIST *test* digits, and the other dataset's *test* file.
 
@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from backend.preprocessing import preprocess
+from backend.model.preprocessing import preprocess
 from visionctl.ml import ood, synth
 from visionctl.ml import variants as v
 from visionctl.ml.data import DatasetError, load_split

@@ -72,7 +72,7 @@ def validation_outliers(dataset: str, holdout: Split, data_dir, n: int) -> dict[
     _, other_tail = split_holdout(load_other(dataset, data_dir))
     from PIL import Image
 
-    from backend.preprocessing import preprocess
+    from backend.model.preprocessing import preprocess
     out["other-dataset"] = np.stack([preprocess(Image.fromarray(x), mode) for x in other_tail.images[:n]])
     if dataset == "mnist":
         out["digit-mashup"] = np.stack([preprocess(synth.digit_mashup(holdout.images, holdout.labels,

@@ -2,7 +2,7 @@
 
 Everything here returns a PIL image *as a user would send it* (any size, either polarity, RGB or
 grey, JPEG artefacts...). Training and evaluation both pass these through
-``backend.preprocessing.preprocess`` — the request path — so the network learns (and is measured
+``backend.model.preprocessing.preprocess`` — the request path — so the network learns (and is measured
 on) exactly what the service feeds it, not on 28×28 arrays it never gets.
 
 Sources stay apart: training renders MNIST *train* images and the *train* fonts; the other-writer
@@ -23,7 +23,7 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from backend.preprocessing import preprocess
+from backend.model.preprocessing import preprocess
 from visionctl.ml import variants as v
 
 Render = Callable[[np.random.Generator], Image.Image]

@@ -33,7 +33,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def unit_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """float (N,28,28) in [0, 1] (what ``backend.preprocessing`` returns) → normalised (N,1,28,28)."""
+    """float (N,28,28) in [0, 1] (what ``backend.model.preprocessing`` returns) → normalised (N,1,28,28)."""
     return torch.from_numpy(np.asarray(images, np.float32)).sub(MEAN).div_(STD).unsqueeze(1)
 
 

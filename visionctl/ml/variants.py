@@ -3,7 +3,7 @@
 MNIST/Fashion-MNIST test images are light-on-black 28×28 tensors; users send canvas drawings with
 transparent backgrounds, phone photos of paper, product photos on white, tiny crops. Each variant
 below turns one test image into such a picture, so accuracy on it measures the whole serving path
-(decode → ``backend.preprocessing`` → model) and not just the network.
+(decode → ``backend.model.preprocessing`` → model) and not just the network.
 
 Rendering is deterministic: every image draws its randomness from a generator seeded with
 ``(seed, hash of the variant's name, image index)``, so a subset is the prefix of the full set and a result can be

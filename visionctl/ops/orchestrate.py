@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend import modelcard
+from backend.model import card as modelcard
 from visionctl.constants import MODEL_NAMES, REPO_ROOT
 from visionctl.ops import cluster, deploy, distro, doctor, images, smoke, tunnel
 from visionctl.ops.deploy import ChartOptions, Target

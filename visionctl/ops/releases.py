@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.inference import load_model
+from backend.model.inference import load_model
 from backend.releases import gate, golden, record, store
 from backend.releases.policy import Policy
 from backend.releases.record import Layout, ReleaseState

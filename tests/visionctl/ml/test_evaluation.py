@@ -103,8 +103,8 @@ def test_evaluation_classifies_like_predict(model_dir, shared_datasets, dataset,
     """The same real-world images through evaluation and through the API's /predict (Flask app,
     real registry with its batcher): the same class for every image, the same probabilities, and
     the accuracy evaluate_variants reports is the accuracy the API gives."""
-    from backend.app import create_app
     from backend.config import Config
+    from backend.web.app import create_app
 
     split = load_split(dataset, "test", shared_datasets / dataset)
     images, labels = split.images[:count], split.labels[:count]

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from backend import modelcard
+from backend.model import card as modelcard
 from visionctl.cli import app
 from visionctl.ml import data as vdata
 from visionctl.ml import export as vexport

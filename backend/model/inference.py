@@ -1,7 +1,7 @@
 """Model registry: one ONNX Runtime session per model card, created once and warmed up.
 
 A model is the pair ``<dir>/<name>.onnx`` + ``<dir>/<name>.json`` (the model card, read and checked
-by ``backend.modelcard``). The card is also validated against the session at load time, and the ONNX file
+by ``backend.model.card``). The card is also validated against the session at load time, and the ONNX file
 against the card's sha256, so a mismatched or half-copied model fails at start instead of answering
 with wrong labels.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from backend import modelcard
 from backend.errors import ModelLoadError
-from backend.modelcard import IMAGE_SIDE, ModelCard
+from backend.model import card as modelcard
+from backend.model.card import IMAGE_SIDE, ModelCard
 
 log = logging.getLogger("backend.inference")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, send_from_directory
 
-from backend.responses import json_response
-from backend.state import get_state
+from backend.web.responses import json_response
+from backend.web.state import get_state
 
 bp = Blueprint("docs", __name__)
 
@@ -37,7 +37,7 @@ def _assets_dir() -> Path:
 
 @bp.get("/")
 def index():
-    from backend.openapi import openapi_document
+    from backend.web.openapi import openapi_document
 
     info = openapi_document(get_state().config)["info"]
     return json_response({"name": info["title"], "version": info["version"],

@@ -1,7 +1,7 @@
 """Flask application factory: wires config, model registry, auth, JSON errors, metrics and logs.
 
-The routes live in the blueprints (``backend.api``, ``docs``, ``explain``, ``v2``), which this module
-imports and registers; they reach the per-app state through ``backend.state``, never through this
+The routes live in the blueprints (``backend.web.api``, ``docs``, ``explain``, ``v2``), which this module
+imports and registers; they reach the per-app state through ``backend.web.state``, never through this
 module, so imports point one way: factory → blueprints → the modules below.
 
 This module owns the cross-cutting request lifecycle so every response — including Flask's own
@@ -18,11 +18,6 @@ import time
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from backend import api, docs, explain, v2
-from backend.admission import ExplainBudget, SpoolBudget
-from backend.auth import is_open, key_is_valid, presented_key
-from backend.bodies import InMemoryUploads
-from backend.budget import MemoryBudget
 from backend.config import Config
 from backend.contract import (
     BODY_TOO_LARGE,
@@ -34,13 +29,18 @@ from backend.contract import (
     UNSUPPORTED_MEDIA_TYPE,
 )
 from backend.errors import ApiError
-from backend.inference import Registry
 from backend.logs import REQUEST_ID_HEADER, cap, request_id
 from backend.metrics import Metrics
-from backend.ratelimit import RateLimiter
+from backend.model.inference import Registry
+from backend.protection.admission import ExplainBudget, SpoolBudget
+from backend.protection.auth import is_open, key_is_valid, presented_key
+from backend.protection.budget import MemoryBudget
+from backend.protection.ratelimit import RateLimiter
 from backend.releases.manager import Releases, layout_for
-from backend.responses import json_response
-from backend.state import EXTENSION, State
+from backend.web import api, docs, explain, v2
+from backend.web.bodies import InMemoryUploads
+from backend.web.responses import json_response
+from backend.web.state import EXTENSION, State
 
 log = logging.getLogger("backend.app")
 access_log = logging.getLogger("backend.access")
@@ -51,7 +51,7 @@ HTTP_ERROR_CODES = {400: INVALID_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND, 405
 
 
 def create_app(config: Config | None = None, registry: Registry | None = None) -> Flask:
-    """Build the app. Models are *not* loaded here: call ``State.load_models()`` (``backend.server`` does,
+    """Build the app. Models are *not* loaded here: call ``State.load_models()`` (``backend.runtime.server`` does,
     in the background, so ``/healthz`` answers and ``/readyz`` says 503 while they load)."""
     config = config or Config.from_env()
     registry = registry or Registry(config.model_dir, config.models, batching=config.batching)

@@ -1,4 +1,5 @@
-"""The one Waitress release whose internals ``backend.guard`` and ``backend.server`` subclass and patch.
+"""The one Waitress release whose internals ``backend.protection.guard`` and ``backend.runtime.server``
+subclass and patch.
 
 They reach below Waitress's public API (the parser, channel, task classes and the server's
 ``maintenance``/``add_task``), which changes between releases without notice. So the version is
@@ -20,6 +21,7 @@ def require() -> None:
     except PackageNotFoundError:
         installed = "none"
     if installed != WAITRESS_VERSION:
-        raise SystemExit(f"backend: waitress {installed} is installed, but backend.guard and backend.server patch "
-                         f"the internals of waitress {WAITRESS_VERSION}; install waitress=={WAITRESS_VERSION} "
+        raise SystemExit(f"backend: waitress {installed} is installed, but backend.protection.guard and "
+                         f"backend.runtime.server patch the internals of waitress {WAITRESS_VERSION}; "
+                         f"install waitress=={WAITRESS_VERSION} "
                          "(pinned in pyproject.toml and requirements/backend.txt)")

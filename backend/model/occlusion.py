@@ -4,7 +4,7 @@ the 28×28 input a prediction depends on, and a PNG overlay of them.
 Every ``WINDOW``×``WINDOW`` patch (stride ``STRIDE``) is set to background (0) and the drop in the
 predicted class's probability is spread over the patch's pixels. All occluded copies plus the
 original go through ONNX Runtime as one batch (145 rows), so the cost is fixed and small whatever the
-image: no gradients, no torch. Free of Flask, so the API description (``backend.openapi_protocols``)
+image: no gradients, no torch. Free of Flask, so the API description (``backend.web.openapi_protocols``)
 reads the window and stride from here without importing a blueprint.
 """
 
@@ -15,7 +15,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from backend.modelcard import IMAGE_SIDE
+from backend.model.card import IMAGE_SIDE
 
 WINDOW, STRIDE = 6, 2
 OVERLAY_SCALE = 8  # 28 px → 224 px

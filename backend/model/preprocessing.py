@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from backend.contract import DIGIT, FRAME, PREPROCESSING_MODES
-from backend.modelcard import IMAGE_SIDE
+from backend.model.card import IMAGE_SIDE
 
 SIZE = IMAGE_SIDE         # model input side
 DIGIT_BOX = 20            # MNIST digits were fitted into 20×20 ...

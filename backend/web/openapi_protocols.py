@@ -1,10 +1,10 @@
 """The OpenAPI parts for the extra request forms, explanations, the v2 protocol and the docs index
-(kept out of ``backend.openapi`` so each protocol's description lives next to the others')."""
+(kept out of ``backend.web.openapi`` so each protocol's description lives next to the others')."""
 
 from __future__ import annotations
 
-from backend.bodies import FLAGS
-from backend.occlusion import STRIDE, WINDOW
+from backend.model.occlusion import STRIDE, WINDOW
+from backend.web.bodies import FLAGS
 
 REF = "#/components/schemas/"
 

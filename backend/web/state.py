@@ -1,7 +1,7 @@
 """Per-app shared state (``app.extensions["vision"]``) and its accessor for the blueprints.
 
 Its own module so the blueprints and the HTTP guard reach the state without importing the app
-factory that registers them (``backend.app`` imports the blueprints, never the reverse).
+factory that registers them (``backend.web.app`` imports the blueprints, never the reverse).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
-from backend.admission import ExplainBudget, SpoolBudget
-from backend.budget import MemoryBudget
 from backend.config import Config
-from backend.inference import Registry
 from backend.metrics import Metrics
-from backend.ratelimit import RateLimiter
+from backend.model.inference import Registry
+from backend.protection.admission import ExplainBudget, SpoolBudget
+from backend.protection.budget import MemoryBudget
+from backend.protection.ratelimit import RateLimiter
 from backend.releases.manager import Releases
 
 EXTENSION = "vision"  # the key in ``app.extensions``

@@ -1,7 +1,7 @@
-"""POST /v1/models/{name}/explain: occlusion sensitivity of one image (``backend.occlusion``) —
+"""POST /v1/models/{name}/explain: occlusion sensitivity of one image (``backend.model.occlusion``) —
 which parts of the 28×28 input the prediction depends on — with a PNG overlay.
 
-The request goes through the same input pipeline as predict (``backend.api.prepared_inputs``), so
+The request goes through the same input pipeline as predict (``backend.web.api.prepared_inputs``), so
 both have the same body forms, limits and errors.
 """
 
@@ -13,13 +13,13 @@ import time
 import numpy as np
 from flask import Blueprint
 
-from backend import verdict
-from backend.api import prepared_inputs, request_strict
 from backend.contract import INVALID_REQUEST
 from backend.errors import ApiError
-from backend.occlusion import STRIDE, WINDOW, attributions, occlusion_batch, overlay_png
-from backend.responses import json_response
-from backend.state import get_state
+from backend.model import verdict
+from backend.model.occlusion import STRIDE, WINDOW, attributions, occlusion_batch, overlay_png
+from backend.web.api import prepared_inputs, request_strict
+from backend.web.responses import json_response
+from backend.web.state import get_state
 
 bp = Blueprint("explain", __name__)
 
@@ -27,7 +27,7 @@ bp = Blueprint("explain", __name__)
 @bp.post("/v1/models/<name>/explain")
 def explain(name: str):
     state = get_state()
-    with state.explain.running():  # its own concurrency and CPU budget (backend.admission)
+    with state.explain.running():  # its own concurrency and CPU budget (backend.protection.admission)
         return _explain(state, name)
 
 

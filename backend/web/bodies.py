@@ -11,7 +11,7 @@ Clients reach for what they know, so one route accepts:
 * ``multipart/form-data`` (``curl -F file=@digit.png``): the first file part, any field name.
 
 Structure errors are ``ApiError`` 400s that name the bad field; image errors come later from
-``backend.decoding`` so every form shares the same limits and messages.
+``backend.model.decoding`` so every form shares the same limits and messages.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ USAGE = ('send {"base64": "<base64-encoded image>"} as JSON, the image file itse
 _BASE64_AND_SPACE = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_- \t\n\r\x0b\x0c"
 _KEY = b'"base64"'
 
-# File signatures of the formats backend.decoding opens (a raw upload sent with a wrong Content-Type).
+# File signatures of the formats backend.model.decoding opens (a raw upload sent with a wrong Content-Type).
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 
 
@@ -171,7 +171,7 @@ def _flag(text: str, name: str = "return_input") -> bool:
 class InMemoryUploads(Request):
     """Multipart file parts kept in memory, not spooled to ``$TMPDIR`` a second time: the body is
     already bounded by ``VISION_MAX_BODY_BYTES`` and, when large, spooled once by Waitress inside
-    the spool budget (``backend.admission``)."""
+    the spool budget (``backend.protection.admission``)."""
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return io.BytesIO()

@@ -9,7 +9,7 @@ Two steps, both liberal in what they accept and strict about cost:
   (a decompression bomb), so the request-body limit alone does not bound memory.
 
 Errors are :class:`backend.errors.InputError` subclasses carrying the HTTP status and error code.
-Mode conversion, transparency and polarity are ``backend.preprocessing``'s job, not this module's.
+Mode conversion, transparency and polarity are ``backend.model.preprocessing``'s job, not this module's.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def open_image(data: bytes, max_pixels: int, reserve=None) -> Image.Image:
     """Decode ``data`` into a loaded PIL image: first frame, EXIF orientation applied.
 
     ``reserve(size, mode)``, if given, is called with the size to be decoded before decoding (see
-    ``backend.budget``). Raises :class:`ImageTooLarge` (413) when width × height exceeds
+    ``backend.protection.budget``). Raises :class:`ImageTooLarge` (413) when width × height exceeds
     ``max_pixels`` — checked from the header before decoding — and :class:`UnsupportedImage` (422)
     for anything that is not a complete PNG/JPEG/WebP/BMP/GIF/TIFF image.
     """

@@ -15,17 +15,17 @@ import numpy as np
 from flask import Blueprint, g, request
 from PIL import Image
 
-from backend import verdict
-from backend.bodies import Body, read_body
-from backend.budget import estimate
 from backend.contract import CLIENT_CLOSED_REQUEST, DEADLINE_EXCEEDED, DEFAULT_MODEL, MODEL_NOT_FOUND, NOT_READY
-from backend.decoding import decode_base64, open_image
 from backend.errors import ApiError, ImageTooLarge
-from backend.inference import Model
-from backend.preprocessing import preprocess
+from backend.model import verdict
+from backend.model.decoding import decode_base64, open_image
+from backend.model.inference import Model
+from backend.model.preprocessing import preprocess
+from backend.protection.budget import estimate
 from backend.releases.manager import VersionNotServed
-from backend.responses import json_response
-from backend.state import get_state
+from backend.web.bodies import Body, read_body
+from backend.web.responses import json_response
+from backend.web.state import get_state
 
 bp = Blueprint("api", __name__)
 
@@ -49,7 +49,7 @@ def readyz():
 
 @bp.get("/openapi.json")
 def openapi():
-    from backend.openapi import openapi_document
+    from backend.web.openapi import openapi_document
 
     state = get_state()
     return json_response(openapi_document(state.config))

@@ -23,14 +23,14 @@ import numpy as np
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from backend import verdict
-from backend.api import prepare_image, served_version
-from backend.bodies import JsonShape, load_json
 from backend.errors import ApiError
-from backend.inference import Model
-from backend.modelcard import IMAGE_SIDE
-from backend.responses import json_response
-from backend.state import get_state
+from backend.model import verdict
+from backend.model.card import IMAGE_SIDE
+from backend.model.inference import Model
+from backend.web.api import prepare_image, served_version
+from backend.web.bodies import JsonShape, load_json
+from backend.web.responses import json_response
+from backend.web.state import get_state
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -52,7 +52,7 @@ def _http_error(exc: HTTPException):
 
 @bp.get("")
 def server_metadata():
-    from backend.openapi import openapi_document
+    from backend.web.openapi import openapi_document
 
     info = openapi_document(get_state().config)["info"]
     return json_response({"name": "vision-ai", "version": info["version"], "extensions": ["binary_tensor_data"]})
@@ -238,7 +238,7 @@ def _json_bytes(data, n: int) -> list[bytes]:
         data = data[0]
     if not isinstance(data, list) or len(data) != n or not all(isinstance(d, str) for d in data):
         raise ApiError(f"BYTES input 'data' must be an array of {n} strings (base64 of each image file)")
-    from backend.decoding import decode_base64
+    from backend.model.decoding import decode_base64
 
     return [decode_base64(d) for d in data]
 

@@ -7,7 +7,6 @@ Tests validate the document and check live responses against these schemas.
 
 from __future__ import annotations
 
-from backend import openapi_protocols as protocols
 from backend.config import Config
 from backend.contract import (
     BATCH_TOO_LARGE,
@@ -26,6 +25,7 @@ from backend.contract import (
     UNSUPPORTED_IMAGE,
     __version__,
 )
+from backend.web import openapi_protocols as protocols
 
 REF = "#/components/schemas/"
 

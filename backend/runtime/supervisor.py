@@ -13,7 +13,7 @@ Workers are fresh interpreters (not forks), so ONNX Runtime and prometheus_clien
 
 Metrics: the workers run prometheus_client in multiprocess mode, writing to
 ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder unless set). The supervisor itself serves
-``/metrics`` on the metrics port (``backend.metrics_server``; workers bind none) and adds up all of
+``/metrics`` on the metrics port (``backend.runtime.metrics_server``; workers bind none) and adds up all of
 the workers' files — a scrape sees the whole server.
 
 Lifecycle: SIGTERM/SIGINT is passed to every worker (each drains as it would alone) and the
@@ -36,7 +36,7 @@ import tempfile
 
 from backend.errors import WorkerError
 from backend.metrics import render_multiprocess
-from backend.metrics_server import MetricsServer
+from backend.runtime.metrics_server import MetricsServer
 
 log = logging.getLogger("backend.supervisor")
 

@@ -32,15 +32,15 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import WSGITask
 
-from backend import waitress_pin
-from backend.app import create_app
 from backend.config import Config
 from backend.errors import ModelLoadError
-from backend.guard import Guard, guarded_channel
-from backend.guard import install as install_guard
 from backend.logs import configure_logging
-from backend.metrics_server import MetricsServer
-from backend.supervisor import supervise
+from backend.protection.guard import Guard, guarded_channel
+from backend.protection.guard import install as install_guard
+from backend.runtime import waitress_pin
+from backend.runtime.metrics_server import MetricsServer
+from backend.runtime.supervisor import supervise
+from backend.web.app import create_app
 
 log = logging.getLogger("backend.server")
 
@@ -81,11 +81,11 @@ class Server:
             ident="vision-ai",
             asyncore_use_poll=True,          # select() breaks above 1024 file descriptors
             # Stalled or slow sockets cost a file descriptor, not a thread: admit many, cut them off
-            # by time (backend.guard), so a flood of half-open requests cannot lock out probes.
+            # by time (backend.protection.guard), so a flood of half-open requests cannot lock out probes.
             connection_limit=config.max_connections,
             channel_timeout=config.idle_timeout,  # idle keep-alive connections
             cleanup_interval=1,                   # how often the slow-client deadline is checked
-            # Keep X-Forwarded-For: backend.ratelimit trusts it only from VISION_TRUSTED_PROXIES (CIDRs,
+            # Keep X-Forwarded-For: backend.protection.ratelimit trusts it only from VISION_TRUSTED_PROXIES (CIDRs,
             # which Waitress's single trusted_proxy address cannot express for ingress pods).
             clear_untrusted_proxy_headers=False,
             # Waitress watches the socket while the app runs, so a batch can stop when the client left

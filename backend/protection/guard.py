@@ -11,10 +11,10 @@ arriving or waiting for a thread is decided here, in Waitress's event-loop threa
 * **Load shedding.** When more than ``max_queue`` requests already wait for a worker thread, a new
   one is answered at once with 503 + ``Retry-After`` instead of queueing without bound. Probes are
   never shed, so an overloaded pod is not killed by its liveness probe. (Scrapes do not come here:
-  /metrics has its own port, ``backend.metrics_server``.)
+  /metrics has its own port, ``backend.runtime.metrics_server``.)
 * **Bodies admitted from the headers.** A ``Content-Length`` over ``VISION_MAX_BODY_BYTES`` is a 413
   before any of the body is read; a body that will be spooled to a temp file reserves its bytes from
-  the spool budget first (``backend.admission``), else 503. Chunked bodies are held to the same
+  the spool budget first (``backend.protection.admission``), else 503. Chunked bodies are held to the same
   limits as they grow, and to an average chunk size: Waitress decodes chunks in Python, so a body
   of 1-byte chunks would cost seconds of CPU in the event loop.
 * **Explanations** are admitted against their own budget here, so a flood of them is answered 503
@@ -29,6 +29,7 @@ import json
 import logging
 import time
 import weakref
+from typing import TYPE_CHECKING
 
 from waitress.buffers import OverflowableBuffer
 from waitress.channel import HTTPChannel
@@ -36,7 +37,6 @@ from waitress.parser import HTTPRequestParser
 from waitress.task import ErrorTask
 from waitress.utilities import Error
 
-from backend.auth import is_open, key_is_valid, presented_key
 from backend.contract import (
     BODY_TOO_LARGE,
     HEADERS_TOO_LARGE,
@@ -49,7 +49,10 @@ from backend.contract import (
 )
 from backend.errors import ApiError
 from backend.logs import REQUEST_ID_HEADER, cap, request_id
-from backend.state import State
+from backend.protection.auth import is_open, key_is_valid, presented_key
+
+if TYPE_CHECKING:  # the guard is handed the state; it imports nothing of the Flask side
+    from backend.web.state import State
 
 access_log = logging.getLogger("backend.access")
 
