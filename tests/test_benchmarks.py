@@ -199,3 +199,37 @@ def test_ood_results_and_docs_are_the_shipped_models():
         for name, row in {**m["report"]["writers"], **m["report"]["families"]}.items():
             line = next(line for line in section.splitlines() if line.startswith(f"| {name} |"))
             assert f"{row['flagged']:.2%}" in line, line
+
+
+def test_cpu_budget_classifies_stacks_by_their_outermost_stage():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from cpu_budget import classify
+
+    def f(func, path):
+        return f"{func} ({path}:1)"
+
+    waitress = f("service", "/x/site-packages/waitress/channel.py")
+    hook = f("finish_request", "/repo/backend/web/app.py")
+    log, dumps = f("info", "/py/logging/__init__.py"), f("dumps", "/py/json/__init__.py")
+    assert classify([waitress, hook, log, dumps]) == "logging"  # the JSON inside the log line is logging
+    assert classify([waitress, hook, f("inc", "/x/site-packages/prometheus_client/values.py")]) == "metrics"
+    assert classify([waitress, f("open_image", "/repo/backend/model/decoding.py")]) == "decode"
+    ort = f("run", "/x/onnxruntime/session.py")
+    assert classify([f("_loop", "/repo/backend/model/inference.py"), ort]) == "inference"
+    assert classify([waitress, f("_predict", "/repo/backend/web/api.py")]) == "postprocess"
+    assert classify([waitress, hook]) == "framework"
+    assert classify([f("_bootstrap", "/py/threading.py")]) == "other"
+
+
+def test_cpu_budget_short_run(tmp_path):
+    """py-spy on the real server under wrk: every stage of a prediction shows up and the shares add up."""
+    if not shutil.which("wrk"):
+        pytest.fail("wrk is missing (apt-get install wrk; scripts/test.sh installs it)")
+    out = tmp_path / "budget.json"
+    proc = run("benchmarks/cpu_budget.py", "--label", "ci", "--duration", "2", "--concurrency", "8", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(out.read_text())["ci"]["runs"][0]
+    assert r["samples"] > 100 and r["server_cpu_us_per_request"] > 0
+    assert abs(sum(r["stages_share"].values()) - 1) < 0.01
+    for stage in ("parse", "decode", "preprocess", "inference", "framework"):
+        assert r["stages_us"][stage] > 0, stage
