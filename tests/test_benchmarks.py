@@ -208,8 +208,8 @@ def test_cpu_budget_classifies_stacks_by_their_outermost_stage():
     def f(func, path):
         return f"{func} ({path}:1)"
 
-    waitress = f("service", "/x/site-packages/waitress/channel.py")
-    hook = f("finish_request", "/repo/backend/web/app.py")
+    waitress = f("HTTPChannel.service", "waitress/channel.py")  # py-spy's relative form ...
+    hook = f("finish_request", "/repo/backend/web/app.py")  # ... and an absolute one
     log, dumps = f("info", "/py/logging/__init__.py"), f("dumps", "/py/json/__init__.py")
     assert classify([waitress, hook, log, dumps]) == "logging"  # the JSON inside the log line is logging
     assert classify([waitress, hook, f("inc", "/x/site-packages/prometheus_client/values.py")]) == "metrics"

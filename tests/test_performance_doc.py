@@ -10,6 +10,7 @@ from repo import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import cpu_budget  # noqa: E402
 import load  # noqa: E402  (a script folder, not a package)
 import peers  # noqa: E402
 
@@ -19,6 +20,12 @@ def test_the_peers_table_and_readme_figure_match_saved_results():
     assert peers.write_docs(results, check=True) == 0, "run: python benchmarks/peers.py --doc"
     assert not results["short"], "the document quotes a full run, not the CI short mode"
     assert (ROOT / "benchmarks" / "results" / "scaling.png").stat().st_size > 10_000
+
+
+def test_the_cpu_budget_table_matches_saved_results():
+    saved = json.loads(cpu_budget.OUT.read_text())
+    assert cpu_budget.write_doc(saved, check=True) == 0, "run: python benchmarks/cpu_budget.py --doc"
+    assert {"before", "after"} <= set(saved)
 
 
 def test_the_load_table_matches_saved_runs():
