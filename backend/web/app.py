@@ -29,7 +29,7 @@ from backend.contract import (
     UNSUPPORTED_MEDIA_TYPE,
 )
 from backend.errors import ApiError
-from backend.logs import REQUEST_ID_HEADER, cap, request_id
+from backend.logs import REQUEST_ID_HEADER, cap, log_access, request_id
 from backend.metrics import Metrics
 from backend.model.inference import Registry
 from backend.protection.admission import ExplainBudget, SpoolBudget
@@ -126,12 +126,12 @@ def _install_lifecycle(app: Flask, state: State) -> None:
         if method == "POST":
             metrics.request_size_by[(route,)].observe(req.content_length or 0)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info("request", extra={"fields": {
+            log_access({
                 "request_id": rid, "method": cap(method, 16), "path": cap(req.path), "route": route,
                 "model": model or None, "status": response.status_code,
                 "duration_ms": round(duration * 1000, 3), "bytes_in": req.content_length or 0,
                 "bytes_out": response.calculate_content_length(), "remote_addr": req.remote_addr,
-                "user_agent": cap(req.user_agent.string) or None}})
+                "user_agent": cap(req.user_agent.string) or None})
         return response
 
     @app.teardown_request
