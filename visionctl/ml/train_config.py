@@ -27,6 +27,13 @@ class TrainConfig:
     scale_range: float = 0.1
     stroke_prob: float = 0.2
     hflip: bool = False
+    # Other-writer conditions drawn fresh every batch (cheap tensor ops, unlike the rendered pool):
+    # a ``lowres_prob`` share of each batch is area-averaged down to 7-20 px and re-upscaled (scans
+    # and small crops), ``max_shear`` slants (x += shear·y) and ``max_stretch`` changes the aspect
+    # (width × 1±stretch; low-resolution scanners often widened narrow glyphs).
+    lowres_prob: float = 0.0
+    max_shear: float = 0.0
+    max_stretch: float = 0.0
     # Real-world robustness and outlier exposure: ``rendered`` train digits drawn as other writers and
     # devices deliver them (visionctl.ml.synth, through the serving preprocessing), ``font_digits``
     # printed digits from the train fonts, and ``outliers`` synthetic non-digits trained towards a
@@ -57,10 +64,10 @@ class TrainConfig:
 # exposure but no renderings: its real-world variants were already within ~1 point of its test
 # accuracy, and the 2 shared cores are better spent on epochs.
 PRESETS: dict[str, dict] = {
-    "mnist": dict(epochs=6),
-    "fashion-mnist": dict(epochs=6, max_rotation=0.0, max_shift=0.0, scale_range=0.0,
+    "mnist": dict(epochs=6, lowres_prob=0.15, max_shear=0.3, max_stretch=0.25),
+    "fashion-mnist": dict(epochs=10, gamma=0.8, max_rotation=0.0, max_shift=0.0, scale_range=0.0,
                           stroke_prob=0.0, hflip=True, strategy="all", init_weights="models/mnist.pt",
-                          rendered=0, font_digits=0, outliers=12000),
+                          rendered=0, font_digits=0, outliers=12000, outlier_weight=0.3),
 }
 
 
