@@ -25,8 +25,7 @@ def train(
     epochs: Annotated[int | None, typer.Option(min=1, show_default=default_text("epochs"))] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = TRAIN.batch_size,
     lr: Annotated[float, typer.Option(min=0.0, help="Adadelta learning rate.")] = TRAIN.lr,
-    gamma: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="StepLR decay per epoch.",
-                                                show_default=default_text("gamma"))] = None,
+    gamma: Annotated[float, typer.Option(min=0.0, max=1.0, help="StepLR decay per epoch.")] = TRAIN.gamma,
     seed: int = TRAIN.seed,
     threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads.")] = TRAIN.threads,
     strategy: Annotated[Strategy | None, typer.Option(

@@ -65,9 +65,9 @@ class TrainConfig:
 # accuracy, and the 2 shared cores are better spent on epochs.
 PRESETS: dict[str, dict] = {
     "mnist": dict(epochs=6, lowres_prob=0.15, max_shear=0.3, max_stretch=0.25),
-    "fashion-mnist": dict(epochs=10, gamma=0.8, max_rotation=0.0, max_shift=0.0, scale_range=0.0,
+    "fashion-mnist": dict(epochs=6, max_rotation=0.0, max_shift=0.0, scale_range=0.0,
                           stroke_prob=0.0, hflip=True, strategy="all", init_weights="models/mnist.pt",
-                          rendered=0, font_digits=0, outliers=12000, outlier_weight=0.3),
+                          rendered=0, font_digits=0, outliers=12000),
 }
 
 
