@@ -64,7 +64,7 @@ class TrainConfig:
 # exposure but no renderings: its real-world variants were already within ~1 point of its test
 # accuracy, and the 2 shared cores are better spent on epochs.
 PRESETS: dict[str, dict] = {
-    "mnist": dict(epochs=6, lowres_prob=0.15, max_shear=0.3, max_stretch=0.25),
+    "mnist": dict(epochs=6),
     "fashion-mnist": dict(epochs=6, max_rotation=0.0, max_shift=0.0, scale_range=0.0,
                           stroke_prob=0.0, hflip=True, strategy="all", init_weights="models/mnist.pt",
                           rendered=0, font_digits=0, outliers=12000),

@@ -23,11 +23,12 @@ MEAN, STD = 0.1307, 0.3081
 OTHER = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
 # Outlier families' shares in training (the rest weigh 1): stroke-like non-digits (mash-ups of
 # digits, scribbles) are the hardest to tell from digits, so they get more of the batch.
-OUTLIER_MIX = {"digit-mashup": 3.0, "scribble": 2.0, "shapes": 1.5, "other-dataset": 2.0, "glyph": 2.0,
-               "digit-turned": 1.0}
-# Renderers' shares in the MNIST rendered pool (the rest weigh 1): 8×8 scans and low resolution are
-# the other-writer conditions the network reads worst, so they get more of the pool.
-RENDER_MIX: dict[str, float] = {"optdigits8": 3.0, "lowres": 2.0}
+# The glyph and turned-digit families are built but off (weight 0 leaves the other families' draws as
+# they were): the shipped models trained without them (docs/model.md, "Not reached").
+OUTLIER_MIX = {"digit-mashup": 3.0, "scribble": 2.0, "shapes": 1.5, "other-dataset": 2.0, "glyph": 0.0,
+               "digit-turned": 0.0}
+# Renderers' shares in the MNIST rendered pool (the rest weigh 1; empty = uniform, the shipped recipe).
+RENDER_MIX: dict[str, float] = {}
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -79,9 +80,8 @@ def build_pools(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray) -> tup
     if n_out and cfg.outlier_weight:
         other = load_other(cfg.dataset, cfg.data_dir).images
         digits = (images, labels) if cfg.dataset == "mnist" else None
-        # Fashion's shipped recipe predates the glyph family (weight 0 leaves its draws unchanged).
-        mix = OUTLIER_MIX if cfg.dataset == "mnist" else {**OUTLIER_MIX, "glyph": 0.0}
-        outliers = synth.render_outliers(n_out, cfg.seed, mode, digits=digits, other=other, weights=mix)
+        outliers = synth.render_outliers(n_out, cfg.seed, mode, digits=digits, other=other,
+                                         weights=OUTLIER_MIX)
     return (unit_to_tensor(np.concatenate(extra)), torch.from_numpy(np.concatenate(extra_y)),
             unit_to_tensor(outliers))
 
@@ -111,8 +111,10 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
         angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(cfg.max_rotation)
         scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.scale_range
         shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (cfg.max_shift * 2 / 28)
-        shear = (torch.rand(n, generator=gen) * 2 - 1) * cfg.max_shear
-        stretch = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.max_stretch
+        # Drawn only when on, so recipes without them keep their random stream (and their bits).
+        shear = (torch.rand(n, generator=gen) * 2 - 1) * cfg.max_shear if cfg.max_shear else torch.zeros(n)
+        stretch = (1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.max_stretch if cfg.max_stretch
+                   else torch.ones(n))
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         # theta maps output to input coordinates: rotation·scale, then 1/stretch on x and shear.
         a, b = cos / stretch, -sin + shear * cos
