@@ -259,11 +259,15 @@ FASHION_RENDERERS: dict[str, Callable[[np.ndarray, np.random.Generator], Image.I
 
 
 def render_digits(images: np.ndarray, labels: np.ndarray, seed: int, mode: str = "digit",
-                  renderers: dict | None = None) -> np.ndarray:
-    """Each image rendered by one renderer (round-robin, random per image) and preprocessed:
-    float32 (N, 28, 28). 1s and 7s get serif / bar variants with some probability first."""
+                  renderers: dict | None = None, weights: dict[str, float] | None = None) -> np.ndarray:
+    """Each image rendered by one renderer (random per image, uniform or by ``weights``) and
+    preprocessed: float32 (N, 28, 28). 1s and 7s get serif / bar variants with some probability first."""
     renderers = renderers or TRAIN_RENDERERS
     names = sorted(renderers)
+    p = None
+    if weights:
+        p = np.array([weights.get(k, 1.0) for k in names], np.float64)
+        p /= p.sum()
     out = np.empty((len(images), 28, 28), np.float32)
     for i, (d, y) in enumerate(zip(images, labels, strict=True)):
         rng = rng_for(seed, "render", i)
@@ -273,7 +277,7 @@ def render_digits(images: np.ndarray, labels: np.ndarray, seed: int, mode: str =
             d = serif_one(d, rng)
         elif y == 7 and rng.random() < 0.3:
             d = crossed_seven(d, rng)
-        name = names[int(rng.integers(0, len(names)))]
+        name = names[int(rng.integers(0, len(names)))] if p is None else names[int(rng.choice(len(names), p=p))]
         out[i] = preprocess(renderers[name](d, rng), mode)
     return out
 
@@ -433,6 +437,44 @@ def o_scribble(rng):
     return _maybe_invert(img, rng)
 
 
+def o_glyph(rng):
+    """A made-up character: 2-4 pen strokes (straight, bent or arcs) between points of a 3×3 grid in
+    a glyph-shaped box — the structure of printed letters and symbols without any font."""
+    side = int(rng.integers(80, 240))
+    img = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(img)
+    w, h = side * rng.uniform(0.35, 0.8), side * rng.uniform(0.6, 0.85)
+    x0, y0 = (side - w) / 2, (side - h) / 2
+    grid = [(x0 + w * gx / 2, y0 + h * gy / 2) for gy in range(3) for gx in range(3)]
+    width = int(rng.integers(max(2, side // 40), side // 10 + 3))
+    for _ in range(int(rng.integers(2, 5))):
+        kind = rng.random()
+        if kind < 0.6:  # a straight or bent stroke through 2-3 grid points
+            pts = [grid[int(k)] for k in rng.choice(9, int(rng.integers(2, 4)), replace=False)]
+            draw.line(pts, fill=255, width=width, joint="curve")
+        else:  # an arc of an ellipse spanning part of the box
+            cx, cy = grid[int(rng.integers(0, 9))]
+            rx, ry = w * rng.uniform(0.2, 0.5), h * rng.uniform(0.15, 0.5)
+            start = rng.uniform(0, 360)
+            draw.arc([cx - rx, cy - ry, cx + rx, cy + ry], start, start + rng.uniform(90, 300), fill=255, width=width)
+    if rng.random() < 0.3:
+        img = img.rotate(rng.uniform(-15, 15), Image.BICUBIC)
+    return _maybe_invert(img, rng)
+
+
+def digit_turned(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A digit lying on its side (90° either way) — no longer a digit, still made of digit strokes.
+    0s and 1s are left out: a turned 0 is still a 0, a turned slanted 1 is still a stroke like a 1."""
+    while True:
+        i = int(rng.integers(0, len(images)))
+        if labels[i] > 1:
+            break
+    img = Image.fromarray(images[i]).transpose(Image.ROTATE_90 if rng.random() < 0.5 else Image.ROTATE_270)
+    if rng.random() < 0.5:
+        img = img.resize((img.width * 4, img.height * 4), Image.BICUBIC)
+    return _maybe_invert(img, rng, 0.4)
+
+
 def o_blank(rng):
     """Nearly empty: flat colour, or a faint smudge, or one dot."""
     w, h = _size(rng, 8, 200)
@@ -453,6 +495,7 @@ NOISE_FAMILIES: dict[str, Render] = {
     "texture": o_texture,
     "shapes": o_shapes,
     "scribble": o_scribble,
+    "glyph": o_glyph,
     "blank": o_blank,
 }
 
@@ -514,6 +557,7 @@ def render_outliers(n: int, seed: int, mode: str, digits: tuple[np.ndarray, np.n
     families: dict[str, Callable[[np.random.Generator], Image.Image]] = dict(NOISE_FAMILIES)
     if digits is not None:
         families["digit-mashup"] = lambda r: digit_mashup(digits[0], digits[1], r)
+        families["digit-turned"] = lambda r: digit_turned(digits[0], digits[1], r)
     if other is not None:
         families["other-dataset"] = lambda r: _maybe_invert(
             Image.fromarray(other[int(r.integers(0, len(other)))]).resize((112, 112), Image.BICUBIC)

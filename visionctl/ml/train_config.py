@@ -27,6 +27,13 @@ class TrainConfig:
     scale_range: float = 0.1
     stroke_prob: float = 0.2
     hflip: bool = False
+    # Other-writer conditions drawn fresh every batch (cheap tensor ops, unlike the rendered pool):
+    # a ``lowres_prob`` share of each batch is area-averaged down to 7-20 px and re-upscaled (scans
+    # and small crops), ``max_shear`` slants (x += shear·y) and ``max_stretch`` changes the aspect
+    # (width × 1±stretch; low-resolution scanners often widened narrow glyphs).
+    lowres_prob: float = 0.0
+    max_shear: float = 0.0
+    max_stretch: float = 0.0
     # Real-world robustness and outlier exposure: ``rendered`` train digits drawn as other writers and
     # devices deliver them (visionctl.ml.synth, through the serving preprocessing), ``font_digits``
     # printed digits from the train fonts, and ``outliers`` synthetic non-digits trained towards a

@@ -23,7 +23,12 @@ MEAN, STD = 0.1307, 0.3081
 OTHER = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
 # Outlier families' shares in training (the rest weigh 1): stroke-like non-digits (mash-ups of
 # digits, scribbles) are the hardest to tell from digits, so they get more of the batch.
-OUTLIER_MIX = {"digit-mashup": 3.0, "scribble": 2.0, "shapes": 1.5, "other-dataset": 2.0}
+# The glyph and turned-digit families are built but off (weight 0 leaves the other families' draws as
+# they were): the shipped models trained without them (docs/model.md, "Not reached").
+OUTLIER_MIX = {"digit-mashup": 3.0, "scribble": 2.0, "shapes": 1.5, "other-dataset": 2.0, "glyph": 0.0,
+               "digit-turned": 0.0}
+# Renderers' shares in the MNIST rendered pool (the rest weigh 1; empty = uniform, the shipped recipe).
+RENDER_MIX: dict[str, float] = {}
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -64,7 +69,8 @@ def build_pools(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray) -> tup
     if n_rend:
         pick = rng.choice(len(images), n_rend, replace=n_rend > len(images))
         renderers = synth.TRAIN_RENDERERS if cfg.dataset == "mnist" else synth.FASHION_RENDERERS
-        extra.append(synth.render_digits(images[pick], labels[pick], cfg.seed, mode, renderers))
+        extra.append(synth.render_digits(images[pick], labels[pick], cfg.seed, mode, renderers,
+                                         RENDER_MIX if cfg.dataset == "mnist" else None))
         extra_y.append(labels[pick])
     if n_font:
         f, fy = synth.render_fonts(n_font, "train", cfg.seed, mode)
@@ -99,15 +105,48 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
     if cfg.hflip:
         flip = torch.rand(n, generator=gen) < 0.5
         x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
-    if cfg.max_rotation or cfg.max_shift or cfg.scale_range:
+    if cfg.lowres_prob > 0:
+        x = lowres(x, cfg.lowres_prob, gen)
+    if cfg.max_rotation or cfg.max_shift or cfg.scale_range or cfg.max_shear or cfg.max_stretch:
         angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(cfg.max_rotation)
         scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.scale_range
         shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (cfg.max_shift * 2 / 28)
+        # Drawn only when on, so recipes without them keep their random stream (and their bits).
+        shear = (torch.rand(n, generator=gen) * 2 - 1) * cfg.max_shear if cfg.max_shear else torch.zeros(n)
+        stretch = (1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.max_stretch if cfg.max_stretch
+                   else torch.ones(n))
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
-                             torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        # theta maps output to input coordinates: rotation·scale, then 1/stretch on x and shear.
+        a, b = cos / stretch, -sin + shear * cos
+        c, d = sin / stretch, cos + shear * sin
+        theta = torch.stack([torch.stack([a, b, shift[:, 0]], 1),
+                             torch.stack([c, d, shift[:, 1]], 1)], 1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x - bg, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + bg
+    return x
+
+
+def lowres(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
+    """A ``prob`` share of the batch area-averaged to one random side (7-20 px), sometimes quantised
+    to 17 or 2 levels, and upscaled back (bilinear or nearest) with its peak restored — what
+    ``backend.preprocessing`` makes of an 8×8 scan or a thumbnail, seen fresh every batch."""
+    bg = -MEAN / STD
+    pick = torch.rand(x.shape[0], generator=gen) < prob
+    if not pick.any():
+        return x
+    z = x[pick] - bg
+    side = int(torch.randint(7, 21, (1,), generator=gen))
+    small = F.adaptive_avg_pool2d(z, side)
+    peak = z.amax((2, 3), keepdim=True).clamp_min(1e-6)
+    levels = (0, 17, 2)[int(torch.randint(0, 3, (1,), generator=gen))]
+    if levels:
+        u = small / peak
+        small = (torch.round(u * (levels - 1)) / (levels - 1) if levels > 2 else (u > 0.4).float()) * peak
+    mode = "nearest" if torch.rand(1, generator=gen) < 0.3 else "bilinear"
+    up = F.interpolate(small, size=x.shape[-2:], mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+    up = up * (peak / up.amax((2, 3), keepdim=True).clamp_min(1e-6))
+    x = x.clone()
+    x[pick] = up + bg
     return x
 
 

@@ -18,7 +18,7 @@ from backend.model import card as modelcard
 from visionctl.cli import app
 from visionctl.ml import data as vdata
 from visionctl.ml import export as vexport
-from visionctl.ml import train_config, training
+from visionctl.ml import synth, train_config, training
 from visionctl.ml.model import Net
 
 runner = CliRunner()
@@ -147,6 +147,33 @@ def test_augment_keeps_shape_and_range():
     lo, hi = (0 - training.MEAN) / training.STD, (1 - training.MEAN) / training.STD
     assert out.min() >= lo - 1e-5 and out.max() <= hi + 1e-5
     assert not torch.equal(out, x)
+
+
+def test_lowres_augmentation_blocks_the_picked_share_and_keeps_the_peak():
+    """Picked images become blocky/blurred re-upscalings (fewer distinct values, same peak ink);
+    the others are untouched; the background stays black."""
+    rng = np.random.default_rng(0)
+    images = np.zeros((64, 28, 28), np.uint8)
+    images[:, 6:22, 10:18] = rng.integers(128, 256, (64, 16, 8), dtype=np.uint8)
+    x = training.to_tensor(images)
+    out = training.lowres(x, 0.5, torch.Generator().manual_seed(3))
+    changed = [i for i in range(64) if not torch.equal(out[i], x[i])]
+    assert 16 <= len(changed) <= 48
+    bg = -training.MEAN / training.STD
+    for i in changed:
+        assert out[i].max() == pytest.approx(float(x[i].max()), abs=1e-4)
+        assert out[i][0, 0, 0] <= bg + 1e-4  # the corner stays background
+    assert torch.equal(training.lowres(x, 0.0, torch.Generator()), x)
+
+
+def test_turned_digits_are_never_zeros_or_ones():
+    """A turned 0 is still a 0 and a turned 1 a stroke like a 1: neither may become an outlier."""
+    images = np.stack([np.full((28, 28), 100 + d, np.uint8) for d in range(10)])  # each digit its own grey
+    seen = set()
+    for i in range(40):
+        v = int(np.asarray(synth.digit_turned(images, np.arange(10), synth.rng_for(1, "t", i)).convert("L"))[14, 14])
+        seen.add(v - 100 if 0 <= v - 100 <= 9 else 155 - v)  # as drawn, or inverted
+    assert seen and seen <= set(range(2, 10))
 
 
 @pytest.mark.parametrize("strategy,trainable", [("fc2", {"fc2"}), ("fc1+fc2", {"fc1", "fc2"}),
