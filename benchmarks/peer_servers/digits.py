@@ -27,7 +27,7 @@ SIDE = 28
 
 
 def session() -> ort.InferenceSession:
-    """The backend's session options (backend.inference.session_options): one intra-op thread, no spinning."""
+    """The backend's session options (backend.model.inference.session_options): one intra-op thread, no spinning."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1

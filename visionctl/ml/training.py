@@ -129,7 +129,7 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
 def lowres(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
     """A ``prob`` share of the batch area-averaged to one random side (7-20 px), sometimes quantised
     to 17 or 2 levels, and upscaled back (bilinear or nearest) with its peak restored — what
-    ``backend.preprocessing`` makes of an 8×8 scan or a thumbnail, seen fresh every batch."""
+    ``backend.model.preprocessing`` makes of an 8×8 scan or a thumbnail, seen fresh every batch."""
     bg = -MEAN / STD
     pick = torch.rand(x.shape[0], generator=gen) < prob
     if not pick.any():
