@@ -47,7 +47,7 @@ class MemoryBudget:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self._on_shed()
-                    raise ApiError("the server is busy decoding other large images; retry shortly", status=503,
+                    raise ApiError("the server is busy decoding other large images; retry shortly",
                                    code=OVERLOADED, headers={"Retry-After": "1"})
                 self._cond.wait(left)
             self.used += nbytes

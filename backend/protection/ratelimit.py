@@ -75,4 +75,4 @@ class RateLimiter:
         what = "requests with a missing or invalid API key" if auth_failed else "requests"
         raise ApiError(f"too many {what} from this client: the limit is {item} "
                        f"({'VISION_AUTH_FAIL_LIMIT' if auth_failed else 'VISION_RATE_LIMIT'}); retry in {retry} s",
-                       status=429, code=RATE_LIMITED, headers={"Retry-After": str(retry)})
+                       code=RATE_LIMITED, headers={"Retry-After": str(retry)})

@@ -37,6 +37,7 @@ from backend.protection.auth import is_open, key_is_valid, presented_key
 from backend.protection.budget import MemoryBudget
 from backend.protection.ratelimit import RateLimiter
 from backend.releases.manager import Releases, layout_for
+from backend.serving.pipeline import Pipeline
 from backend.web import api, docs, explain, v2
 from backend.web.bodies import InMemoryUploads
 from backend.web.responses import json_response
@@ -64,7 +65,8 @@ def create_app(config: Config | None = None, registry: Registry | None = None) -
     state = State(config=config, registry=registry, metrics=metrics, memory=memory, limiter=limiter,
                   releases=releases, spool=SpoolBudget(config.spool_mb * 2**20),
                   explain=ExplainBudget(config.explain_concurrency, config.explain_queue, config.explain_cpu_share,
-                                        wait=config.request_deadline))
+                                        wait=config.request_deadline),
+                  pipeline=Pipeline(registry, releases, metrics, memory, config))
     metrics.track(metrics.ready, lambda: 1.0 if state.ready else 0.0)
 
     app = Flask(__name__)
@@ -105,7 +107,7 @@ def _install_lifecycle(app: Flask, state: State) -> None:
         if keys and not is_open(req.path) and not key_is_valid(presented, keys):
             limiter.check(client, req.path, auth_failed=True)
             raise ApiError("missing or invalid API key: send it as 'X-API-Key: <key>' or "
-                           "'Authorization: Bearer <key>'", status=401, code=UNAUTHORIZED,
+                           "'Authorization: Bearer <key>'", code=UNAUTHORIZED,
                            headers={"WWW-Authenticate": 'Bearer realm="vision-ai"'})
         # A valid key identifies its consumer (its hash, never the key, is the limiter's identity).
         limiter.check(hashlib.sha256(presented.encode()).hexdigest()[:16] if keys and presented else client,
