@@ -16,13 +16,17 @@ class ApiError(Exception):
     """An error the client can fix (or must be told about) — never logged with a traceback."""
 
     code = INVALID_REQUEST
+    shed: str | None = None  # the reason, when the request is refused to protect the server (metrics)
 
-    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None,
+                 shed: str | None = None):
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.headers = headers or {}
+        if shed is not None:
+            self.shed = shed
 
     @property
     def status(self) -> int:

@@ -97,4 +97,4 @@ class ExplainBudget:
 def overloaded(what: str, retry_after: float) -> ApiError:
     seconds = max(1, math.ceil(retry_after))
     return ApiError(f"the server's budget for {what} is used up; retry in {seconds} s", code=OVERLOADED,
-                    headers={"Retry-After": str(seconds)})
+                    headers={"Retry-After": str(seconds)}, shed="overloaded")

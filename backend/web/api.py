@@ -13,7 +13,7 @@ import numpy as np
 from flask import Blueprint
 from PIL import Image
 
-from backend.contract import DEFAULT_MODEL, NOT_READY
+from backend.contract import DEFAULT_MODEL, LIVENESS_PATH, NOT_READY, READINESS_PATH
 from backend.errors import ApiError
 from backend.web.responses import json_response
 from backend.web.serving import load, pipeline, prepared_inputs, request_strict
@@ -22,13 +22,13 @@ from backend.web.state import get_state
 bp = Blueprint("api", __name__)
 
 
-@bp.get("/healthz")
+@bp.get(LIVENESS_PATH)
 def healthz():
     """Liveness: the process serves HTTP. Deliberately independent of the models."""
     return json_response({"status": "ok"})
 
 
-@bp.get("/readyz")
+@bp.get(READINESS_PATH)
 def readyz():
     state = get_state()
     if state.draining.is_set():

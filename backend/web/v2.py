@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 
 import numpy as np
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from backend.contract import BATCH_TOO_LARGE, INVALID_REQUEST
@@ -28,6 +28,7 @@ from backend.model import verdict
 from backend.model.card import IMAGE_SIDE
 from backend.model.decoding import decode_base64
 from backend.model.inference import Model
+from backend.protection.policy import framework_code
 from backend.serving.pipeline import Call
 from backend.web.bodies import JsonShape, load_json
 from backend.web.responses import json_response
@@ -42,13 +43,16 @@ PLATFORM = "onnxruntime_onnx"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
+# The protocol's error shape; the code still reaches the access log and metrics (backend.web.app).
 @bp.errorhandler(ApiError)
 def _api_error(exc: ApiError):
+    g.error = (exc.code, exc.shed)
     return json_response({"error": exc.message}, exc.status, exc.headers)
 
 
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException):
+    g.error = (framework_code(exc.code or 500), None)
     return json_response({"error": exc.description or exc.name}, exc.code or 500)
 
 
