@@ -513,7 +513,19 @@ def markdown_table(before: dict, after: dict) -> str:
             continue
         lines.append(f"| {name} | {r['requests']:,} | {r.get('budget', '')} | {_cell(before['results'].get(name))} "
                      f"| {_cell(r)} |")
+    if "stalled sockets" in after["results"]:
+        cells = [_stalled_cell(run["results"].get("stalled sockets")) for run in (before, after)]
+        count = after["results"]["stalled sockets"]["stalled"]
+        lines.append(f"| {count:,} half-sent requests held open, then the probes | {count:,} | probes answer, "
+                     f"every socket cut at the read deadline | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
+
+
+def _stalled_cell(r: dict | None) -> str:
+    if r is None:
+        return "—"
+    probes = ", ".join(f"`{path}` {p['status'] or 'no answer'} in {p['ms']:g} ms" for path, p in r["probes"].items())
+    return f"{probes}; {r['answered_or_closed_after_deadline']:,} cut at the deadline"
 
 
 def write_docs(doc: Path, before: dict, after: dict) -> None:

@@ -61,7 +61,8 @@ class BackendServer:
     """
 
     def __init__(self, model_dir: str | os.PathLike | None = None, env: dict[str, str] | None = None,
-                 port: int | None = None, startup_timeout: float = 60.0):
+                 port: int | None = None, startup_timeout: float = 60.0, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root else ROOT  # the source tree to run: another checkout for an A/B run
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.metrics_port = free_port()
@@ -92,7 +93,7 @@ class BackendServer:
         import tempfile
 
         self._log = tempfile.NamedTemporaryFile(prefix="backend-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=self.environment(),
+        self.proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=self.root, env=self.environment(),
                                      stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:

@@ -111,6 +111,8 @@ def _number(value) -> str:
 
 
 def _default(value) -> str:
+    if value is None:  # the meaning says what an unset variable falls back to
+        return "unset"
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, tuple):

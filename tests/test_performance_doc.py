@@ -1,4 +1,4 @@
-"""docs/performance.md's tables — load per server setting, and the TorchServe comparison — are the ones the
+"""docs/performance.md's tables — load per server setting, and the peers comparison — are the ones the
 saved benchmark results produce."""
 
 from __future__ import annotations
@@ -10,22 +10,26 @@ from repo import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import cpu_budget  # noqa: E402
 import load  # noqa: E402  (a script folder, not a package)
-from compare_torchserve import BEGIN, DOC, END, markdown_table  # noqa: E402
+import peers  # noqa: E402
 
 
-def test_the_table_matches_saved_results():
-    results = json.loads((ROOT / "benchmarks" / "results" / "compare_torchserve.json").read_text())
-    text = DOC.read_text()
-    block = text[text.index(BEGIN) + len(BEGIN): text.index(END)].strip()
-    assert block == markdown_table(results), "run: python benchmarks/compare_torchserve.py --doc"
+def test_the_peers_table_and_readme_figure_match_saved_results():
+    results = json.loads((ROOT / "benchmarks" / "results" / "peers.json").read_text())
+    assert peers.write_docs(results, check=True) == 0, "run: python benchmarks/peers.py --doc"
     assert not results["short"], "the document quotes a full run, not the CI short mode"
-    for png in ("compare_torchserve.png", "scaling.png"):
-        assert (ROOT / "benchmarks" / "results" / png).stat().st_size > 10_000
+    assert (ROOT / "benchmarks" / "results" / "scaling.png").stat().st_size > 10_000
+
+
+def test_the_cpu_budget_table_matches_saved_results():
+    saved = json.loads(cpu_budget.OUT.read_text())
+    assert cpu_budget.write_doc(saved, check=True) == 0, "run: python benchmarks/cpu_budget.py --doc"
+    assert {"before", "after"} <= set(saved)
 
 
 def test_the_load_table_matches_saved_runs():
-    text = DOC.read_text()
+    text = load.DOC.read_text()
     block = text[text.index(load.DOC_BEGIN) + len(load.DOC_BEGIN): text.index(load.DOC_END)].strip()
     saved = [json.loads(p.read_text()) for p in load.DOC_RUNS]
     assert block == load.doc_table(saved), "run: python benchmarks/load.py --doc"

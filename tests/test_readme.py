@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 
 import pytest
 import typer.main
@@ -19,6 +20,9 @@ from repo import ROOT as REPO_ROOT
 
 from visionctl.cli import app
 from visionctl.ml.train_config import make_config
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import peers  # noqa: E402  (a script folder: the README's peers figure is its readme_figure)
 
 COMMAND_LINES = [(path, line.strip().removeprefix("$ ")) for path, text in DOCS.items()
                  for block in shell_blocks(text) for line in block.splitlines()
@@ -84,21 +88,18 @@ def _figures() -> dict[str, str]:
     scaling = {w["workers"]: w for w in load("scaling.json")["workers"]}
     at64 = {n: next(r for r in w["runs"] if r["concurrency"] == 64) for n, w in scaling.items()}
     w2 = next(r for r in load("workers-2/load.json")["runs"]["predict"] if r["concurrency"] == 8)
-    ts = load("compare_torchserve.json")["summary"]
     abuse = load("abuse.json")["results"]
     stalled = abuse["stalled sockets"]
     big = abuse["4000² 16-bit PNG ×8 concurrent"]
     keys = abuse["1,000 wrong keys"]
     healthz = next(r for r in load("hot_path.json")["inproc"] if r["path"] == "/healthz")
     card = json.loads((REPO_ROOT / "models" / "fashion-mnist.json").read_text())
-    cpu_ratio = ts["vision"]["cpu_us_per_request_median"] / ts["torchserve"]["cpu_us_per_request_median"]
     minutes = sum(h["seconds"] for h in card["metrics"]["history"]) / 60
     return {
         "scalability": f"c=64: 1 worker {at64[1]['rps']:.0f} req/s, 2 workers {at64[2]['rps']:.0f} req/s, "
                        f"{scaling[2]['rss_mib_per_worker']:.0f} MiB RSS per worker",
         "performance": f"{w2['rps']:.0f} req/s, p99 {w2['latency_ms']['p99']:.2f} ms at c=8",
-        "performance (TorchServe)": f"{ts['ratio_median']:.2f}× TorchServe's req/s at {cpu_ratio:.2f}× its CPU "
-                                    "per request",
+        "performance (peers)": peers.readme_figure(load("peers.json")),
         "reliability": f"{stalled['stalled']} stalled sockets: `/healthz` still answers in "
                        f"{stalled['probes']['/healthz']['ms']:.0f} ms, "
                        f"all {stalled['answered_or_closed_after_deadline']} cut at the deadline",

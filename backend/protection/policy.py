@@ -29,7 +29,7 @@ from backend.contract import (
     UNSUPPORTED_MEDIA_TYPE,
 )
 from backend.errors import ApiError
-from backend.logs import cap
+from backend.logs import cap, log_access
 from backend.protection.auth import is_open, key_is_valid
 from backend.protection.ratelimit import RateLimiter
 
@@ -76,8 +76,8 @@ def record(metrics, *, request_id: str, method: str, path: str, route: str, mode
     if shed is not None:
         metrics.shed.labels(shed).inc()
     if access_log.isEnabledFor(logging.INFO):
-        access_log.info("request", extra={"fields": {
+        log_access({
             "request_id": request_id, "method": cap(method, 16), "path": cap(path), "route": route,
             "model": model or None, "status": status, "code": code, "duration_ms": round(duration * 1000, 3),
             "bytes_in": bytes_in, "bytes_out": bytes_out, "remote_addr": remote_addr,
-            "user_agent": cap(user_agent) or None, "answered_by": answered_by}})
+            "user_agent": cap(user_agent) or None, "answered_by": answered_by})

@@ -16,6 +16,7 @@ from netpol_eval import Cluster, Source, reaches, resolve_named_service_port, ro
 from pod_security import check_restricted
 
 from visionctl import constants
+from visionctl.ops.tunnel import TUNNEL_METRICS_PORT
 
 MANIFESTS = ROOT / constants.MANIFESTS_DIR
 SCRIPT = ROOT / "scripts" / "render-manifests.sh"
@@ -192,6 +193,23 @@ def test_metrics_port_only_for_monitoring_and_the_own_namespace(profile, extra):
         origin = args[args.index("--url") + 1].removeprefix("http://")
         service, origin_port = origin.split(":")
         assert _container_port(cluster, ns, service, int(origin_port)) == constants.BACKEND_PORT
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.name)
+def test_the_tunnels_metrics_port_is_for_operators_only(profile):
+    """cloudflared's metrics port carries /quicktunnel (the public hostname) and its metrics: the same
+    scrapers as the backend's, port-forward (how `visionctl tunnel` reads it) and the kubelet's
+    liveness probe (node-local, always admitted); no other namespace and no node address."""
+    docs = load() + load("tunnel")
+    cluster = Cluster(docs, {**profile.namespaces, "monitoring": {}, "observability": {}})
+    server, port = service_backend(cluster, constants.NAMESPACE, f"{constants.RELEASE_NAME}-cloudflared",
+                                   TUNNEL_METRICS_PORT)
+    for client in (PROMETHEUS, DEBUG_APP, PORT_FORWARD):
+        assert reaches(cluster, client, server, port), client.name
+    for client in [c for c in profile.clients if c not in (DEBUG_APP, PORT_FORWARD)] + [PROMETHEUS_ELSEWHERE,
+                                                                                       DEBUG_DEFAULT, NODE]:
+        verdict = reaches(cluster, client, server, port)
+        assert not verdict, f"{profile.name}: {client.name} reaches cloudflared's metrics port: {verdict.reason}"
 
 
 def test_a_metrics_rule_open_to_all_would_be_caught():

@@ -194,3 +194,19 @@ live here so the rules can be read in one place; templates/validate.yaml runs it
 {{- fail "ingress.tls needs ingress.tlsSecretName" }}
 {{- end }}
 {{- end }}
+
+{{/*
+NetworkPolicyPeers admitted to a metrics port (the backend's and cloudflared's), as a YAML list:
+networkPolicy.metricsClients, plus the release's own namespace minus cloudflared (the bridge to the
+internet) when networkPolicy.metricsFromReleaseNamespace. Empty = no rule (a rule without `from`
+would admit everyone).
+*/}}
+{{- define "vision-ai.metricsScrapers" -}}
+{{- $np := .Values.networkPolicy }}
+{{- $scrapers := $np.metricsClients | default list }}
+{{- if $np.metricsFromReleaseNamespace }}
+{{- $notTunnel := dict "key" "app.kubernetes.io/component" "operator" "NotIn" "values" (list "cloudflared") }}
+{{- $scrapers = append $scrapers (dict "podSelector" (dict "matchExpressions" (list $notTunnel))) }}
+{{- end }}
+{{- toYaml $scrapers }}
+{{- end }}
