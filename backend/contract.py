@@ -20,6 +20,11 @@ def subject(model: str) -> str:
     """What ``model``'s images are ("a handwritten digit"); generic for a model not listed above."""
     return SUBJECTS.get(model, "an image this model was trained on")
 
+# The kubelet's probes: liveness (the process serves HTTP) and readiness (every model loaded, not
+# draining). Open without a key, never rate-limited, never shed under overload.
+LIVENESS_PATH, READINESS_PATH = "/healthz", "/readyz"
+PROBE_PATHS = frozenset({LIVENESS_PATH, READINESS_PATH})
+
 # Ports the backend listens on inside its container / as a local process: the API, and the operator
 # plane (/metrics only), which the network admits from the monitoring stack alone.
 BACKEND_PORT = 8080

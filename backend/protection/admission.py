@@ -96,5 +96,5 @@ class ExplainBudget:
 
 def overloaded(what: str, retry_after: float) -> ApiError:
     seconds = max(1, math.ceil(retry_after))
-    return ApiError(f"the server's budget for {what} is used up; retry in {seconds} s", status=503,
-                    code=OVERLOADED, headers={"Retry-After": str(seconds)})
+    return ApiError(f"the server's budget for {what} is used up; retry in {seconds} s", code=OVERLOADED,
+                    headers={"Retry-After": str(seconds)}, shed="overloaded")

@@ -1,18 +1,20 @@
 """API keys: which paths need one, how a client presents it, and the constant-time check.
 
-Shared by the Flask request lifecycle (``backend.web.app``) and the Waitress-level guard
-(``backend.protection.guard``, which refuses a keyless request before reading its body), so both decide alike.
+Applied by the request policy (``backend.protection.policy``) in both the Flask app and the
+Waitress-level guard (which refuses a keyless request before reading its body), so both decide alike.
 """
 
 from __future__ import annotations
 
 import hmac
 
+from backend.contract import PROBE_PATHS
+
 # Reachable without a key, each a deliberate choice (docs/ports.md): the probes (the kubelet carries
 # none), the API description (it reveals nothing a client could not learn from an error) and the
 # pages that tell a newcomer how to get started. All but the kubelet's probes are rate-limited like
 # the API (backend.protection.ratelimit). Metrics are not on this port at all (backend.runtime.metrics_server).
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json",
+OPEN_PATHS = frozenset({*PROBE_PATHS, "/openapi.json",
                         # the index and the docs page (the page sends the key itself via "Authorize"),
                         # and the Open Inference Protocol's health probes
                         "/", "/docs", "/v2/health/live", "/v2/health/ready"})

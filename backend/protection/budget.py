@@ -29,12 +29,11 @@ def estimate(size: tuple[int, int], mode: str) -> int:
 
 
 class MemoryBudget:
-    def __init__(self, total_bytes: int, wait: float, on_shed=None):
+    def __init__(self, total_bytes: int, wait: float):
         self.total = total_bytes
         self.wait = wait
         self.used = 0
         self._cond = threading.Condition()
-        self._on_shed = on_shed or (lambda: None)
 
     @contextmanager
     def reserve(self, nbytes: int):
@@ -46,9 +45,8 @@ class MemoryBudget:
             while self.used + nbytes > self.total:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    self._on_shed()
-                    raise ApiError("the server is busy decoding other large images; retry shortly", status=503,
-                                   code=OVERLOADED, headers={"Retry-After": "1"})
+                    raise ApiError("the server is busy decoding other large images; retry shortly",
+                                   code=OVERLOADED, headers={"Retry-After": "1"}, shed="memory")
                 self._cond.wait(left)
             self.used += nbytes
         try:

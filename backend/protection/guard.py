@@ -21,14 +21,18 @@ arriving or waiting for a thread is decided here, in Waitress's event-loop threa
   from the event loop without taking a worker thread or buffering their bodies.
 * **JSON errors.** Waitress's own rejections (bad request line or headers, 413 over its body limit,
   431, 501) get the API's JSON error shape and, like every answer, an access-log line and metrics.
+
+What is decided (auth, probe paths, the code of each answer) and what is recorded (the access-log
+line, the metrics) is the request policy the Flask app applies too (``backend.protection.policy``);
+the guard refuses with :class:`~backend.errors.ApiError` too, its status from its code.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 import weakref
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from waitress.buffers import OverflowableBuffer
@@ -37,27 +41,17 @@ from waitress.parser import HTTPRequestParser
 from waitress.task import ErrorTask
 from waitress.utilities import Error
 
-from backend.contract import (
-    BODY_TOO_LARGE,
-    HEADERS_TOO_LARGE,
-    INVALID_REQUEST,
-    NOT_IMPLEMENTED,
-    OVERLOADED,
-    RATE_LIMITED,
-    REQUEST_TIMEOUT,
-    UNAUTHORIZED,
-)
+from backend.contract import BODY_TOO_LARGE, INVALID_REQUEST, OVERLOADED, PROBE_PATHS, REQUEST_TIMEOUT
 from backend.errors import ApiError
-from backend.logs import REQUEST_ID_HEADER, cap, request_id
-from backend.protection.auth import is_open, key_is_valid, presented_key
+from backend.logs import REQUEST_ID_HEADER, request_id
+from backend.protection import policy
+from backend.protection.auth import presented_key
 
 if TYPE_CHECKING:  # the guard is handed the state; it imports nothing of the Flask side
     from backend.web.state import State
 
-access_log = logging.getLogger("backend.access")
-
 # Never shed: kubelet probes must get through an overload (they are tiny).
-UNSHEDDABLE = frozenset({"/healthz", "/readyz"})
+UNSHEDDABLE = PROBE_PATHS
 
 EXPLAIN_RULE = "/v1/models/<name>/explain"
 
@@ -68,52 +62,26 @@ FREE_CHUNKS, MIN_CHUNK = 64, 256
 MAX_CONTROL_LINE, MAX_TRAILER = 1024, 16384  # Waitress accumulates these without a bound
 SPOOL_STEP = 2**20  # a chunked body reserves spool space in steps of this many bytes
 
-# Waitress's error classes by status → our stable error codes.
-WAITRESS_CODES = {400: INVALID_REQUEST, 408: REQUEST_TIMEOUT, 413: BODY_TOO_LARGE, 431: HEADERS_TOO_LARGE,
-                  501: NOT_IMPLEMENTED}
+
+class Refusal(Error):
+    """An :class:`ApiError` answered by Waitress: its status (from its code), message and headers."""
+
+    def __init__(self, error: ApiError):
+        super().__init__(error.message)
+        self.code, self.reason = error.status, _reason(error.status)
+        self.error_code, self.shed = error.code, error.shed
+        self.headers = tuple(error.headers.items())
 
 
-class Unauthorized(Error):
-    code, reason = 401, "Unauthorized"
-    error_code = UNAUTHORIZED
-    headers = (("WWW-Authenticate", 'Bearer realm="vision-ai"'),)
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # 499, nginx's "client closed request", is in no standard
+        return "Client Closed Request"
 
 
-class TooManyRequests(Error):
-    code, reason = 429, "Too Many Requests"
-    error_code = RATE_LIMITED
-
-    def __init__(self, body, retry_after: str):
-        super().__init__(body)
-        self.headers = (("Retry-After", retry_after),)
-
-
-class RequestTimeout(Error):
-    code, reason = 408, "Request Timeout"
-    error_code = REQUEST_TIMEOUT
-    headers = ()
-
-
-class Overloaded(Error):
-    code, reason = 503, "Service Unavailable"
-    error_code = OVERLOADED
-    headers = (("Retry-After", "1"),)
-
-    def __init__(self, body, retry_after: str = "1"):
-        super().__init__(body)
-        self.headers = (("Retry-After", retry_after),)
-
-
-class BodyTooLarge(Error):
-    code, reason = 413, "Payload Too Large"
-    error_code = BODY_TOO_LARGE
-    headers = ()
-
-
-class BadBody(Error):
-    code, reason = 400, "Bad Request"
-    error_code = INVALID_REQUEST
-    headers = ()
+def overloaded(message: str, retry_after: str = "1") -> Refusal:
+    return Refusal(ApiError(message, code=OVERLOADED, headers={"Retry-After": retry_after}, shed="overloaded"))
 
 
 def _header(request: HTTPRequestParser, name: str) -> str:
@@ -140,16 +108,13 @@ class Guard:
 
     def check_headers(self, request: HTTPRequestParser) -> Error | None:
         """Called once the headers are parsed, before any of the body is read."""
-        presented = presented_key(lambda name: _header(request, name))
-        if self.keys and not is_open(_path(request)) and not key_is_valid(presented, self.keys):
+        if self.keys:
             limiter = self.state.limiter
-            client = limiter.client_address(getattr(request, "peer", None), _header(request, "X-Forwarded-For"))
-            try:
-                limiter.check(client, _path(request), auth_failed=True)
-            except ApiError as exc:
-                return TooManyRequests(exc.message, exc.headers["Retry-After"])
-            return Unauthorized("missing or invalid API key: send it as 'X-API-Key: <key>' or "
-                                "'Authorization: Bearer <key>'")
+            refused = policy.authenticate(
+                self.keys, _path(request), presented_key(lambda name: _header(request, name)), limiter,
+                lambda: limiter.client_address(getattr(request, "peer", None), _header(request, "X-Forwarded-For")))
+            if refused is not None:
+                return Refusal(refused)
         if request.content_length > self.config.max_body_bytes:
             return self.too_large()
         if request.content_length > request.adj.inbuf_overflow and not request.spool(request.content_length):
@@ -159,10 +124,11 @@ class Guard:
         return None
 
     def too_large(self) -> Error:
-        return BodyTooLarge(f"larger than the limit of {self.config.max_body_bytes} bytes (VISION_MAX_BODY_BYTES)")
+        return Refusal(ApiError(f"larger than the limit of {self.config.max_body_bytes} bytes (VISION_MAX_BODY_BYTES)",
+                                code=BODY_TOO_LARGE))
 
     def spool_full(self) -> Error:
-        return Overloaded("the server is receiving too many large uploads at once (VISION_SPOOL_MB); retry "
+        return overloaded("the server is receiving too many large uploads at once (VISION_SPOOL_MB); retry "
                           "after the Retry-After delay")
 
     def check_chunks(self, request: GuardedParser) -> Error | None:
@@ -173,8 +139,9 @@ class Guard:
             return self.too_large()
         if buf.appends > FREE_CHUNKS + size // MIN_CHUNK or len(receiver.control_line) > MAX_CONTROL_LINE \
                 or len(receiver.trailer) > MAX_TRAILER:
-            return BadBody(f"chunked body with chunks of under {MIN_CHUNK} bytes on average, or an overlong "
-                           "chunk header or trailer; send the body with a Content-Length or in larger chunks")
+            return Refusal(ApiError(f"chunked body with chunks of under {MIN_CHUNK} bytes on average, or an "
+                                    "overlong chunk header or trailer; send the body with a Content-Length or in "
+                                    "larger chunks", code=INVALID_REQUEST))
         if size > request.adj.inbuf_overflow and size > request.spooled and not request.spool(SPOOL_STEP):
             return self.spool_full()
         return None
@@ -188,21 +155,14 @@ class Guard:
         except Exception:  # NotFound, MethodNotAllowed, malformed paths
             return "unmatched"
 
-    def record(self, request: HTTPRequestParser, status: int, duration: float, remote: str | None) -> None:
-        """Access log + metrics for an answer Flask never saw."""
-        metrics = self.state.metrics
-        route = self.route(request)
-        method = _method(request)
-        metrics.requests_by[(metrics.method_label(method), route, "", str(status))].inc()
-        metrics.latency_by[(route,)].observe(duration)
-        if status == 503:
-            metrics.shed.labels("overloaded").inc()
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info("request", extra={"fields": {
-                "request_id": request_id(_header(request, REQUEST_ID_HEADER) or None), "method": method[:16],
-                "path": cap(_path(request)), "route": route, "model": None, "status": status,
-                "duration_ms": round(duration * 1000, 3), "bytes_in": request.content_length or 0,
-                "remote_addr": remote, "rejected_by": "http-layer"}})
+    def record(self, request: HTTPRequestParser, error: Error, rid: str, body_bytes: int, duration: float,
+               remote: str | None) -> None:
+        """Access log + metrics for an answer Flask never saw: the policy's, as the app records its own."""
+        policy.record(self.state.metrics, request_id=rid, method=_method(request), path=_path(request),
+                      route=self.route(request), model="", status=error.code, code=error.error_code,
+                      shed=getattr(error, "shed", None), duration=duration, bytes_in=request.content_length or 0,
+                      bytes_out=body_bytes, remote_addr=remote, user_agent=_header(request, "User-Agent") or None,
+                      answered_by=policy.HTTP_LAYER)
 
 
 class JsonErrorTask(ErrorTask):
@@ -210,7 +170,9 @@ class JsonErrorTask(ErrorTask):
 
     def execute(self):
         e = self.request.error
-        code = getattr(e, "error_code", None) or WAITRESS_CODES.get(e.code, INVALID_REQUEST)
+        if getattr(e, "error_code", None) is None:  # Waitress's own error: its code by its status
+            e.error_code = policy.framework_code(e.code)
+        code = e.error_code
         message = str(e.body).strip() or e.reason
         if e.code == 413:
             message = f"request body is too large ({message}); send a smaller image"
@@ -228,7 +190,7 @@ class JsonErrorTask(ErrorTask):
         guard = getattr(self.channel.server, "vision_guard", None)
         if guard is not None:  # after the answer is queued: accounting must never cost the client it
             started = getattr(self.request, "vision_started", None) or time.monotonic()
-            guard.record(self.request, e.code, time.monotonic() - started, self.channel.addr[0]
+            guard.record(self.request, e, rid, len(body), time.monotonic() - started, self.channel.addr[0]
                          if isinstance(self.channel.addr, tuple) else None)
 
 
@@ -273,7 +235,7 @@ class GuardedParser(HTTPRequestParser):
     def admit_explain(self, budget) -> Error | None:
         retry = budget.admit()
         if retry is not None:
-            return Overloaded("the server's budget for explanations is used up (VISION_EXPLAIN_*); retry after "
+            return overloaded("the server's budget for explanations is used up (VISION_EXPLAIN_*); retry after "
                               "the Retry-After delay", str(max(1, round(retry + 0.5))))
         self._explain_release = weakref.finalize(self, budget.leave)
         return None
@@ -338,7 +300,7 @@ def install(waitress_server, guard: Guard) -> None:
             started = getattr(request, "vision_started", None)
             if request is not None and not request.completed and started is not None and started < cutoff:
                 # Answer 408 through the normal task path (JSON, logged), then close.
-                request.error = RequestTimeout(f"{config.read_timeout:g}")
+                request.error = Refusal(ApiError(f"{config.read_timeout:g}", code=REQUEST_TIMEOUT))
                 request.completed = True
                 with channel.requests_lock:
                     channel.request = None
@@ -357,7 +319,7 @@ def install(waitress_server, guard: Guard) -> None:
                 and _path(request) not in UNSHEDDABLE and channel.total_outbufs_len == 0):
             # Answer from the event-loop thread: a tiny JSON 503 that needs no worker thread. Deferred
             # through the trigger because the caller holds the channel's (non-reentrant) requests lock.
-            request.error = Overloaded("the server is at capacity; retry after the Retry-After delay")
+            request.error = overloaded("the server is at capacity; retry after the Retry-After delay")
             server.trigger.pull_trigger(channel.service)
             return
         base_add_task(channel)

@@ -24,23 +24,21 @@ from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from backend.contract import RATE_LIMITED
+from backend.contract import PROBE_PATHS, RATE_LIMITED
 from backend.errors import ApiError
 
 # Never limited: the kubelet's probes (tiny, and a limited probe would restart a healthy pod).
 # Everything else — the open index, docs and OpenAPI pages included — counts against the limit.
-EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
+EXEMPT_PATHS = PROBE_PATHS
 
 
 class RateLimiter:
-    def __init__(self, rate: str, auth_fail_rate: str, storage_uri: str, trusted_proxies: tuple[str, ...],
-                 on_limited=None):
+    def __init__(self, rate: str, auth_fail_rate: str, storage_uri: str, trusted_proxies: tuple[str, ...]):
         self.storage = storage_from_string(storage_uri)
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.rate = parse(rate) if rate else None
         self.auth_fail_rate = parse(auth_fail_rate) if auth_fail_rate else None
         self.trusted = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
-        self._on_limited = on_limited or (lambda: None)
 
     def client_address(self, peer: str | None, forwarded_for: str | None) -> str:
         """The client's address: the right-most X-Forwarded-For hop not added by a trusted proxy."""
@@ -69,10 +67,9 @@ class RateLimiter:
         namespace = "auth-fail" if auth_failed else "api"
         if self.limiter.hit(item, namespace, identity):
             return
-        self._on_limited()
         reset = self.limiter.get_window_stats(item, namespace, identity).reset_time
         retry = max(1, math.ceil(reset - time.time()))
         what = "requests with a missing or invalid API key" if auth_failed else "requests"
         raise ApiError(f"too many {what} from this client: the limit is {item} "
                        f"({'VISION_AUTH_FAIL_LIMIT' if auth_failed else 'VISION_RATE_LIMIT'}); retry in {retry} s",
-                       status=429, code=RATE_LIMITED, headers={"Retry-After": str(retry)})
+                       code=RATE_LIMITED, headers={"Retry-After": str(retry)}, shed="rate_limited")

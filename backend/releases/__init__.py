@@ -9,6 +9,6 @@ Modules, bottom up: ``policy`` (thresholds), ``record`` (the state file), ``stor
 disk), ``golden`` (the golden set of a name), ``gate`` (checks before traffic), ``judge``
 (promote/rollback decisions from live figures), ``metrics`` (per-version series), ``router`` (which
 version answers a request, shadow copies) and ``manager`` (the watcher that ties them together in
-a serving process). Nothing here imports Flask: the HTTP side (``backend.web.api``, ``backend.web.v2``)
+a serving process). Nothing here imports Flask: the inference pipeline (``backend.serving.pipeline``)
 calls :class:`~backend.releases.manager.Releases`.
 """

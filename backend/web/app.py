@@ -6,7 +6,8 @@ module, so imports point one way: factory → blueprints → the modules below.
 
 This module owns the cross-cutting request lifecycle so every response — including Flask's own
 404/405/413 and genuine bugs — gets the same JSON error shape, an ``X-Request-ID``, one access-log
-line and its metrics.
+line and its metrics; what is decided and recorded is the request policy the Waitress-level guard
+applies too (``backend.protection.policy``).
 """
 
 from __future__ import annotations
@@ -19,35 +20,24 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from backend.config import Config
-from backend.contract import (
-    BODY_TOO_LARGE,
-    INTERNAL_ERROR,
-    INVALID_REQUEST,
-    METHOD_NOT_ALLOWED,
-    NOT_FOUND,
-    UNAUTHORIZED,
-    UNSUPPORTED_MEDIA_TYPE,
-)
+from backend.contract import INTERNAL_ERROR
 from backend.errors import ApiError
-from backend.logs import REQUEST_ID_HEADER, cap, log_access, request_id
+from backend.logs import REQUEST_ID_HEADER, request_id
 from backend.metrics import Metrics
 from backend.model.inference import Registry
+from backend.protection import policy
 from backend.protection.admission import ExplainBudget, SpoolBudget
-from backend.protection.auth import is_open, key_is_valid, presented_key
+from backend.protection.auth import presented_key
 from backend.protection.budget import MemoryBudget
 from backend.protection.ratelimit import RateLimiter
 from backend.releases.manager import Releases, layout_for
+from backend.serving.pipeline import Pipeline
 from backend.web import api, docs, explain, v2
 from backend.web.bodies import InMemoryUploads
 from backend.web.responses import json_response
 from backend.web.state import EXTENSION, State
 
 log = logging.getLogger("backend.app")
-access_log = logging.getLogger("backend.access")
-
-# Werkzeug's HTTP errors → our stable error codes.
-HTTP_ERROR_CODES = {400: INVALID_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND, 405: METHOD_NOT_ALLOWED,
-                    413: BODY_TOO_LARGE, 415: UNSUPPORTED_MEDIA_TYPE}
 
 
 def create_app(config: Config | None = None, registry: Registry | None = None) -> Flask:
@@ -56,15 +46,15 @@ def create_app(config: Config | None = None, registry: Registry | None = None) -
     config = config or Config.from_env()
     registry = registry or Registry(config.model_dir, config.models, batching=config.batching)
     metrics = Metrics()
-    memory = MemoryBudget(config.decode_memory_mb * 2**20, config.decode_wait,
-                          on_shed=lambda: metrics.shed.labels("memory").inc())
+    memory = MemoryBudget(config.decode_memory_mb * 2**20, config.decode_wait)
     limiter = RateLimiter(config.rate_limit, config.auth_fail_limit, config.rate_limit_storage,
-                          config.trusted_proxies, on_limited=lambda: metrics.shed.labels("rate_limited").inc())
+                          config.trusted_proxies)
     releases = Releases(layout_for(config), registry, metrics, poll=config.release_poll)
     state = State(config=config, registry=registry, metrics=metrics, memory=memory, limiter=limiter,
                   releases=releases, spool=SpoolBudget(config.spool_mb * 2**20),
                   explain=ExplainBudget(config.explain_concurrency, config.explain_queue, config.explain_cpu_share,
-                                        wait=config.request_deadline))
+                                        wait=config.request_deadline),
+                  pipeline=Pipeline(registry, releases, metrics, memory, config))
     metrics.track(metrics.ready, lambda: 1.0 if state.ready else 0.0)
 
     app = Flask(__name__)
@@ -102,11 +92,9 @@ def _install_lifecycle(app: Flask, state: State) -> None:
         limiter = state.limiter
         client = limiter.client_address(req.remote_addr, req.headers.get("X-Forwarded-For"))
         presented = presented_key(req.headers.get)
-        if keys and not is_open(req.path) and not key_is_valid(presented, keys):
-            limiter.check(client, req.path, auth_failed=True)
-            raise ApiError("missing or invalid API key: send it as 'X-API-Key: <key>' or "
-                           "'Authorization: Bearer <key>'", status=401, code=UNAUTHORIZED,
-                           headers={"WWW-Authenticate": 'Bearer realm="vision-ai"'})
+        refused = policy.authenticate(keys, req.path, presented, limiter, lambda: client)
+        if refused is not None:
+            raise refused
         # A valid key identifies its consumer (its hash, never the key, is the limiter's identity).
         limiter.check(hashlib.sha256(presented.encode()).hexdigest()[:16] if keys and presented else client,
                       req.path)
@@ -118,20 +106,14 @@ def _install_lifecycle(app: Flask, state: State) -> None:
         response.headers[REQUEST_ID_HEADER] = rid
         start = g.get("start")
         duration = time.perf_counter() - start if start is not None else 0.0
-        route = req.url_rule.rule if req.url_rule is not None else "unmatched"
-        model = g.get("model", "")
-        method = req.method
-        metrics.requests_by[(metrics.method_label(method), route, model, str(response.status_code))].inc()
-        metrics.latency_by[(route,)].observe(duration)
-        if method == "POST":
-            metrics.request_size_by[(route,)].observe(req.content_length or 0)
-        if access_log.isEnabledFor(logging.INFO):
-            log_access({
-                "request_id": rid, "method": cap(method, 16), "path": cap(req.path), "route": route,
-                "model": model or None, "status": response.status_code,
-                "duration_ms": round(duration * 1000, 3), "bytes_in": req.content_length or 0,
-                "bytes_out": response.calculate_content_length(), "remote_addr": req.remote_addr,
-                "user_agent": cap(req.user_agent.string) or None})
+        error = g.get("error")  # (code, shed) of an error answer
+        policy.record(metrics, request_id=rid, method=req.method, path=req.path,
+                      route=req.url_rule.rule if req.url_rule is not None else "unmatched",
+                      model=g.get("model", ""), status=response.status_code,
+                      code=error[0] if error else None, shed=error[1] if error else None, duration=duration,
+                      bytes_in=req.content_length or 0, bytes_out=response.calculate_content_length(),
+                      remote_addr=req.remote_addr, user_agent=req.headers.get("User-Agent"),
+                      answered_by=policy.APP)
         return response
 
     @app.teardown_request
@@ -143,12 +125,14 @@ def _install_lifecycle(app: Flask, state: State) -> None:
 def _install_error_handlers(app: Flask, state: State) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
+        g.error = (exc.code, exc.shed)
         return json_response(exc.body(), exc.status, exc.headers)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         status = exc.code or 500
-        code = HTTP_ERROR_CODES.get(status, (exc.name or "error").lower().replace(" ", "_"))
+        code = policy.framework_code(status, (exc.name or "error").lower().replace(" ", "_"))
+        g.error = (code, None)
         if status == 404:
             message = f"no such endpoint: {request.method} {request.path} (the API is described at /openapi.json)"
         elif status == 405:
@@ -168,5 +152,6 @@ def _install_error_handlers(app: Flask, state: State) -> None:
         # the request id; tell the client nothing internal.
         rid = g.get("request_id", "")
         log.error("unhandled exception", exc_info=exc, extra={"fields": {"request_id": rid}})
+        g.error = (INTERNAL_ERROR, None)
         return json_response({"error": {"code": INTERNAL_ERROR,
                                         "message": f"internal error (request id {rid})"}}, 500)

@@ -204,7 +204,7 @@ def _from_json(body, max_batch: int) -> Body:
             raise ApiError("'instances' is empty; send at least one image", code=INVALID_REQUEST)
         if len(instances) > max_batch:
             raise ApiError(f"'instances' has {len(instances)} images; the maximum per request is {max_batch} "
-                           "(VISION_MAX_BATCH)", status=413, code=BATCH_TOO_LARGE)
+                           "(VISION_MAX_BATCH)", code=BATCH_TOO_LARGE)
         texts = []
         for i, item in enumerate(instances):
             if not isinstance(item, dict) or not isinstance(item.get("base64"), str):

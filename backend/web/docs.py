@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, send_from_directory
 
+from backend.contract import LIVENESS_PATH, READINESS_PATH
 from backend.web.responses import json_response
 from backend.web.state import get_state
 
@@ -43,8 +44,8 @@ def index():
     return json_response({"name": info["title"], "version": info["version"],
                           "models": list(get_state().config.models),
                           "links": {"docs": "/docs", "openapi": "/openapi.json", "models": "/v1/models",
-                                    "predict": "/predict", "v2": "/v2", "health": "/healthz",
-                                    "ready": "/readyz"}})
+                                    "predict": "/predict", "v2": "/v2", "health": LIVENESS_PATH,
+                                    "ready": READINESS_PATH}})
 
 
 @bp.get("/docs")

@@ -18,6 +18,7 @@ from backend.protection.admission import ExplainBudget, SpoolBudget
 from backend.protection.budget import MemoryBudget
 from backend.protection.ratelimit import RateLimiter
 from backend.releases.manager import Releases
+from backend.serving.pipeline import Pipeline
 
 EXTENSION = "vision"  # the key in ``app.extensions``
 
@@ -34,6 +35,7 @@ class State:
     releases: Releases
     spool: SpoolBudget
     explain: ExplainBudget
+    pipeline: Pipeline  # load → preprocess → predict → postprocess, for every predicting route
     draining: threading.Event = field(default_factory=threading.Event)
 
     @property

@@ -17,19 +17,22 @@ Errors use the protocol's ``{"error": "..."}`` shape.
 from __future__ import annotations
 
 import struct
-import time
 
 import numpy as np
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from backend.contract import BATCH_TOO_LARGE, INVALID_REQUEST
 from backend.errors import ApiError
 from backend.model import verdict
 from backend.model.card import IMAGE_SIDE
+from backend.model.decoding import decode_base64
 from backend.model.inference import Model
-from backend.web.api import prepare_image, served_version
+from backend.protection.policy import framework_code
+from backend.serving.pipeline import Call
 from backend.web.bodies import JsonShape, load_json
 from backend.web.responses import json_response
+from backend.web.serving import current_call, load, pipeline
 from backend.web.state import get_state
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
@@ -40,13 +43,16 @@ PLATFORM = "onnxruntime_onnx"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
+# The protocol's error shape; the code still reaches the access log and metrics (backend.web.app).
 @bp.errorhandler(ApiError)
 def _api_error(exc: ApiError):
+    g.error = (exc.code, exc.shed)
     return json_response({"error": exc.message}, exc.status, exc.headers)
 
 
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException):
+    g.error = (framework_code(exc.code or 500), None)
     return json_response({"error": exc.description or exc.name}, exc.code or 500)
 
 
@@ -70,7 +76,7 @@ def ready():
 
 @bp.get("/models/<name>")
 def model_metadata(name: str):
-    model = _model(name)
+    model = load(name)
     return json_response({
         "name": name, "versions": [model.card.version], "platform": PLATFORM,
         "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 1, IMAGE_SIDE, IMAGE_SIDE]}],
@@ -83,36 +89,29 @@ def model_metadata(name: str):
 
 @bp.get("/models/<name>/ready")
 def model_ready(name: str):
-    _model(name)
+    load(name)
     return Response(status=200 if get_state().ready else 503)
 
 
 @bp.post("/models/<name>/infer")
 @bp.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
+    """load → preprocess → predict → postprocess (``backend.serving.pipeline``), answered as tensors."""
     state = get_state()
-    model = _model(name)
-    if version is not None:
-        served_version(name, version)  # 404 before the body is read
-    start = time.perf_counter()
+    model = load(name, version)  # 404 before the body is read
+    call = current_call()
     mimetype = request.mimetype
     if request.headers.get(HEADER_LENGTH) is None and (mimetype == "application/octet-stream"
                                                        or mimetype.startswith("image/")):
         # The body is one encoded image file: BYTES [1] without the JSON around it (as /predict).
-        header, images = {}, _encoded_images([request.get_data(cache=False)], model, state.config)
+        header, images = {}, _encoded_images(name, [request.get_data(cache=False)], model, call)
     else:
         header, binary = _split_body()
-        images = _images(_single_input(header), binary, model, state.config)
-    state.metrics.preprocessing_by[(name,)].observe(time.perf_counter() - start)
-    start = time.perf_counter()
-    prediction, model = state.releases.predict(name, images, request.headers, version)  # stable, canary or `version`
-    state.metrics.inference_by[(name,)].observe(time.perf_counter() - start)
-    state.metrics.batch_size_by[(name,)].observe(len(images))
+        images = _images(name, _single_input(header), binary, model, state.config, call)
+    pipe = pipeline()
+    prediction, model = pipe.predict(name, images, call, version)  # stable, canary or `version`
+    pipe.postprocess(name, model, prediction, strict=False)  # the same verdicts and drift series as /predict
     probs, scores, verdicts = prediction.probs, prediction.ood_score, prediction.in_distribution
-    labels = model.card.labels
-    for row, ok in zip(probs, verdicts, strict=True):  # the same drift series as /predict
-        index = int(row.argmax())
-        state.metrics.observe_prediction(name, labels[index], float(row[index]), bool(ok), False)
     body = {"model_name": name, "model_version": model.card.version,
             "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": list(probs.shape),
                          "data": probs.astype(np.float32).ravel().tolist()},
@@ -126,19 +125,6 @@ def infer(name: str, version: str | None = None):
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def _model(name: str) -> Model:
-    from flask import g
-
-    registry = get_state().registry
-    if not registry.ready.is_set():
-        raise ApiError("models are still loading; retry shortly", status=503, headers={"Retry-After": "1"})
-    model = registry.get(name)
-    if model is None:
-        raise ApiError(f"unknown model {name!r}; available: {', '.join(registry.models)}", status=404)
-    g.model = name  # a loaded model's name: safe as a metrics label
-    return model
 
 
 USAGE = 'send a JSON inference request {"inputs": [{"name": "input", "datatype": ..., "shape": ..., "data": ...}]}'
@@ -180,12 +166,12 @@ def _single_input(header: dict) -> dict:
     return spec
 
 
-def _images(spec: dict, binary: bytes, model: Model, config) -> np.ndarray:
+def _images(name: str, spec: dict, binary: bytes, model: Model, config, call: Call) -> np.ndarray:
     shape, datatype = spec["shape"], spec["datatype"]
     n = shape[0] if shape else 0
     if not 1 <= n <= config.max_batch:
         raise ApiError(f"batch size must be 1..{config.max_batch} (VISION_MAX_BATCH), got {n}",
-                       status=413 if n > config.max_batch else 400)
+                       code=BATCH_TOO_LARGE if n > config.max_batch else INVALID_REQUEST)
     params = spec.get("parameters") if isinstance(spec.get("parameters"), dict) else {}
     size = params.get("binary_data_size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size != len(binary)):
@@ -202,23 +188,16 @@ def _images(spec: dict, binary: bytes, model: Model, config) -> np.ndarray:
             x = _json_numbers(spec.get("data"), count)
         if not np.isfinite(x).all():
             raise ApiError("FP32 input contains NaN or infinity")
-        # The batcher takes [0, 1] pixels and normalises them; undo the client's normalisation.
-        return (x.reshape(n, IMAGE_SIDE, IMAGE_SIDE) * np.float32(model.card.std)
-                + np.float32(model.card.mean)).astype(np.float32)
+        # The batcher takes [0, 1] pixels and normalises them; the pipeline undoes the client's normalisation.
+        return pipeline().preprocess_tensor(name, model, x.reshape(n, IMAGE_SIDE, IMAGE_SIDE))
     if shape != [n]:
         raise ApiError(f"BYTES input must have shape [N] (one encoded image per element), got {shape}")
     files = _bytes_elements(binary, n) if size is not None else _json_bytes(spec.get("data"), n)
-    return _encoded_images(files, model, config)
+    return _encoded_images(name, files, model, call)
 
 
-def _encoded_images(files: list[bytes], model: Model, config) -> np.ndarray:
-    out = []
-    for i, data in enumerate(files):
-        try:
-            out.append(prepare_image(data, model, config.max_pixels))  # same budgets as /predict
-        except ApiError as exc:
-            raise ApiError(f"image {i}: {exc.message}", status=exc.status) from None
-    return np.stack(out)
+def _encoded_images(name: str, files: list[bytes], model: Model, call: Call) -> np.ndarray:
+    return pipeline().preprocess(name, model, files, call, where=lambda i: f"image {i}")  # as /predict
 
 
 def _json_numbers(data, count: int) -> np.ndarray:
@@ -238,8 +217,6 @@ def _json_bytes(data, n: int) -> list[bytes]:
         data = data[0]
     if not isinstance(data, list) or len(data) != n or not all(isinstance(d, str) for d in data):
         raise ApiError(f"BYTES input 'data' must be an array of {n} strings (base64 of each image file)")
-    from backend.model.decoding import decode_base64
-
     return [decode_base64(d) for d in data]
 
 

@@ -12,9 +12,9 @@ from repo import ROOT
 
 from backend.contract import ERROR_CODES
 
-LAYERS = "backend layers: runtime > web > protection > releases > model > shared > errors > contract"
+LAYERS = "backend layers: runtime > web > serving > protection > releases > model > shared > errors > contract"
 WEB = "web layers: app > blueprints > openapi > plumbing"
-NO_WEB = "the model side imports no web framework or server"
+NO_WEB = "the model side and the pipeline import no web framework or server"
 NO_WAITRESS = "the Flask app knows nothing of Waitress"
 ACYCLIC = "backend modules import each other without cycles"
 CONTRACTS = (LAYERS, WEB, NO_WEB, NO_WAITRESS, ACYCLIC)
@@ -92,3 +92,24 @@ def test_every_error_code_the_backend_spells_is_a_contract_code():
     unknown = {module: codes - set(ERROR_CODES) for module, codes in spelled_error_codes().items()
                if codes - set(ERROR_CODES)}
     assert unknown == {}, f"error codes not in backend.contract.ERROR_CODES: {unknown}"
+
+
+def test_no_error_restates_the_status_its_code_implies():
+    """The HTTP status comes from the error code (``backend.contract.ERROR_CODES``), never from the
+    place that raises: no ``ApiError(..., status=...)`` anywhere in the backend."""
+    restated = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in sorted((ROOT / "backend").rglob("*.py"))
+                for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None))
+                in ("ApiError", "InputError", "InvalidBase64", "UnsupportedImage", "ImageTooLarge")
+                and any(k.arg == "status" for k in node.keywords)]
+    assert restated == []
+
+
+@pytest.mark.parametrize("code, status", sorted(ERROR_CODES.items()))
+def test_an_errors_status_is_its_codes(code, status):
+    from backend.errors import ApiError
+
+    error = ApiError("message", code=code)
+    assert error.status == status
+    with pytest.raises(TypeError):
+        ApiError("message", code=code, status=200)  # a status cannot be given beside the code
