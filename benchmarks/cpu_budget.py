@@ -61,6 +61,9 @@ RULES = [
     ("preprocess", re.compile(P + r"backend/(.*/)?preprocessing\.py:")),
     ("inference", re.compile(P + r"(backend/(.*/)?inference\.py:|onnxruntime/)")),
     ("postprocess", re.compile(P + r"backend/(.*/)?verdict\.py:")),
+    # The pipeline's last stage (verdict + the prediction series) is postprocessing; its other
+    # stages are glue around decode/preprocess/inference, which the rules above find inside them.
+    ("postprocess", re.compile(r"^postprocess " + P + r"backend/(.*/)?pipeline\.py:")),
     ("serialisation", re.compile(P + r"backend/(.*/)?responses\.py:")),
 ]
 FRAMEWORK = re.compile(P + r"(waitress|flask|werkzeug|backend)/")

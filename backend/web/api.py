@@ -1,4 +1,4 @@
-"""HTTP routes. The contract (paths, fields, status codes) is fixed in issue 3 and /openapi.json.
+"""HTTP routes. The contract (paths, fields, status codes) is fixed by /openapi.json.
 
 Request handling is deliberately strict about *structure* (clear 4xx for every mistake) and
 lenient about *content* (any common image format, size, base64 dialect).
