@@ -219,7 +219,8 @@ def test_cpu_budget_classifies_stacks_by_their_outermost_stage():
     assert classify([waitress, f("_predict", "/repo/backend/web/api.py")]) == "postprocess"
     pipeline = "/repo/backend/serving/pipeline.py"
     assert classify([waitress, f("postprocess", pipeline), f("inc", "/x/prometheus_client/values.py")]) == "postprocess"
-    assert classify([waitress, f("preprocess", pipeline), f("open_image", "/repo/backend/model/decoding.py")]) == "decode"
+    decoding = f("open_image", "/repo/backend/model/decoding.py")
+    assert classify([waitress, f("preprocess", pipeline), decoding]) == "decode"
     assert classify([waitress, f("load", pipeline)]) == "framework"
     assert classify([waitress, hook]) == "framework"
     assert classify([f("_bootstrap", "/py/threading.py")]) == "other"
