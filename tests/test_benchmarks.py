@@ -238,3 +238,19 @@ def test_cpu_budget_short_run(tmp_path):
     assert abs(sum(r["stages_share"].values()) - 1) < 0.01
     for stage in ("parse", "decode", "preprocess", "inference", "framework"):
         assert r["stages_us"][stage] > 0, stage
+
+
+def test_peers_run_the_backends_onnx_runtime_settings():
+    """The peers' shared handler copies the backend's session options (it runs in the peers' own
+    venvs, without the backend on its path): the copy must stay equal, or the comparison is unfair."""
+    from backend.model.inference import session_options
+
+    spec = importlib.util.spec_from_file_location("peer_digits", ROOT / "benchmarks" / "peer_servers" / "digits.py")
+    digits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(digits)
+    ours, theirs = session_options(), digits.session().get_session_options()
+    for attr in ("intra_op_num_threads", "inter_op_num_threads", "execution_mode", "graph_optimization_level",
+                 "log_severity_level"):
+        assert getattr(theirs, attr) == getattr(ours, attr), attr
+    for entry in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+        assert theirs.get_session_config_entry(entry) == ours.get_session_config_entry(entry), entry
