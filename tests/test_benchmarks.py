@@ -236,7 +236,8 @@ def test_cpu_budget_short_run(tmp_path):
     r = json.loads(out.read_text())["ci"]["runs"][0]
     assert r["samples"] > 100 and r["server_cpu_us_per_request"] > 0
     assert abs(sum(r["stages_share"].values()) - 1) < 0.01
-    for stage in ("parse", "decode", "preprocess", "inference", "framework"):
+    # Stages of ≥ ~5 % of a request; parsing (~0.5 %) gets no sample in a 2 s run as often as not.
+    for stage in ("decode", "preprocess", "inference", "framework"):
         assert r["stages_us"][stage] > 0, stage
 
 
