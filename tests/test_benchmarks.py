@@ -215,7 +215,7 @@ def test_cpu_budget_classifies_stacks_by_their_outermost_stage():
     assert classify([waitress, hook, f("inc", "/x/site-packages/prometheus_client/values.py")]) == "metrics"
     assert classify([waitress, f("open_image", "/repo/backend/model/decoding.py")]) == "decode"
     ort = f("run", "/x/onnxruntime/session.py")
-    assert classify([f("_lead", "/repo/backend/model/inference.py"), ort]) == "inference"
+    assert classify([f("_loop", "/repo/backend/model/inference.py"), ort]) == "inference"
     assert classify([waitress, f("_predict", "/repo/backend/web/api.py")]) == "postprocess"
     pipeline = "/repo/backend/serving/pipeline.py"
     assert classify([waitress, f("postprocess", pipeline), f("inc", "/x/prometheus_client/values.py")]) == "postprocess"

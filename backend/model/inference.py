@@ -8,8 +8,8 @@ with wrong labels.
 
 from __future__ import annotations
 
-import collections
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -69,11 +69,10 @@ class Prediction:
 
 
 class _Pending:
-    """One submitted array. ``done`` is a lock held until the result is in (or the caller is handed
-    the lead): the cheapest hand-off between two threads in CPython (an Event is a Condition plus a
-    lock and shows up in profiles)."""
+    """One submitted array. ``done`` is a lock held until the result is in: the cheapest hand-off
+    between two threads in CPython (an Event is a Condition plus a lock and shows up in profiles)."""
 
-    __slots__ = ("images", "done", "result", "error", "lead")
+    __slots__ = ("images", "done", "result", "error")
 
     def __init__(self, images: np.ndarray):
         self.images = images
@@ -81,83 +80,64 @@ class _Pending:
         self.done.acquire()
         self.result = None
         self.error: BaseException | None = None
-        self.lead = False  # woken to run the queue, not with a result
 
 
 class Batcher:
-    """Coalesces concurrent ``predict`` calls into one ONNX Runtime run (dynamic batching), in the
-    callers' own threads ("flat combining").
+    """Coalesces concurrent ``predict`` calls into one ONNX Runtime run (dynamic batching).
 
-    A caller that finds no run in progress becomes the *leader*: it runs what is queued *right now*,
-    its own images included, and never waits for more. A caller that finds a run in progress queues
-    its images and sleeps; the leader hands it the result, or — once the leader's own images are
-    done and others still wait — the lead. So a lone request runs at once in its own thread (no
-    hand-off to a batching thread: two context switches per request saved), and under load batches
-    form from what queued while the previous one ran. ONNX Runtime releases the GIL while it runs,
-    so the other threads keep parsing and queueing meanwhile.
+    Measured on this network: 360 µs of CPU for one image alone, 160 µs per image in a batch of 8.
+    One thread takes whatever requests are queued *right now* — it never waits for more — so a lone
+    request pays only a thread hand-off, and under load batches form by themselves while the
+    previous batch runs.
     """
 
     def __init__(self, run, name: str, max_rows: int = 64):
         self._run = run
-        self._name = name
         self._max_rows = max_rows
-        self._queue: collections.deque[_Pending] = collections.deque()  # append/popleft are atomic
-        self._running = threading.Lock()  # held by the leader; handed on, never left held with work queued
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
 
     def submit(self, images: np.ndarray):
         """Run ``images`` with whatever else is queued; returns this call's rows of ``run``'s result."""
         pending = _Pending(images)
-        self._queue.append(pending)
-        if self._running.acquire(blocking=False):
-            self._lead(pending)
-        else:
-            pending.done.acquire()  # released with a result, or with the lead
-            if pending.lead:
-                self._lead(pending)
+        self._queue.put(pending)
+        pending.done.acquire()  # released by the batcher thread
         if pending.error is not None:
             raise pending.error
         return pending.result
 
-    def _lead(self, mine: _Pending) -> None:
-        """Run groups until ``mine`` is done, then pass the lead to the oldest waiter (holding ``_running``)."""
-        queue = self._queue
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def _loop(self) -> None:
         while True:
-            while mine.result is None and mine.error is None:
-                self._run_group(self._take())
-            if queue:
-                successor = queue[0]  # only the leader pops, so the head stays this waiter
-                successor.lead = True
-                successor.done.release()  # _running passes to it still held
+            first = self._queue.get()
+            if first is None:
                 return
-            self._running.release()
-            # A caller that queued after the check above and failed to get the lock sleeps until
-            # someone leads: look once more, now that the lock is free.
-            if not queue or not self._running.acquire(blocking=False):
-                return
-
-    def _take(self) -> list[_Pending]:
-        queue = self._queue
-        group = [queue.popleft()]
-        rows = len(group[0].images)
-        while queue and rows < self._max_rows:
-            item = queue.popleft()
-            group.append(item)
-            rows += len(item.images)
-        return group
-
-    def _run_group(self, group: list[_Pending]) -> None:
-        try:
-            batch = group[0].images if len(group) == 1 else np.concatenate([p.images for p in group])
-            result = self._run(batch)
-            offset = 0
-            for p in group:
-                p.result = result[offset: offset + len(p.images)]
-                offset += len(p.images)
-        except BaseException:
-            self._run_one_by_one(group)  # one bad input must not fail its neighbours
-        for p in group:
-            if not p.lead:
-                p.done.release()
+            group, rows = [first], len(first.images)
+            while rows < self._max_rows:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:  # close() while busy: finish this group, then stop
+                    self._queue.put(None)
+                    break
+                group.append(item)
+                rows += len(item.images)
+            try:
+                batch = group[0].images if len(group) == 1 else np.concatenate([p.images for p in group])
+                result = self._run(batch)
+                offset = 0
+                for p in group:
+                    p.result = result[offset: offset + len(p.images)]
+                    offset += len(p.images)
+            except BaseException:
+                self._run_one_by_one(group)  # one bad input must not fail its neighbours
+            finally:
+                for p in group:
+                    p.done.release()
 
     def _run_one_by_one(self, group: list[_Pending]) -> None:
         for p in group:

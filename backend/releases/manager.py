@@ -26,6 +26,7 @@ from backend.releases.router import Comparer, Route, in_distribution
 
 log = logging.getLogger("backend.releases")
 
+RETIRE_AFTER = 60.0  # seconds a replaced model stays usable for requests and copies still holding it
 CLIENT_HEADERS = ("X-Client-ID", "X-API-Key", "Authorization")
 
 
@@ -227,12 +228,16 @@ class Releases:
         return self._golden[name]
 
     def _retire_unused(self) -> None:
-        """Forget models no route uses any more (requests still holding one finish on it)."""
+        """Close models no route uses any more, after RETIRE_AFTER (requests may still hold them)."""
         used = {id(m) for r in self.routes.values() for m in (r.stable, r.candidate) if m is not None}
         used |= {id(m) for m in self.registry.models.values()}
         for key, model in list(self._models.items()):
             if id(model) not in used and key[1] != self.registry_base.get(key[0]):
-                del self._models[key]  # requests still holding it finish on it; nothing else to stop
+                del self._models[key]
+                timer = threading.Timer(RETIRE_AFTER, model._batcher.close) if model._batcher else None
+                if timer:
+                    timer.daemon = True
+                    timer.start()
 
     # --- the judge ---------------------------------------------------------------------------
 

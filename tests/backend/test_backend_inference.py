@@ -107,7 +107,7 @@ def test_a_failing_input_does_not_fail_its_batch_neighbours():
 
     first = threading.Thread(target=call, args=("first", good))
     first.start()
-    while not calls:  # "first" leads a run now ...
+    while not calls:  # the batcher is now busy with "first" ...
         threading.Event().wait(0.001)
     others = [threading.Thread(target=call, args=(k, x)) for k, x in (("good", good), ("bad", bad))]
     for t in others:
@@ -116,6 +116,7 @@ def test_a_failing_input_does_not_fail_its_batch_neighbours():
     gate.set()
     for t in [first, *others]:
         t.join(5)
+    batcher.close()
     assert isinstance(out["bad"], ValueError)
     np.testing.assert_array_equal(out["good"], [784.0, 784.0])
     np.testing.assert_array_equal(out["first"], [784.0, 784.0])
@@ -151,37 +152,3 @@ def test_unreadable_files_are_refused(tmp_path):
     (tmp_path / "mnist.json").write_text(json.dumps(card))
     with pytest.raises(ModelLoadError, match="ONNX Runtime cannot load it"):
         load_model(tmp_path, "mnist")
-
-
-def test_the_batcher_runs_a_lone_call_in_its_own_thread_and_strands_no_caller():
-    """No run in progress: the caller runs its images itself (no hand-off). Many callers at once:
-    every one gets its own rows back, and what queued during a run goes out in shared runs."""
-    threads_seen, sizes = set(), []
-
-    def run(batch):
-        threads_seen.add(threading.get_ident())
-        sizes.append(len(batch))
-        threading.Event().wait(0.002)  # long enough for others to queue behind a run
-        return batch[:, 0, 0].copy()
-
-    batcher = Batcher(run, "test")
-    np.testing.assert_array_equal(batcher.submit(np.full((1, 28, 28), 5, np.float32)), [5])
-    assert threads_seen == {threading.get_ident()}
-
-    out: dict[int, np.ndarray] = {}
-
-    def call(i):
-        for j in range(20):
-            rows = 1 + (i + j) % 3
-            got = batcher.submit(np.full((rows, 28, 28), i * 100 + j, np.float32))
-            out[(i, j)] = got
-            assert got.tolist() == [i * 100 + j] * rows
-
-    callers = [threading.Thread(target=call, args=(i,)) for i in range(8)]
-    for t in callers:
-        t.start()
-    for t in callers:
-        t.join(20)
-    assert not any(t.is_alive() for t in callers), "a caller was left waiting"
-    assert len(out) == 8 * 20
-    assert max(sizes) > 3  # concurrent calls shared runs
