@@ -54,4 +54,6 @@ def prepared_inputs(name: str, version: str | None = None) -> tuple[Model, Body,
 
 def request_strict(body: Body) -> bool:
     """Strict mode of the current request (``?strict=``, the body's ``strict``, ``VISION_OOD_STRICT``)."""
-    return verdict.is_strict(request.args.get("strict"), body.strict, get_state().config.ood_strict)
+    # No query string (nearly every request): skip building request.args (~15 µs).
+    query = request.args.get("strict") if request.environ.get("QUERY_STRING") else None
+    return verdict.is_strict(query, body.strict, get_state().config.ood_strict)
