@@ -201,6 +201,17 @@ def test_ood_results_and_docs_are_the_shipped_models():
             assert f"{row['flagged']:.2%}" in line, line
 
 
+def test_readmes_verdict_table_is_the_saved_run():
+    """README's summary of the verdict and the other-writer sets is generated from ood.json (a full run)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ood as ood_benchmark
+
+    results = json.loads(ood_benchmark.OUT.read_text())
+    assert not results["short"] and results["images_per_set"] >= 1000
+    assert ood_benchmark.write_readme(results, check=True) == 0, "run: python benchmarks/ood.py --readme"
+    assert all(m["version"] in ood_benchmark.readme_table(results) for m in results["models"])
+
+
 def test_cpu_budget_classifies_stacks_by_their_outermost_stage():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from cpu_budget import classify
