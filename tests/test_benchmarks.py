@@ -252,6 +252,20 @@ def test_cpu_budget_short_run(tmp_path):
         assert r["stages_us"][stage] > 0, stage
 
 
+def test_stack_floor_short_mode(tmp_path):
+    """The bare Waitress, Flask on Waitress and the real backend (1 worker), one short round each: every
+    answer a 200, and each layer costs at least the one below it — the order the floor argument rests on."""
+    if not shutil.which("wrk"):
+        pytest.fail("wrk is missing (apt-get install wrk; scripts/test.sh installs it)")
+    out = tmp_path / "stack_floor.json"
+    proc = run("benchmarks/stack_floor.py", "--short", "--out", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for c in ("c8", "c32"):
+        cpu = {k: v["cpu_us_per_request"] for k, v in results["summary"][c].items()}
+        assert 0 < cpu["floor-waitress"] < cpu["floor-flask"] < cpu["vision-1"], (c, cpu)
+
+
 def test_peers_run_the_backends_onnx_runtime_settings():
     """The peers' shared handler copies the backend's session options (it runs in the peers' own
     venvs, without the backend on its path): the copy must stay equal, or the comparison is unfair."""

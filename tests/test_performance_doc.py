@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import cpu_budget  # noqa: E402
 import load  # noqa: E402  (a script folder, not a package)
 import peers  # noqa: E402
+import stack_floor  # noqa: E402
 
 
 def test_the_peers_table_and_readme_figure_match_saved_results():
@@ -35,3 +36,9 @@ def test_the_load_table_matches_saved_runs():
     assert block == load.doc_table(saved), "run: python benchmarks/load.py --doc"
     assert [r["server"]["workers"] for r in saved] == [2, 1]
     assert all(not r["machine"]["training_running"] for r in saved), "quoted runs were taken on an idle machine"
+
+
+def test_the_stack_floor_table_matches_saved_results():
+    saved = json.loads(stack_floor.OUT.read_text())
+    assert not saved["short"]
+    assert stack_floor.write_doc(saved, check=True) == 0, "run: python benchmarks/stack_floor.py --doc"
