@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import io
+import json
 import os
 import statistics
 import subprocess
@@ -39,7 +39,6 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "scripts")]
 
 import docblock  # noqa: E402  (scripts/, the shared doc-block writer)
-
 from peers import SAMPLES, WRK_SCRIPT, Server, Vision, run_wrk  # noqa: E402
 
 OUT = HERE / "results" / "stack_floor.json"
