@@ -26,7 +26,6 @@ writes the raw stacks to a file) so the classification can be checked.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import linecache
 import os
@@ -48,7 +47,6 @@ from load import machine_busy_seconds, process_tree  # noqa: E402  (sibling scri
 OUT = ROOT / "benchmarks" / "results" / "cpu_budget.json"
 DOC = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- cpu_budget:begin -->", "<!-- cpu_budget:end -->"
-SAMPLES = [ROOT / "samples" / "mnist" / f"{d}-{d}.png" for d in (1, 3, 7, 9)]
 STAGES = ("parse", "decode", "preprocess", "inference", "postprocess", "serialisation", "logging", "metrics",
           "framework", "other")
 # (stage, frame pattern): the first pattern, from the outermost frame in, that matches decides.
@@ -200,26 +198,20 @@ def main() -> int:
     if not shutil.which("wrk") or not py_spy():
         print("needs wrk (apt-get install wrk) and py-spy (pip install py-spy)", file=sys.stderr)
         return 2
-    from peers import WRK_SCRIPT
+    from peers import load_files
 
     from devkit.backend_server import BackendServer
 
     work = Path(tempfile.mkdtemp(prefix="vision-budget-"))
-    script = work / "bench.lua"
-    script.write_text(WRK_SCRIPT)
-    paths = []
-    for i, sample in enumerate(SAMPLES):
-        path = work / f"body-{i}.json"
-        path.write_text(json.dumps({"base64": base64.b64encode(sample.read_bytes()).decode()}))
-        paths.append(str(path))
+    script, bodies = load_files(work, prefix="body-")
     env = {"VISION_WORKERS": "auto", **dict(e.split("=", 1) for e in args.env)}
     server = BackendServer(env=env).start()
     runs = []
     try:
         for c in (int(x) for x in args.concurrency.split(",")):
             subprocess.run(["wrk", "-t1", f"-c{c}", "-d2s", "-s", str(script), server.url + "/predict"],
-                           env={**os.environ, "BENCH_BODIES": ";".join(paths)}, capture_output=True, check=True)
-            r = measure(server, c, args.duration, script, ";".join(paths), work)
+                           env={**os.environ, "BENCH_BODIES": bodies}, capture_output=True, check=True)
+            r = measure(server, c, args.duration, script, bodies, work)
             runs.append(r)
             print(f"c={c}: {r['rps']} req/s, {r['server_cpu_us_per_request']} µs CPU/request, {r['samples']} samples")
             for s in STAGES:

@@ -89,6 +89,19 @@ end
 """
 
 
+def load_files(work: Path, body=lambda encoded: {"base64": encoded}, prefix: str = "") -> tuple[Path, str]:
+    """wrk's script and the request bodies it cycles through (``BENCH_BODIES``): each of the 4 samples as
+    base64 PNG in ``body(encoded)`` (a framework's JSON shape), written into ``work``."""
+    script = work / "bench.lua"
+    script.write_text(WRK_SCRIPT)
+    paths = []
+    for i, sample in enumerate(SAMPLES):
+        path = work / f"{prefix}{i}.json"
+        path.write_text(json.dumps(body(base64.b64encode(sample.read_bytes()).decode())))
+        paths.append(str(path))
+    return script, ";".join(paths)
+
+
 # ---- servers -----------------------------------------------------------------------------------------
 
 @dataclass
@@ -499,16 +512,9 @@ def main() -> int:
 
     servers = [Vision(), *(variant(v) for v in args.variant), *peers]
     work = Path(tempfile.mkdtemp(prefix="vision-peers-load-"))
-    script = work / "bench.lua"
-    script.write_text(WRK_SCRIPT)
     bodies = {}
     for server in servers:
-        paths = []
-        for i, sample in enumerate(SAMPLES):
-            path = work / f"{server.key}-{i}.json"
-            path.write_text(json.dumps(server.body(base64.b64encode(sample.read_bytes()).decode())))
-            paths.append(str(path))
-        bodies[server.key] = ";".join(paths)
+        script, bodies[server.key] = load_files(work, server.body, f"{server.key}-")
     results = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "short": args.short,
                "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
                "concurrency": list(CONCURRENCY), "samples": [str(p.relative_to(ROOT)) for p in SAMPLES],

@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "scripts")]
 
 import docblock  # noqa: E402  (scripts/, the shared doc-block writer)
-from peers import SAMPLES, WRK_SCRIPT, Server, Vision, run_wrk  # noqa: E402
+from peers import SAMPLES, Server, Vision, load_files, run_wrk  # noqa: E402
 
 OUT = HERE / "results" / "stack_floor.json"
 DOC = HERE.parent / "docs" / "performance.md"
@@ -130,15 +130,7 @@ def main() -> int:
         args.rounds, args.duration = 1, 2.0
     servers = [Floor("waitress", "Waitress, bare WSGI callable"), Floor("flask", "Flask route on Waitress"),
                Vision("vision-1", "the backend, 1 worker (production defaults otherwise)", env={"VISION_WORKERS": "1"})]
-    work = Path(tempfile.mkdtemp(prefix="vision-floor-"))
-    script = work / "bench.lua"
-    script.write_text(WRK_SCRIPT)
-    paths = []
-    for i, sample in enumerate(SAMPLES):
-        path = work / f"{i}.json"
-        path.write_text(json.dumps({"base64": base64.b64encode(sample.read_bytes()).decode()}))
-        paths.append(str(path))
-    bodies = ";".join(paths)
+    script, bodies = load_files(Path(tempfile.mkdtemp(prefix="vision-floor-")))
     runs = {s.key: [] for s in servers}
     for rnd in range(1, args.rounds + 1):
         for server in servers[rnd - 1:] + servers[:rnd - 1]:
