@@ -147,8 +147,8 @@ def main() -> int:
     # The in-process sweep runs in a child: prometheus_client picks its multiprocess mode at import.
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     child = [sys.executable, __file__, "--child-inprocess", str(400 if args.short else 1600)]
-    sweep = json.loads(subprocess.run(child, env=env, capture_output=True, text=True,
-                                                    check=True).stdout.splitlines()[-1])
+    printed = subprocess.run(child, env=env, capture_output=True, text=True, check=True).stdout
+    sweep = json.loads(printed.splitlines()[-1])
     for row in sweep:
         print(f"in process, {row['threads']} thread(s): {row['cpu_us_per_request']} µs CPU per request", flush=True)
     summary = {f"c{c}": {k: {"cpu_us_per_request": statistics.median(r["server_cpu_us_per_request"] for r in rs
