@@ -7,9 +7,10 @@ Each model takes one input, either
   preprocessing as ``/predict`` (and the same pixel limit),
 and returns ``probabilities`` ``FP32 [N, 10]`` with the verdict beside it: ``ood_score`` ``FP32 [N]``
 (higher = more unusual) and ``in_distribution`` ``BOOL [N]`` (the score is within the model card's
-threshold). Inputs may use the binary tensor extension
-(``Inference-Header-Content-Length``), which tritonclient uses by default; outputs are always JSON,
-which every client reads. A body that is itself an image file (``image/*``, or
+threshold). A request's ``outputs`` list picks which of the three come back (all when absent, as the
+protocol says); an unknown name is a 400 before anything runs. Inputs may use the binary tensor
+extension (``Inference-Header-Content-Length``), which tritonclient uses by default; outputs are
+always JSON, which every client reads. A body that is itself an image file (``image/*``, or
 ``application/octet-stream`` without that header) is ``BYTES [1]``, as on ``/predict``.
 Errors use the protocol's ``{"error": "..."}`` shape.
 """
@@ -39,6 +40,7 @@ bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 INPUT_NAME, OUTPUT_NAME = "input", "probabilities"
 OOD_OUTPUT, VERDICT_OUTPUT = "ood_score", "in_distribution"
+OUTPUTS = (OUTPUT_NAME, OOD_OUTPUT, VERDICT_OUTPUT)
 PLATFORM = "onnxruntime_onnx"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -105,20 +107,22 @@ def infer(name: str, version: str | None = None):
                                                        or mimetype.startswith("image/")):
         # The body is one encoded image file: BYTES [1] without the JSON around it (as /predict).
         header, images = {}, _encoded_images(name, [request.get_data(cache=False)], model, call)
+        wanted = OUTPUTS
     else:
         header, binary = _split_body()
+        wanted = _requested_outputs(header)  # checked before the images cost anything
         images = _images(name, _single_input(header), binary, model, state.config, call)
     pipe = pipeline()
     prediction, model = pipe.predict(name, images, call, version)  # stable, canary or `version`
     pipe.postprocess(name, model, prediction, strict=False)  # the same verdicts and drift series as /predict
     probs, scores, verdicts = prediction.probs, prediction.ood_score, prediction.in_distribution
+    tensors = [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": list(probs.shape),
+                "data": probs.astype(np.float32).ravel().tolist()},
+               {"name": OOD_OUTPUT, "datatype": "FP32", "shape": [len(scores)],
+                "data": [verdict.score_value(s) for s in scores]},
+               {"name": VERDICT_OUTPUT, "datatype": "BOOL", "shape": [len(verdicts)], "data": verdicts.tolist()}]
     body = {"model_name": name, "model_version": model.card.version,
-            "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": list(probs.shape),
-                         "data": probs.astype(np.float32).ravel().tolist()},
-                        {"name": OOD_OUTPUT, "datatype": "FP32", "shape": [len(scores)],
-                         "data": [verdict.score_value(s) for s in scores]},
-                        {"name": VERDICT_OUTPUT, "datatype": "BOOL", "shape": [len(verdicts)],
-                         "data": verdicts.tolist()}]}
+            "outputs": [t for t in tensors if t["name"] in wanted]}
     if isinstance(header.get("id"), str):
         body["id"] = header["id"]
     return json_response(body)
@@ -134,6 +138,21 @@ def json_shape(max_batch: int) -> JsonShape:
     """The most structure a valid inference request has: FP32 data nested as [N][1][28][28] is
     2 + 30·N arrays and 784·N numbers; the rest (inputs, parameters, outputs, id) is a few dozen."""
     return JsonShape(containers=32 * max_batch + 64, items=IMAGE_SIDE * IMAGE_SIDE * max_batch + 64, usage=USAGE)
+
+
+def _requested_outputs(header: dict) -> tuple[str, ...]:
+    """The outputs the request names, in the model's order (every output when it names none)."""
+    requested = header.get("outputs")
+    if requested is None:
+        return OUTPUTS
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                  for o in requested):
+        raise ApiError("'outputs' must be an array of objects with a 'name'")
+    names = {o["name"] for o in requested}
+    unknown = sorted(names - set(OUTPUTS))
+    if unknown:
+        raise ApiError(f"unknown output {unknown[0][:40]!r}; this model has {', '.join(OUTPUTS)}")
+    return tuple(out for out in OUTPUTS if out in names)
 
 
 def _split_body() -> tuple[dict, bytes]:

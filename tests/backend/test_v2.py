@@ -81,6 +81,22 @@ def test_fp32_input_is_the_normalised_tensor(server, client, binary):
     np.testing.assert_allclose(probs, want, atol=1e-5)
 
 
+def test_requested_outputs_are_the_ones_returned(server, client):
+    images = files("mnist")[:3]
+    inp = triton.InferInput("image", [len(images)], "BYTES")
+    inp.set_data_from_numpy(np.array(images, dtype=np.object_), binary_data=True)
+    every = client.infer("mnist", [inp])
+    picked = client.infer("mnist", [inp], outputs=[triton.InferRequestedOutput("in_distribution"),
+                                                   triton.InferRequestedOutput("ood_score")])
+    assert [o["name"] for o in every.get_response()["outputs"]] == ["probabilities", "ood_score", "in_distribution"]
+    assert [o["name"] for o in picked.get_response()["outputs"]] == ["ood_score", "in_distribution"]
+    assert picked.as_numpy("probabilities") is None
+    np.testing.assert_array_equal(picked.as_numpy("in_distribution"), every.as_numpy("in_distribution"))
+    np.testing.assert_allclose(picked.as_numpy("ood_score"), every.as_numpy("ood_score"), atol=1e-6)
+    with pytest.raises(InferenceServerException, match="unknown output 'logits'"):
+        client.infer("mnist", [inp], outputs=[triton.InferRequestedOutput("logits")])
+
+
 def test_errors_use_the_protocol_shape(server, client):
     with pytest.raises(InferenceServerException, match="unknown model"):
         client.get_model_metadata("cifar")
@@ -92,7 +108,9 @@ def test_errors_use_the_protocol_shape(server, client):
              b'{"inputs": [{"name": "input", "datatype": "INT8", "shape": [1], "data": [1]}]}',
              b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1,1,28,28], "data": [1, 2]}]}',
              b'{"inputs": [{"name": "i", "datatype": "BYTES", "shape": [1], "data": ["aGVsbG8="]}]}',
-             b'{"inputs": [{"name": "i", "datatype": "BYTES", "shape": [99], "data": []}]}']
+             b'{"inputs": [{"name": "i", "datatype": "BYTES", "shape": [99], "data": []}]}',
+             b'{"inputs": [{"name": "i", "datatype": "BYTES", "shape": [1], "data": []}], "outputs": {}}',
+             b'{"inputs": [{"name": "i", "datatype": "BYTES", "shape": [1], "data": []}], "outputs": [1]}']
     for body in cases:
         resp = requests.post(server.url + "/v2/models/mnist/infer", data=body)
         assert 400 <= resp.status_code < 500, (body, resp.text)
