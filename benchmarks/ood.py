@@ -45,7 +45,7 @@ BARS = {
               "writers_accuracy": 0.955, "writers_ece": 0.03, "writers_flagged_max": 0.06,
               "families": {"uniform-noise": 0.98, "gaussian-noise": 0.98, "fashion-mnist-test": 0.95,
                            "photo-like": 0.95, "texture": 0.95, "gradient": 0.95, "blank": 0.95}},
-    "fashion-mnist": {"test_accuracy": 0.902, "test_in_distribution": 0.97,
+    "fashion-mnist": {"test_accuracy": 0.91, "test_in_distribution": 0.97,
                       "families": {"uniform-noise": 0.98, "gaussian-noise": 0.98, "mnist-test": 0.95,
                                    "photo-like": 0.95}},
 }

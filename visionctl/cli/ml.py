@@ -13,7 +13,7 @@ from visionctl.ml.train_config import TrainConfig, default_text
 
 app = typer.Typer()
 # Settings that are the same for every dataset show TrainConfig's default; per-dataset ones (epochs,
-# strategy) stay None here so the dataset's preset applies, and their help text is read from it.
+# gamma, strategy) stay None here so the dataset's preset applies, and their help text is read from it.
 TRAIN = TrainConfig()
 
 
@@ -25,7 +25,8 @@ def train(
     epochs: Annotated[int | None, typer.Option(min=1, show_default=default_text("epochs"))] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = TRAIN.batch_size,
     lr: Annotated[float, typer.Option(min=0.0, help="Adadelta learning rate.")] = TRAIN.lr,
-    gamma: Annotated[float, typer.Option(min=0.0, max=1.0, help="StepLR decay per epoch.")] = TRAIN.gamma,
+    gamma: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="StepLR decay per epoch.",
+                                                show_default=default_text("gamma"))] = None,
     seed: int = TRAIN.seed,
     threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads.")] = TRAIN.threads,
     strategy: Annotated[Strategy | None, typer.Option(

@@ -28,12 +28,13 @@ def option_help(text: str, option: str) -> str:
     return text.split(f"│ {option} ", 1)[1].split("│ --", 1)[0]
 
 
-def test_train_help_states_each_datasets_epochs_as_the_presets_do():
-    epochs = {d.value: make_config(d.value).epochs for d in Dataset}
+@pytest.mark.parametrize("setting", ["epochs", "gamma"])
+def test_train_help_states_each_datasets_setting_as_the_presets_do(setting):
+    values = {d.value: getattr(make_config(d.value), setting) for d in Dataset}
     # One value when every preset agrees, else one per dataset (train_config.default_text).
-    expected = (str(next(iter(epochs.values()))) if len(set(epochs.values())) == 1
-                else ", ".join(f"{n} {d}" for d, n in epochs.items()))
-    assert f"[default: ({expected})]" in option_help(help_text("train"), "--epochs")
+    expected = (str(next(iter(values.values()))) if len(set(values.values())) == 1
+                else ", ".join(f"{n} {d}" for d, n in values.items()))
+    assert f"[default: ({expected})]" in option_help(help_text("train"), f"--{setting}")
 
 
 def test_train_options_default_to_the_training_config():

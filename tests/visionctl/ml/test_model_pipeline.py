@@ -254,7 +254,7 @@ def validate_card(card: dict, directory) -> None:
     assert modelcard.read(directory / f"{card['name']}.json").raw == card  # the backend reads what export wrote
 
 
-ACCURACY_BARS = {"mnist": 0.993, "fashion-mnist": 0.902}
+ACCURACY_BARS = {"mnist": 0.993, "fashion-mnist": 0.91}
 
 
 @pytest.mark.slow
