@@ -68,7 +68,7 @@ class TrainConfig:
 # Slant (max_shear) and a heavier share of 8×8/low-res renderings (RENDER_MIX) were measured too and
 # left out: with them serif 1s / crossed 7s fell from 95.4 to 88.6 % (docs/model.md).
 # Both were still learning after 6 epochs with γ 0.7 (MNIST train accuracy on augmented batches 94.8 %,
-# Fashion test accuracy +0.4 pt in its last epoch), so they train longer with a slower decay (the last
+# Fashion test accuracy +0.4 pt over its last two epochs), so they train longer with a slower decay (the last
 # epoch's learning rate stays ~0.15): MNIST 10 epochs at γ 0.8, Fashion 12 at γ 0.85 (docs/model.md).
 PRESETS: dict[str, dict] = {
     "mnist": dict(epochs=10, gamma=0.8, lowres_prob=0.15, max_stretch=0.25),
