@@ -20,7 +20,7 @@ import torch
 from backend.model import card as modelcard
 from visionctl.ml import ood
 from visionctl.ml.data import get_spec, load_split, split_holdout
-from visionctl.ml.model import Net
+from visionctl.ml.model import DESCRIPTIONS, Net, arch_of, load
 from visionctl.ml.training import MEAN, STD, to_tensor, unit_to_tensor
 
 OPSET = 17
@@ -140,7 +140,7 @@ def export_model(model: Net, name: str, out_dir: str | os.PathLike = "models", *
     pt = io.BytesIO()
     torch.save(model.state_dict(), pt)
     card = modelcard.build(  # before writing anything: it checks the card as the backend will
-        name=name, description=f"Net (2×conv + 2×fc CNN) trained on {name}",
+        name=name, description=f"{DESCRIPTIONS[arch_of(model.state_dict())]} trained on {name}",
         labels=spec.labels, preprocessing=spec.preprocessing, mean=MEAN, std=STD,
         input_name=INPUT_NAME, output_name=OUTPUT_NAME, output_kind="log_softmax",
         accuracy=metrics["accuracy"], samples=metrics["samples"],
@@ -166,12 +166,10 @@ def export_weights(weights: str | os.PathLike, name: str, out_dir: str | os.Path
     """
     from visionctl.ml.training import evaluate
 
-    model = Net()
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except (RuntimeError, OSError, KeyError) as exc:
-        raise ExportError(f"cannot load {weights} as Net weights: {str(exc).splitlines()[0]}") from None
+        model = load(torch.load(weights, map_location="cpu", weights_only=True))
+    except (RuntimeError, OSError, KeyError, ValueError, TypeError) as exc:
+        raise ExportError(f"cannot load {weights} as network weights: {str(exc).splitlines()[0]}") from None
     test = load_split(name, "test", data_dir)
     x, y = to_tensor(test.images), torch.from_numpy(test.labels)
     metrics = evaluate(model, x, y)

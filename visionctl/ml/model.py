@@ -1,15 +1,26 @@
-"""The assignment's CNN, verbatim in structure and parameter names.
+"""The networks: the assignment's CNN (kept so its ``mnist_cnn.pt`` loads) and the wider one we ship.
 
-Parameter names (conv1, conv2, fc1, fc2, dropout1, dropout2) must not change: a state dict saved by
-the original assignment (``mnist_cnn.pt``) has to load with ``strict=True``.
+Every architecture exposes the same two halves, ``features`` (penultimate activations, what
+feature-space OOD scores look at) and ``head`` (logits from them), and names its classifier layers
+``fc1``/``fc2`` so fine-tuning strategies apply to all of them.
 """
+
+from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from visionctl.ml import train_config
+
 
 class Net(nn.Module):
+    """The assignment's CNN, verbatim in structure and parameter names.
+
+    Parameter names (conv1, conv2, fc1, fc2, dropout1, dropout2) must not change: a state dict saved by
+    the original assignment (``mnist_cnn.pt``) has to load with ``strict=True``.
+    """
+
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 32, 3, 1)
@@ -20,7 +31,6 @@ class Net(nn.Module):
         self.fc2 = nn.Linear(128, 10)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The penultimate (fc1, after ReLU) activations: what feature-space OOD scores look at."""
         x = F.relu(self.conv1(x))
         x = F.relu(self.conv2(x))
         x = F.max_pool2d(x, 2)
@@ -29,8 +39,69 @@ class Net(nn.Module):
         return F.relu(self.fc1(x))
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits from penultimate features."""
         return self.fc2(self.dropout2(features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.head(self.features(x)), dim=1)
+
+
+class VggNet(Net):
+    """Two VGG-style blocks (two padded 3×3 convolutions, then 2×2 pooling, each) and the same
+    128-unit classifier.
+
+    Why: with ``Net`` every extra kind of training image bought one other-writer set at another's
+    expense (more low-resolution renderings: serif 1s / crossed 7s 95.4 → 88.6 %), the sign of a
+    network out of capacity. Four convolutions see 10×10 px before the classifier instead of 5×5,
+    padding keeps strokes at the border, and pooling twice leaves 3,136 inputs to ``fc1`` instead of
+    9,216: 39 % of ``Net``'s parameters for 1.55× its multiply-adds. No batch norm: outlier exposure
+    puts synthetic non-digits in every batch, and running statistics that mix them in cost a 2,000-image
+    smoke run 22 points of test accuracy (64 vs 86 %).
+    """
+
+    def __init__(self) -> None:
+        nn.Module.__init__(self)
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
+        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
+        self.conv4 = nn.Conv2d(64, 64, 3, padding=1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(64 * 7 * 7, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.conv3(x))
+        x = F.max_pool2d(F.relu(self.conv4(x)), 2)
+        x = self.dropout1(x)
+        return F.relu(self.fc1(torch.flatten(x, 1)))
+
+
+ARCHITECTURES: dict[str, type[Net]] = dict(zip(train_config.ARCHITECTURES, (VggNet, Net), strict=True))
+DESCRIPTIONS = {"vgg": "VggNet (2 blocks of 2×conv + 2×fc CNN)",
+                "net": "Net (2×conv + 2×fc CNN, the assignment's)"}
+
+
+def build(arch: str) -> Net:
+    try:
+        return ARCHITECTURES[arch]()
+    except KeyError:
+        raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}") from None
+
+
+def arch_of(state_dict: dict) -> str:
+    """Which architecture a saved state dict belongs to, from its parameter names: a ``.pt`` file
+    is a bare state dict (as the assignment saved it), so the names are all it carries."""
+    keys = set(state_dict)
+    for arch, cls in ARCHITECTURES.items():
+        if keys == set(cls().state_dict()):
+            return arch
+    raise ValueError("the parameter names match no known architecture (" + ", ".join(ARCHITECTURES) + ")")
+
+
+def load(state_dict: dict) -> Net:
+    """A network of the state dict's architecture with its weights loaded strictly."""
+    model = build(arch_of(state_dict))
+    model.load_state_dict(state_dict)
+    return model

@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 STRATEGIES = ("fc2", "fc1+fc2", "all")  # fine-tuning: which layers learn (visionctl.ml.training)
+ARCHITECTURES = ("vgg", "net")  # visionctl.ml.model; "net" is the assignment's
 
 
 @dataclass
 class TrainConfig:
     dataset: str = "mnist"
+    arch: str = "vgg"  # one of ARCHITECTURES
     epochs: int = 8
     batch_size: int = 64
     test_batch_size: int = 1000
@@ -85,6 +87,8 @@ def make_config(dataset: str, **overrides) -> TrainConfig:
     cfg = TrainConfig(dataset=dataset, **values)
     if cfg.strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
+    if cfg.arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}")
     return cfg
 
 

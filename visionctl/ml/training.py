@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from visionctl.ml.data import load_split, split_holdout
-from visionctl.ml.model import Net
+from visionctl.ml.model import Net, arch_of, build
 from visionctl.ml.train_config import TrainConfig
 
 MEAN, STD = 0.1307, 0.3081
@@ -152,10 +152,10 @@ def lowres(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
 
 def set_trainable(model: Net, strategy: str) -> list[torch.nn.Parameter]:
     """Freeze what the fine-tuning strategy keeps fixed; return the parameters to optimise."""
-    trainable = {"fc2": ("fc2",), "fc1+fc2": ("fc1", "fc2"), "all": ("conv1", "conv2", "fc1", "fc2")}[strategy]
+    trainable = {"fc2": ("fc2",), "fc1+fc2": ("fc1", "fc2"), "all": None}[strategy]
     params = []
     for name, p in model.named_parameters():
-        p.requires_grad = name.split(".")[0] in trainable
+        p.requires_grad = trainable is None or name.split(".")[0] in trainable
         if p.requires_grad:
             params.append(p)
     return params
@@ -207,9 +207,12 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None) -> tuple[Net, di
     out_gen = torch.Generator().manual_seed(cfg.seed + 1)
     out_batch = cfg.batch_size // 2
 
-    model = Net()
+    model = build(cfg.arch)
     if cfg.init_weights:
-        model.load_state_dict(torch.load(cfg.init_weights, map_location="cpu", weights_only=True))
+        state = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)
+        if arch_of(state) != cfg.arch:
+            raise ValueError(f"{cfg.init_weights} holds {arch_of(state)} weights, not {cfg.arch}")
+        model.load_state_dict(state)
     params = set_trainable(model, cfg.strategy) if cfg.init_weights else list(model.parameters())
     optimizer = torch.optim.Adadelta(params, lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=cfg.gamma)
