@@ -119,11 +119,9 @@ def with_ood_output(models_dir: Path, out: Path, threshold_quantile: float, gold
     import torch.nn.functional as F
 
     from backend.model import card as modelcard
-    from visionctl.ml.model import Net
+    from visionctl.ml.model import load
 
-    net = Net()
-    net.load_state_dict(torch.load(models_dir / "mnist.pt", weights_only=True))
-    net.eval()
+    net = load(torch.load(models_dir / "mnist.pt", weights_only=True)).eval()
 
     class WithOod(torch.nn.Module):
         def __init__(self):
@@ -131,9 +129,7 @@ def with_ood_output(models_dir: Path, out: Path, threshold_quantile: float, gold
             self.net = net
 
         def forward(self, x):
-            n = self.net
-            x = F.max_pool2d(F.relu(n.conv2(F.relu(n.conv1(x)))), 2)
-            logits = n.fc2(F.relu(n.fc1(torch.flatten(x, 1))))
+            logits = self.net.head(self.net.features(x))
             return F.log_softmax(logits, dim=1), -torch.logsumexp(logits, dim=1)
 
     model = WithOod().eval()

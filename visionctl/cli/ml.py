@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from visionctl.cli import render
-from visionctl.cli.options import DEFAULT_MODELS_DIR, DataDir, Dataset, ModelsDir, Strategy
+from visionctl.cli.options import DEFAULT_MODELS_DIR, Arch, DataDir, Dataset, ModelsDir, Strategy
 from visionctl.ml.train_config import TrainConfig, default_text
 
 app = typer.Typer()
@@ -22,6 +22,8 @@ def train(
     dataset: Annotated[Dataset, typer.Argument(help="mnist (from scratch) or fashion-mnist (fine-tuned from mnist).")],
     data_dir: DataDir = None,
     models_dir: ModelsDir = DEFAULT_MODELS_DIR,
+    arch: Annotated[Arch | None, typer.Option(
+        help="Network: vgg (4 convolutions) or net (the assignment's 2).", show_default=default_text("arch"))] = None,
     epochs: Annotated[int | None, typer.Option(min=1, show_default=default_text("epochs"))] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = TRAIN.batch_size,
     lr: Annotated[float, typer.Option(min=0.0, help="Adadelta learning rate.")] = TRAIN.lr,
@@ -44,8 +46,8 @@ def train(
         with render.training_progress() as progress:
             card = pipeline.train_and_export(
                 dataset.value, models_dir=models_dir, data_dir=data_dir, augment=augment, progress=progress,
-                epochs=epochs, batch_size=batch_size, lr=lr, gamma=gamma, seed=seed, threads=threads,
-                strategy=strategy.value if strategy else None,
+                arch=arch.value if arch else None, epochs=epochs, batch_size=batch_size, lr=lr, gamma=gamma,
+                seed=seed, threads=threads, strategy=strategy.value if strategy else None,
                 init_weights=str(init_weights) if init_weights else None, limit=limit)
     except pipeline.PipelineError as exc:
         render.fail(str(exc))

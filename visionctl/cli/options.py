@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from visionctl.constants import CLUSTER_NAME, DEFAULT_HOST_PORT
-from visionctl.ml.train_config import STRATEGIES
+from visionctl.ml.train_config import ARCHITECTURES, STRATEGIES
 
 
 class Dataset(StrEnum):
@@ -19,6 +19,7 @@ class Dataset(StrEnum):
 
 
 Strategy = StrEnum("Strategy", {name: name for name in STRATEGIES})  # the CLI's choices are the library's
+Arch = StrEnum("Arch", {name: name for name in ARCHITECTURES})
 
 
 class Component(StrEnum):

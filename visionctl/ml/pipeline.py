@@ -37,7 +37,7 @@ def train_and_export(dataset: str, *, models_dir: Path, data_dir=None, augment: 
 
     try:
         model, metrics, checksums = training.train(cfg, progress)
-    except DatasetError as exc:
+    except (DatasetError, training.InitWeightsError) as exc:
         raise PipelineError(str(exc)) from None
     from visionctl.ml.data import load_split
 

@@ -177,6 +177,10 @@ def evaluate(model: Net, x: torch.Tensor, y: torch.Tensor, batch_size: int = 100
             "samples": len(x)}
 
 
+class InitWeightsError(ValueError):
+    """The weights to start from do not fit the architecture being trained."""
+
+
 ProgressFn = Callable[[str, int, int, dict], None]
 
 
@@ -210,8 +214,12 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None) -> tuple[Net, di
     model = build(cfg.arch)
     if cfg.init_weights:
         state = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)
-        if arch_of(state) != cfg.arch:
-            raise ValueError(f"{cfg.init_weights} holds {arch_of(state)} weights, not {cfg.arch}")
+        try:
+            found = arch_of(state)
+        except ValueError as exc:
+            raise InitWeightsError(f"{cfg.init_weights}: {exc}") from None
+        if found != cfg.arch:
+            raise InitWeightsError(f"{cfg.init_weights} holds {found} weights, not {cfg.arch} (--arch)")
         model.load_state_dict(state)
     params = set_trainable(model, cfg.strategy) if cfg.init_weights else list(model.parameters())
     optimizer = torch.optim.Adadelta(params, lr=cfg.lr)

@@ -19,7 +19,7 @@ from visionctl.cli import app
 from visionctl.ml import data as vdata
 from visionctl.ml import export as vexport
 from visionctl.ml import synth, train_config, training
-from visionctl.ml.model import Net
+from visionctl.ml.model import ARCHITECTURES, Net, VggNet, arch_of, build, load
 
 runner = CliRunner()
 
@@ -176,13 +176,42 @@ def test_turned_digits_are_never_zeros_or_ones():
     assert seen and seen <= set(range(2, 10))
 
 
-@pytest.mark.parametrize("strategy,trainable", [("fc2", {"fc2"}), ("fc1+fc2", {"fc1", "fc2"}),
-                                                ("all", {"conv1", "conv2", "fc1", "fc2"})])
-def test_finetune_strategies_freeze_the_right_layers(strategy, trainable):
-    model = Net()
+@pytest.mark.parametrize("arch,convs", [("net", {"conv1", "conv2"}), ("vgg", {"conv1", "conv2", "conv3", "conv4"})])
+@pytest.mark.parametrize("strategy,classifier", [("fc2", {"fc2"}), ("fc1+fc2", {"fc1", "fc2"}),
+                                                 ("all", {"fc1", "fc2"})])
+def test_finetune_strategies_freeze_the_right_layers(arch, convs, strategy, classifier):
+    model = build(arch)
     params = training.set_trainable(model, strategy)
     learning = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    trainable = classifier | (convs if strategy == "all" else set())
     assert learning == trainable and len(params) == 2 * len(trainable)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_a_state_dict_tells_its_architecture(arch):
+    state = build(arch).state_dict()
+    assert arch_of(state) == arch and isinstance(load(state), ARCHITECTURES[arch])
+    assert arch_of(AssignmentNet().state_dict()) == "net"  # the assignment's checkpoint stays loadable
+    state.pop("fc2.bias")
+    with pytest.raises(ValueError, match="no known architecture"):
+        arch_of(state)
+
+
+def test_vgg_keeps_the_interface_serving_and_ood_rely_on():
+    """Same input, same 10 log-probabilities, same 128 penultimate features as the assignment's net."""
+    x = torch.randn(3, 1, 28, 28)
+    for model in (Net().eval(), VggNet().eval()):
+        features = model.features(x)
+        assert features.shape == (3, 128) and model(x).shape == (3, 10)
+        torch.testing.assert_close(model(x), F.log_softmax(model.head(features), dim=1))
+
+
+def test_fine_tuning_refuses_weights_of_another_architecture(shared_datasets, tmp_path):
+    torch.save(Net().state_dict(), tmp_path / "mnist.pt")
+    result = runner.invoke(app, ["train", "fashion-mnist", "--data-dir", str(shared_datasets / "fashion-mnist"),
+                                 "--models-dir", str(tmp_path), "--epochs", "1", "--limit", "200"])
+    assert result.exit_code == 1 and "holds net weights, not vgg" in result.output
+    assert not (tmp_path / "fashion-mnist.onnx").exists()
 
 
 # --- export -------------------------------------------------------------------------------------
