@@ -41,13 +41,14 @@ MODELS = ("mnist", "fashion-mnist")
 # more for sampling noise on 300 images). The targets are reported beside them (TARGETS);
 # where a model is below a target the JSON says so instead of the bar pretending otherwise.
 BARS = {
-    "mnist": {"test_accuracy": 0.993, "test_in_distribution": 0.97, "test_ece": 0.015,
-              "writers_accuracy": 0.955, "writers_ece": 0.03, "writers_flagged_max": 0.06,
+    "mnist": {"test_accuracy": 0.995, "test_in_distribution": 0.97, "test_ece": 0.015,
+              "writers_accuracy": 0.965, "writers_ece": 0.03, "writers_flagged_max": 0.065,
               "families": {"uniform-noise": 0.98, "gaussian-noise": 0.98, "fashion-mnist-test": 0.95,
-                           "photo-like": 0.95, "texture": 0.95, "gradient": 0.95, "blank": 0.95}},
-    "fashion-mnist": {"test_accuracy": 0.91, "test_in_distribution": 0.97,
+                           "photo-like": 0.95, "texture": 0.95, "gradient": 0.95, "blank": 0.95,
+                           "glyph": 0.88, "scribble": 0.86, "digit-mashup": 0.8}},
+    "fashion-mnist": {"test_accuracy": 0.915, "test_in_distribution": 0.97,
                       "families": {"uniform-noise": 0.98, "gaussian-noise": 0.98, "mnist-test": 0.95,
-                                   "photo-like": 0.95}},
+                                   "photo-like": 0.95, "texture": 0.95, "glyph": 0.95}},
 }
 TARGETS = {
     "mnist": {"test_accuracy": 0.993, "test_in_distribution": 0.97, "test_ece": 0.015, "writers_accuracy": 0.98,
