@@ -316,7 +316,9 @@ def test_judge_rolls_back_a_breach_and_shadow_never_answers(release_models, cand
         wait_until(lambda: requests.get(server.url + "/v1/models/mnist/versions", timeout=5).json()["release"])
         session = requests.Session()
         seen = set()
-        for i in range(300):
+        # Up to three passes over the cut digits: the comparisons run off the request thread, so on a
+        # busy machine the judge may count its 100th one only after the first pass.
+        for i in range(3 * len(bodies)):
             r = session.post(server.url + "/predict", json=bodies[i % len(bodies)], timeout=10)
             assert r.status_code == 200
             seen.add(r.json()["model_version"])
@@ -324,7 +326,7 @@ def test_judge_rolls_back_a_breach_and_shadow_never_answers(release_models, cand
             if state.candidate is None:
                 break
         assert seen == {base}  # shadow: users always get stable
-        state = wait_until(lambda: (s := record.read(layout, "mnist")).candidate is None and s, timeout=10)
+        state = wait_until(lambda: (s := record.read(layout, "mnist")).candidate is None and s, timeout=30)
         entry = state.history[-1]
         assert entry["action"] == "rollback" and entry["actor"].startswith("judge"), entry
         assert entry["version"] == biased and "agreement" in entry["reason"]
