@@ -20,7 +20,7 @@ import torch
 from backend.model import card as modelcard
 from visionctl.ml import ood
 from visionctl.ml.data import get_spec, load_split, split_holdout
-from visionctl.ml.model import DESCRIPTIONS, Net, arch_of, load
+from visionctl.ml.model import Net, load
 from visionctl.ml.training import MEAN, STD, to_tensor, unit_to_tensor
 
 OPSET = 17
@@ -140,7 +140,7 @@ def export_model(model: Net, name: str, out_dir: str | os.PathLike = "models", *
     pt = io.BytesIO()
     torch.save(model.state_dict(), pt)
     card = modelcard.build(  # before writing anything: it checks the card as the backend will
-        name=name, description=f"{DESCRIPTIONS[arch_of(model.state_dict())]} trained on {name}",
+        name=name, description=f"{model.description} trained on {name}",
         labels=spec.labels, preprocessing=spec.preprocessing, mean=MEAN, std=STD,
         input_name=INPUT_NAME, output_name=OUTPUT_NAME, output_kind="log_softmax",
         accuracy=metrics["accuracy"], samples=metrics["samples"],

@@ -21,6 +21,8 @@ class Net(nn.Module):
     the original assignment (``mnist_cnn.pt``) has to load with ``strict=True``.
     """
 
+    description = "Net (2×conv + 2×fc CNN, the assignment's)"  # the model card's, with "trained on …"
+
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 32, 3, 1)
@@ -58,6 +60,8 @@ class VggNet(Net):
     2,000-image smoke run 22 points of test accuracy (64 vs 86 %).
     """
 
+    description = "VggNet (2 blocks of 2×conv + 2×fc CNN)"
+
     def __init__(self) -> None:
         nn.Module.__init__(self)
         self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
@@ -79,8 +83,6 @@ class VggNet(Net):
 
 
 ARCHITECTURES: dict[str, type[Net]] = dict(zip(train_config.ARCHITECTURES, (VggNet, Net), strict=True))
-DESCRIPTIONS = {"vgg": "VggNet (2 blocks of 2×conv + 2×fc CNN)",
-                "net": "Net (2×conv + 2×fc CNN, the assignment's)"}
 
 
 def build(arch: str) -> Net:
