@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from backend.contract import PREPROCESSING_MODES as MODES
+from backend.model import preprocessing as pp
 from backend.model.preprocessing import DIGIT_BOX, MIN_CONTRAST, _thumbnail, preprocess, stroke_width
 from devkit.backend_server import test_model_dir
 from visionctl.ml.data import load_split
@@ -214,6 +215,34 @@ def test_stroke_width_is_brought_into_mnist_range():
     for out in (thin, fat):
         width = stroke_width((out * 255).astype(np.uint8))
         assert 1.2 <= width <= 3.2, width
+
+
+@pytest.mark.parametrize("size, enlarged", [((8, 8), (56, 56)), ((7, 3), (56, 24)), ((19, 12), (57, 36)),
+                                             ((1, 1), (56, 56))])
+def test_small_pictures_are_enlarged_by_a_whole_factor(size, enlarged):
+    assert pp.upsample_small(Image.new("L", size)).size == enlarged
+
+
+@pytest.mark.parametrize("size", [(20, 5), (28, 28), (300, 40)])
+def test_pictures_of_digit_box_size_and_up_are_left_alone(size):
+    img = Image.new("L", size)
+    assert pp.upsample_small(img) is img
+
+
+def test_an_8px_digit_is_read_as_strokes_not_cells(mnist_test):
+    """The same digit area-averaged to 8 px must come out closer to its full-resolution self than it
+    does when the levels and the ink box work on the 8 px cells directly (the step's reason to be)."""
+    def corr(a, b):
+        a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+        return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+    gains = []
+    for d in mnist_test.images[:100]:
+        small = Image.fromarray(d).resize((8, 8), Image.BOX)
+        ref = preprocess(Image.fromarray(d), "digit")
+        cells = pp.fit_digit(pp.apply_levels(small, pp.estimate_levels(small)))
+        gains.append(corr(preprocess(small, "digit"), ref) - corr(cells, ref))
+    assert np.mean(gains) > 0.01 and np.mean(np.array(gains) > 0) > 0.55, np.mean(gains)
 
 
 # --- the real data --------------------------------------------------------------------------
