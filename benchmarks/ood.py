@@ -122,6 +122,8 @@ def check(name: str, rep: dict, slack: float, bars: dict | None = None) -> list[
         need("other writers flagged", w["flagged"], bars["writers_flagged_max"], higher=False)
     for fam, bar in bars["families"].items():
         need(f"{fam} flagged", rep["families"][fam]["flagged"], bar)
+    for ws, bar in bars.get("writer_sets", {}).items():
+        need(f"{ws} accuracy", rep["writers"][ws]["accuracy"], bar)
     return fails
 
 
@@ -188,6 +190,11 @@ def tables(results: dict) -> str:
         lines += ["", "| OOD family | images | AUROC | flagged |", "| --- | ---: | ---: | ---: |"]
         for fam, row in r["families"].items():
             lines.append(f"| {fam} | {row['samples']} | {row['auroc']:.4f} | {row['flagged']:.2%} |")
+        if "resolution" in m:
+            res = m["resolution"]
+            lines += ["", "| digit side (px) | " + " | ".join(res) + " |", "| --- |" + " ---: |" * len(res),
+                      "| accuracy | " + " | ".join(f"{r['accuracy']:.1%}" for r in res.values()) + " |",
+                      "| flagged | " + " | ".join(f"{r['flagged']:.1%}" for r in res.values()) + " |"]
         c = m["cost"]
         share = (f", {c['added_share_of_predict']:.1%} of a whole /predict ({c['predict_cpu_us']} µs CPU)"
                  if "predict_cpu_us" in c else "")
@@ -251,6 +258,8 @@ def main(argv=None) -> int:
                  "methods_compared": model.card.raw["ood"].get("methods", {}),
                  "cost": ort_cost(Path(args.models_dir) / f"{name}.onnx", 300 if args.short else 3000),
                  "seconds": round(time.perf_counter() - t, 1)}
+        if name == "mnist":
+            entry["resolution"] = oodeval.resolution_curve(predictor(model), model.card.ood_threshold, data, n)
         if not args.short:
             rel = reliability(model, data, name, n)
             entry["reliability"] = rel

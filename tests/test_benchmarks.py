@@ -184,6 +184,9 @@ def test_ood_benchmark_short_mode_holds_the_bars(tmp_path):
     assert all(0.5 <= row["auroc"] <= 1 for row in mnist["report"]["families"].values())
     assert mnist["cost"]["with_ood_cpu_us"] > 0 and mnist["cost"]["without_ood_cpu_us"] > 0
     assert "| OOD family | images | AUROC | flagged |" in proc.stdout
+    res = mnist["resolution"]  # accuracy against the side a digit was shrunk to
+    assert list(res) == ["6", "7", "8", "10", "12", "16", "20", "28"] and "| digit side (px) |" in proc.stdout
+    assert res["28"]["accuracy"] > res["6"]["accuracy"] + 0.1 and res["28"]["flagged"] < res["6"]["flagged"]
 
 
 def test_ood_results_and_docs_are_the_shipped_models():

@@ -71,6 +71,24 @@ def writer_sets(dataset: str, data_dir, n: int, seed: int = EVAL_SEED) -> dict[s
     return out
 
 
+RESOLUTION_SIDES = (6, 7, 8, 10, 12, 16, 20, 28)
+
+
+def resolution_curve(predict: Predict, threshold: float, data_dir, n: int, seed: int = EVAL_SEED,
+                     sides: tuple[int, ...] = RESOLUTION_SIDES) -> dict[str, dict]:
+    """Side in px → accuracy and share flagged of ``n`` MNIST test digits area-averaged to that side
+    (rendered as the ``lowres`` set is, at one fixed side): where reading stops."""
+    test = load_split("mnist", "test", data_dir)
+    out = {}
+    for side in sides:
+        images = np.stack([preprocess(synth.lowres(d, synth.rng_for(seed, f"lowres-{side}", i), side), "digit")
+                           for i, d in enumerate(test.images[:n])])
+        probs, scores = predict_all(predict, images)
+        out[str(side)] = {"accuracy": round(float((probs.argmax(1) == test.labels[:n]).mean()), 6),
+                          "flagged": round(float((scores > threshold).mean()), 6), "samples": int(len(images))}
+    return out
+
+
 def ood_families(dataset: str, data_dir, n: int, seed: int = EVAL_SEED) -> dict[str, np.ndarray]:
     """Family → preprocessed float32 images that are not ``dataset`` (``n`` each)."""
     mode = "digit" if dataset == "mnist" else "frame"

@@ -105,10 +105,14 @@ def optdigits(d: np.ndarray, rng: np.random.Generator, side: int = 8, levels: in
     return _maybe_invert(img, rng, 0.3)
 
 
-def lowres(d: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """Downsampled to 6-27 px by area averaging, optionally quantised, either polarity; sent small
-    or re-upscaled."""
-    side = int(rng.choice([6, 7, 8, 9, 10, 12, 14, 16, 20, 24]))
+LOWRES_SIDES = (6, 7, 8, 9, 10, 12, 14, 16, 20, 24)
+
+
+def lowres(d: np.ndarray, rng: np.random.Generator, side: int | None = None) -> Image.Image:
+    """Downsampled to ``side`` px (default: one of ``LOWRES_SIDES``) by area averaging, optionally
+    quantised, either polarity; sent small or re-upscaled."""
+    if side is None:
+        side = int(rng.choice(LOWRES_SIDES))
     crop = Image.fromarray(d)
     small = crop.resize((side, side), Image.BOX)
     a = np.asarray(small, np.float32)
