@@ -42,7 +42,8 @@ MODELS = ("mnist", "fashion-mnist")
 # where a model is below a target the JSON says so instead of the bar pretending otherwise.
 BARS = {
     "mnist": {"test_accuracy": 0.995, "test_in_distribution": 0.97, "test_ece": 0.015,
-              "writers_accuracy": 0.965, "writers_ece": 0.03, "writers_flagged_max": 0.065,
+              "writers_accuracy": 0.97, "writers_ece": 0.03, "writers_flagged_max": 0.065,
+              "writer_sets": {"optdigits-8x8": 0.92},
               "families": {"uniform-noise": 0.98, "gaussian-noise": 0.98, "fashion-mnist-test": 0.95,
                            "photo-like": 0.95, "texture": 0.95, "gradient": 0.95, "blank": 0.95,
                            "glyph": 0.88, "scribble": 0.86, "digit-mashup": 0.8}},
@@ -192,7 +193,9 @@ def tables(results: dict) -> str:
             lines.append(f"| {fam} | {row['samples']} | {row['auroc']:.4f} | {row['flagged']:.2%} |")
         if "resolution" in m:
             res = m["resolution"]
-            lines += ["", "| digit side (px) | " + " | ".join(res) + " |", "| --- |" + " ---: |" * len(res),
+            lines += ["", "Where reading stops: MNIST test digits area-averaged to one side (the `lowres` rendering "
+                      f"at that side, sent small or re-upscaled), {next(iter(res.values()))['samples']:,} per side:",
+                      "", "| digit side (px) | " + " | ".join(res) + " |", "| --- |" + " ---: |" * len(res),
                       "| accuracy | " + " | ".join(f"{r['accuracy']:.1%}" for r in res.values()) + " |",
                       "| flagged | " + " | ".join(f"{r['flagged']:.1%}" for r in res.values()) + " |"]
         c = m["cost"]

@@ -202,6 +202,9 @@ def test_ood_results_and_docs_are_the_shipped_models():
         for name, row in {**m["report"]["writers"], **m["report"]["families"]}.items():
             line = next(line for line in section.splitlines() if line.startswith(f"| {name} |"))
             assert f"{row['flagged']:.2%}" in line, line
+        if "resolution" in m:
+            res = m["resolution"].values()
+            assert "| accuracy | " + " | ".join(f"{r['accuracy']:.1%}" for r in res) + " |" in section
 
 
 def test_readmes_verdict_table_is_the_saved_run():
