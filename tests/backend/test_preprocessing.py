@@ -229,6 +229,51 @@ def test_pictures_of_digit_box_size_and_up_are_left_alone(size):
     assert pp.upsample_small(img) is img
 
 
+def _cells(rng, size) -> Image.Image:
+    return Image.fromarray(rng.integers(0, 256, size[::-1], dtype=np.uint8), "L")
+
+
+@pytest.mark.parametrize("cells, enlarged", [((8, 8), (64, 64)), ((8, 8), (28, 28)), ((6, 16), (21, 56)),
+                                              ((19, 4), (219, 46)), ((3, 3), (24, 24)), ((16, 12), (1000, 750))])
+def test_nearest_neighbour_blocks_go_back_to_their_cells(cells, enlarged):
+    """PIL's enlargement (centre sampling, with its float ties) and index scaling (corner sampling,
+    OpenCV's and numpy's) at whole and fractional factors: the exact cells come back."""
+    small = _cells(np.random.default_rng(sum(enlarged)), cells)
+    a = np.asarray(small)
+    (w, h), (nx, ny) = enlarged, cells
+    for blocks in (small.resize(enlarged, Image.NEAREST),
+                   Image.fromarray(a[np.ix_(np.arange(h) * ny // h, np.arange(w) * nx // w)])):
+        out = pp.undo_block_upscale(blocks)
+        assert out.size == small.size and np.array_equal(np.asarray(out), a)
+
+
+def test_blocky_digit_is_preprocessed_as_the_small_picture_it_is(mnist_test):
+    for d in mnist_test.images[:20]:
+        small = Image.fromarray(d).resize((8, 8), Image.BOX)
+        for k in (3, 7):
+            blocks = small.resize((8 * k, 8 * k), Image.NEAREST)
+            np.testing.assert_array_equal(preprocess(blocks, "digit"), preprocess(small, "digit"))
+
+
+def test_pictures_that_are_not_blocks_are_left_alone(shared_datasets):
+    """Smooth enlargements, a JPEG copy of blocks, cells of 1 px, pictures under 20 px or over the
+    checked size, noise, and every MNIST and Fashion-MNIST test image."""
+    rng = np.random.default_rng(5)
+    small = _cells(rng, (8, 8))
+    jpeg = io.BytesIO()
+    small.resize((56, 56), Image.NEAREST).save(jpeg, "JPEG", quality=90)  # 8-px DCT blocks across 7-px cells
+    pictures = [small.resize((64, 64), Image.BILINEAR), small.resize((64, 64), Image.BICUBIC),
+                Image.open(jpeg).convert("L"), _cells(rng, (19, 19)).resize((30, 30), Image.NEAREST),
+                small.resize((16, 16), Image.NEAREST), _cells(rng, (200, 200)), Image.new("L", (64, 64), 9),
+                small.resize((pp.BLOCKS_MAX_SIDE + 8, pp.BLOCKS_MAX_SIDE + 8), Image.NEAREST)]
+    for img in pictures:
+        assert pp.undo_block_upscale(img) is img, img.size
+    for name in ("mnist", "fashion-mnist"):
+        for d in load_split(name, "test", shared_datasets / name).images:
+            img = Image.fromarray(d)
+            assert pp.undo_block_upscale(img) is img
+
+
 def test_an_8px_digit_is_read_as_strokes_not_cells(mnist_test):
     """The same digit area-averaged to 8 px must come out closer to its full-resolution self than it
     does when the levels and the ink box work on the 8 px cells directly (the step's reason to be)."""
