@@ -42,8 +42,8 @@ MODELS = ("mnist", "fashion-mnist")
 # where a model is below a target the JSON says so instead of the bar pretending otherwise.
 BARS = {
     "mnist": {"test_accuracy": 0.995, "test_in_distribution": 0.97, "test_ece": 0.015,
-              "writers_accuracy": 0.97, "writers_ece": 0.03, "writers_flagged_max": 0.065,
-              "writer_sets": {"optdigits-8x8": 0.92},
+              "writers_accuracy": 0.965, "writers_ece": 0.03, "writers_flagged_max": 0.065,
+              "writer_sets": {"optdigits-8x8": 0.925, "lowres": 0.92},
               "families": {"uniform-noise": 0.98, "gaussian-noise": 0.98, "fashion-mnist-test": 0.95,
                            "photo-like": 0.95, "texture": 0.95, "gradient": 0.95, "blank": 0.95,
                            "glyph": 0.88, "scribble": 0.86, "digit-mashup": 0.8}},

@@ -183,7 +183,7 @@ def undo_block_upscale(gray: Image.Image) -> Image.Image:
     (each cell at least 2×2 px), or the picture itself.
 
     Blocks hide a small picture from ``upsample_small``, and the steps after it then work on hard
-    cell edges: the 8×8 optdigits-style scans a client sent as blocks were read at 89.6 % against
+    cell edges: the 8×8 optdigits-style scans a client sent as blocks were read at 89.5 % against
     94.4 % once taken back to their cells (same weights; docs/model.md). The test is exact: the
     cells must enlarge back to the same pixels, so nothing is lost, and a lossy (JPEG) copy is left
     alone. MNIST's and Fashion-MNIST's 140,000 images are all left alone (tests)."""

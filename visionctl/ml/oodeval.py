@@ -83,9 +83,7 @@ def resolution_curve(predict: Predict, threshold: float, data_dir, n: int, seed:
     for side in sides:
         images = np.stack([preprocess(synth.lowres(d, synth.rng_for(seed, f"lowres-{side}", i), side), "digit")
                            for i, d in enumerate(test.images[:n])])
-        probs, scores = predict_all(predict, images)
-        out[str(side)] = {"accuracy": round(float((probs.argmax(1) == test.labels[:n]).mean()), 6),
-                          "flagged": round(float((scores > threshold).mean()), 6), "samples": int(len(images))}
+        out[str(side)] = scores_row(*predict_all(predict, images), test.labels[:n], threshold)
     return out
 
 
@@ -119,6 +117,12 @@ def predict_all(predict: Predict, images: np.ndarray, batch: int = 512) -> tuple
     return np.concatenate(probs), np.concatenate(scores)
 
 
+def scores_row(probs: np.ndarray, scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    """Accuracy, ECE and share flagged at ``threshold`` of one set's predictions."""
+    return {"accuracy": round(float((probs.argmax(1) == labels).mean()), 6), "ece": round(ood.ece(probs, labels), 6),
+            "flagged": round(float((scores > threshold).mean()), 6), "samples": int(len(labels))}
+
+
 def report(predict: Predict, threshold: float, dataset: str, data_dir, n: int, test_limit: int = 0,
            seed: int = EVAL_SEED) -> dict:
     """Accuracy, ECE and share flagged on the test set and each other-writer set; AUROC (vs the test
@@ -129,23 +133,18 @@ def report(predict: Predict, threshold: float, dataset: str, data_dir, n: int, t
         timages, tlabels = timages[:test_limit], tlabels[:test_limit]
     tprobs, tscores = predict_all(predict, timages.astype(np.float32) / 255)
 
-    def row(probs, scores, labels):
-        return {"accuracy": round(float((probs.argmax(1) == labels).mean()), 6),
-                "ece": round(ood.ece(probs, labels), 6),
-                "flagged": round(float((scores > threshold).mean()), 6), "samples": int(len(labels))}
-
-    out = {"threshold": threshold, "test": {**row(tprobs, tscores, tlabels),
+    out = {"threshold": threshold, "test": {**scores_row(tprobs, tscores, tlabels, threshold),
                                             "in_distribution": round(float((tscores <= threshold).mean()), 6)},
            "writers": {}, "families": {}}
     all_p, all_s, all_y = [], [], []
     for name, (images, labels) in writer_sets(dataset, data_dir, n, seed).items():
         probs, scores = predict_all(predict, images)
-        out["writers"][name] = row(probs, scores, labels)
+        out["writers"][name] = scores_row(probs, scores, labels, threshold)
         all_p.append(probs)
         all_s.append(scores)
         all_y.append(labels)
     if all_p:
-        out["writers_all"] = row(np.concatenate(all_p), np.concatenate(all_s), np.concatenate(all_y))
+        out["writers_all"] = scores_row(np.concatenate(all_p), np.concatenate(all_s), np.concatenate(all_y), threshold)
     for name, images in ood_families(dataset, data_dir, n, seed).items():
         _, scores = predict_all(predict, images)
         out["families"][name] = {"flagged": round(float((scores > threshold).mean()), 6),
