@@ -255,7 +255,7 @@ def test_blocky_digit_is_preprocessed_as_the_small_picture_it_is(mnist_test):
             np.testing.assert_array_equal(preprocess(blocks, "digit"), preprocess(small, "digit"))
 
 
-def test_pictures_that_are_not_blocks_are_left_alone(shared_datasets):
+def test_pictures_that_are_not_blocks_are_left_alone(mnist_test, shared_datasets):
     """Smooth enlargements, a JPEG copy of blocks, cells of 1 px, pictures under 20 px or over the
     checked size, noise, and every MNIST and Fashion-MNIST test image."""
     rng = np.random.default_rng(5)
@@ -268,8 +268,8 @@ def test_pictures_that_are_not_blocks_are_left_alone(shared_datasets):
                 small.resize((pp.BLOCKS_MAX_SIDE + 8, pp.BLOCKS_MAX_SIDE + 8), Image.NEAREST)]
     for img in pictures:
         assert pp.undo_block_upscale(img) is img, img.size
-    for name in ("mnist", "fashion-mnist"):
-        for d in load_split(name, "test", shared_datasets / name).images:
+    for split in (mnist_test, load_split("fashion-mnist", "test", shared_datasets / "fashion-mnist")):
+        for d in split.images:
             img = Image.fromarray(d)
             assert pp.undo_block_upscale(img) is img
 
