@@ -207,6 +207,36 @@ def test_ood_results_and_docs_are_the_shipped_models():
             assert "| accuracy | " + " | ".join(f"{r['accuracy']:.1%}" for r in res) + " |" in section
 
 
+def test_small_pictures_benchmark_short_mode_holds_the_bars(tmp_path):
+    """benchmarks/small_pictures.py --short on the shipped MNIST model: the blocks step still lifts the
+    low-resolution digits that arrive as blocks, a blocky non-digit is judged exactly as its small self,
+    and small non-digits stay flagged; exits 1 otherwise."""
+    out = tmp_path / "small.json"
+    proc = run("benchmarks/small_pictures.py", "--short", "--data-dir", str(DATASETS), "--out", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["short"] and not results["failures"] and results["per_set"] == 1000
+    m = results["mnist"]
+    for kinds in m["delivery"].values():
+        assert set(kinds) == {"small", "blocks", "enlarged"} and all(k["with_step"]["samples"] for k in kinds.values())
+    second = m["second_threshold"]
+    assert second["threshold"] > second["card_threshold"]  # small digits are less sure: a looser threshold
+    assert second["small_digits"]["second"]["flagged"] < second["small_digits"]["card"]["flagged"]
+
+
+def test_small_picture_figures_in_the_docs_are_the_saved_run():
+    """docs/model.md quotes results/small_pictures.json (a full run on the shipped model)."""
+    results = json.loads((ROOT / "benchmarks" / "results" / "small_pictures.json").read_text())
+    card = json.loads((ROOT / "models" / "mnist.json").read_text())
+    assert not results["short"] and results["mnist"]["version"] == card["version"]
+    doc = (ROOT / "docs" / "model.md").read_text()
+    second = results["mnist"]["second_threshold"]
+    assert f"lands at {second['threshold']:.2f}" in doc
+    for name in ("scribble", "glyph", "fashion-mnist-test", "shapes"):
+        flagged = second["small_nondigits_flagged"][name]
+        assert f"{flagged['card']:.0%} → {flagged['second']:.0%}" in doc, name
+
+
 def test_readmes_verdict_table_is_the_saved_run():
     """README's summary of the verdict and the other-writer sets is generated from ood.json (a full run)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))

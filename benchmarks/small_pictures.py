@@ -1,0 +1,280 @@
+"""Small pictures through the serving path: how the low-resolution digits arrive, what preprocessing's
+blocks step buys for each way, whether it lets small non-digits through, and what a second, looser
+threshold for small pictures would cost. docs/model.md ("Small pictures", "Not reached") quotes it.
+
+    .venv/bin/python benchmarks/small_pictures.py            # 1000 per set, saves results/small_pictures.json
+    .venv/bin/python benchmarks/small_pictures.py --short    # CI: 300 per non-digit family, exits 1 below the bars
+    .venv/bin/python benchmarks/small_pictures.py --compare DIR   # also the MNIST model in DIR, same pictures
+
+Three measurements of the MNIST model, each at the model card's threshold unless named otherwise:
+
+1. **Delivery.** The two low-resolution other-writer sets (``oodeval``'s renderings and seeds) split by
+   how each picture arrives: small (under ``SMALL_SIDE``), as nearest-neighbour blocks, or smoothly
+   enlarged. Accuracy and share flagged with the blocks step and without it.
+2. **Small non-digits.** Every synthetic outlier family and Fashion-MNIST test items, shrunk to 8-16 px
+   by area averaging and sent small or as blocks: the share flagged, with and without the step.
+3. **A second threshold for small pictures**, fitted as the card's is (the same share kept) on held-out
+   small renderings: the train file's held-out tail drawn by the same two renderers with the
+   held-out mix's seed. The shares of small digits and small non-digits it flags, beside the card's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+import ood as ood_benchmark  # noqa: E402  (benchmarks/ood.py: the serving-path predictor)
+
+from backend.model import preprocessing  # noqa: E402
+from visionctl.ml import evaluation, ood, oodeval, synth  # noqa: E402
+from visionctl.ml.data import load_split, split_holdout  # noqa: E402
+from visionctl.ml.oodfit import HOLDOUT_SEED  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "results" / "small_pictures.json"
+SETS = ("optdigits-8x8", "lowres")
+RENDER = {"optdigits-8x8": synth.optdigits, "lowres": synth.lowres}
+DELIVERIES = ("small", "blocks", "enlarged")
+SHRUNK_SIDES = (8, 16)  # non-digits are area-averaged to a longer side in this range (inclusive)
+
+# Regression bars, from the full run rounded down. The digit sets are the same 1,000 pictures in both
+# modes (deterministic), so the step's gain on blocks has no slack; the short mode draws 300 non-digits
+# per family and allows SLACK on their share flagged.
+# A blocky non-digit is judged as its small self unless it is too flat for the step (a few per
+# thousand: a filled region fits a coarse grid, see ``undo_block_upscale``), hence blocks_vs_small.
+BARS = {"blocks_accuracy_gain": 0.04, "blocks_flagged_cut": 0.1, "small_nondigits_flagged": 0.88,
+        "blocks_vs_small": 0.01}
+SLACK = 0.03
+
+
+@contextlib.contextmanager
+def blocks_step(on: bool):
+    """Preprocessing as served (``on``) or with ``undo_block_upscale`` skipped: the ablation."""
+    if on:
+        yield
+        return
+    with mock.patch.object(preprocessing, "undo_block_upscale", lambda gray: gray):
+        yield
+
+
+def delivery(img: Image.Image) -> str:
+    """How a picture reaches the service: small, as blocks of a small picture, or enlarged otherwise."""
+    gray = preprocessing.to_grayscale(img)
+    if gray is None or max(gray.size) < preprocessing.SMALL_SIDE:
+        return "small"
+    return "blocks" if preprocessing.undo_block_upscale(gray).size != gray.size else "enlarged"
+
+
+def preprocessed(pictures: list[Image.Image], on: bool = True) -> np.ndarray:
+    with blocks_step(on):
+        return np.stack([preprocessing.preprocess(p, "digit") for p in pictures])
+
+
+def shrink(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """``img`` area-averaged so its longer side is 8-16 px (``SHRUNK_SIDES``)."""
+    gray = img.convert("L")
+    side = int(rng.integers(SHRUNK_SIDES[0], SHRUNK_SIDES[1] + 1))
+    w, h = gray.size
+    k = side / max(w, h)
+    return gray.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BOX)
+
+
+def as_blocks(img: Image.Image) -> Image.Image:
+    """Nearest-neighbour enlargement to about 112 px, as a client's viewer or upscaler sends it."""
+    k = max(2, 112 // max(img.size))
+    return img.resize((img.width * k, img.height * k), Image.NEAREST)
+
+
+def row(probs: np.ndarray, scores: np.ndarray, labels: np.ndarray | None, threshold: float) -> dict:
+    flagged = round(float((scores > threshold).mean()), 6) if len(scores) else None
+    out = {"samples": int(len(scores)), "flagged": flagged}
+    if labels is not None:
+        out["accuracy"] = round(float((probs.argmax(1) == labels).mean()), 6) if len(labels) else None
+    return out
+
+
+def writer_pictures(data: Path, n: int) -> dict[str, tuple[list[Image.Image], np.ndarray]]:
+    """The low-resolution other-writer sets as pictures: the renderings and seeds of ``oodeval``."""
+    test = load_split("mnist", "test", data)
+    return {name: ([RENDER[name](d, synth.rng_for(oodeval.EVAL_SEED, name, i)) for i, d in enumerate(test.images[:n])],
+                   test.labels[:n]) for name in SETS}
+
+
+def nondigit_pictures(data: Path, n: int) -> dict[str, list[Image.Image]]:
+    """Each outlier family and Fashion-MNIST test items, shrunk to 8-16 px (sent small)."""
+    out = {}
+    for name, render in synth.NOISE_FAMILIES.items():
+        out[name] = [shrink(render(synth.rng_for(oodeval.EVAL_SEED, name, i)),
+                            synth.rng_for(oodeval.EVAL_SEED, f"shrink-{name}", i)) for i in range(n)]
+    fashion = load_split("fashion-mnist", "test", data.parent / "fashion-mnist")
+    out["fashion-mnist-test"] = [shrink(Image.fromarray(x), synth.rng_for(oodeval.EVAL_SEED, "shrink-fashion", i))
+                                 for i, x in enumerate(fashion.images[:n])]
+    return out
+
+
+def heldout_small(data: Path, n: int) -> list[Image.Image]:
+    """Held-out digits (the train file's tail, never trained on) drawn by the two low-resolution
+    renderers with the held-out mix's seed, kept where they reach preprocessing small or as blocks."""
+    _, tail = split_holdout(load_split("mnist", "train", data))
+    out = []
+    for i, d in enumerate(tail.images[:n]):
+        name = SETS[i % 2]
+        picture = RENDER[name](d, synth.rng_for(HOLDOUT_SEED, f"small-{name}", i))
+        if delivery(picture) != "enlarged":
+            out.append(picture)
+    return out
+
+
+def measure(model, data: Path, n: int, n_nondigits: int) -> dict:
+    predict = ood_benchmark.predictor(model)
+    threshold = model.card.ood_threshold
+    out: dict = {"version": model.card.version, "threshold": threshold, "delivery": {}, "nondigits": {}}
+
+    small_digits = {True: ([], [], []), False: ([], [], [])}  # step on/off → probs, scores, labels
+    for name, (pictures, labels) in writer_pictures(data, n).items():
+        kinds = np.array([delivery(p) for p in pictures])
+        out["delivery"][name] = {}
+        for kind in DELIVERIES:
+            pick = np.flatnonzero(kinds == kind)
+            entry = {}
+            for on in (True, False):
+                probs, scores = oodeval.predict_all(predict, preprocessed([pictures[i] for i in pick], on)) \
+                    if len(pick) else (np.zeros((0, 10)), np.zeros(0))
+                entry["with_step" if on else "without_step"] = row(probs, scores, labels[pick], threshold)
+                if kind != "enlarged":
+                    small_digits[on][0].append(probs)
+                    small_digits[on][1].append(scores)
+                    small_digits[on][2].append(labels[pick])
+            out["delivery"][name][kind] = entry
+
+    nondigit_scores = {}
+    for name, pictures in nondigit_pictures(data, n_nondigits).items():
+        entry = {}
+        for how, sent in (("small", pictures), ("blocks", [as_blocks(p) for p in pictures])):
+            for on in ((True, False) if how == "blocks" else (True,)):
+                _, scores = oodeval.predict_all(predict, preprocessed(sent, on))
+                entry[f"{how}_with_step" if on else f"{how}_without_step"] = row(np.zeros((0, 10)), scores, None,
+                                                                                  threshold)
+                if how == "small":
+                    nondigit_scores[name] = scores
+        out["nondigits"][name] = entry
+
+    # The looser threshold a second, small-picture verdict would use, and what it would flag.
+    held = heldout_small(data, n * 4)
+    _, held_scores = oodeval.predict_all(predict, preprocessed(held))
+    small_threshold = ood.fit_threshold(held_scores)
+    probs, scores, labels = (np.concatenate(x) for x in small_digits[True])
+    out["second_threshold"] = {
+        "fitted_on": f"{len(held)} held-out small renderings (train file's tail, seed {HOLDOUT_SEED})",
+        "threshold": round(small_threshold, 6), "card_threshold": threshold,
+        "flat_prediction_score": round(float(np.log(10)), 6),
+        "small_digits": {"card": row(probs, scores, labels, threshold), "second": row(probs, scores, labels,
+                                                                                      small_threshold)},
+        "small_nondigits_flagged": {name: {"card": round(float((s > threshold).mean()), 6),
+                                           "second": round(float((s > small_threshold).mean()), 6)}
+                                    for name, s in nondigit_scores.items()},
+    }
+    return out
+
+
+def check(m: dict, slack: float) -> list[str]:
+    """The step keeps helping blocks, a blocky non-digit is judged as its small self, and small
+    non-digits stay flagged."""
+    fails = []
+    for name, kinds in m["delivery"].items():
+        on, off = kinds["blocks"]["with_step"], kinds["blocks"]["without_step"]
+        if not on["samples"]:
+            fails.append(f"{name}: no picture arrived as blocks")
+            continue
+        if on["accuracy"] - off["accuracy"] < BARS["blocks_accuracy_gain"] - slack:
+            fails.append(f"{name}: blocks read {on['accuracy']:.4f} with the step, {off['accuracy']:.4f} without")
+        if off["flagged"] - on["flagged"] < BARS["blocks_flagged_cut"] - slack:
+            fails.append(f"{name}: blocks flagged {on['flagged']:.4f} with the step, {off['flagged']:.4f} without")
+    for name, entry in m["nondigits"].items():
+        if name == "blank":  # shrunk blanks are blank at any size; the family is there for completeness
+            continue
+        small, blocks = entry["small_with_step"], entry["blocks_with_step"]
+        if small["flagged"] < BARS["small_nondigits_flagged"] - slack:
+            fails.append(f"{name}: {small['flagged']:.4f} flagged when sent small")
+        if abs(blocks["flagged"] - small["flagged"]) > BARS["blocks_vs_small"]:
+            fails.append(f"{name}: {blocks['flagged']:.4f} flagged as blocks, {small['flagged']:.4f} sent small")
+    return fails
+
+
+def tables(results: dict) -> str:
+    lines = []
+    for label, m in (("shipped", results["mnist"]), ("compared", results.get("baseline"))):
+        if not m:
+            continue
+        lines += [f"### MNIST {m['version']} ({label}), threshold {m['threshold']:.4g}", "",
+                  "| set | arrives | pictures | accuracy with / without the blocks step | flagged with / without |",
+                  "| --- | --- | ---: | ---: | ---: |"]
+        for name, kinds in m["delivery"].items():
+            for kind, e in kinds.items():
+                on, off = e["with_step"], e["without_step"]
+                if on["samples"]:
+                    lines.append(f"| {name} | {kind} | {on['samples']} | {on['accuracy']:.1%} / "
+                                 f"{off['accuracy']:.1%} | {on['flagged']:.1%} / {off['flagged']:.1%} |")
+        lines += ["", "| non-digit shrunk to 8–16 px | flagged sent small | as blocks, with / without the step |",
+                  "| --- | ---: | ---: |"]
+        for name, e in m["nondigits"].items():
+            lines.append(f"| {name} | {e['small_with_step']['flagged']:.1%} | {e['blocks_with_step']['flagged']:.1%} / "
+                         f"{e['blocks_without_step']['flagged']:.1%} |")
+        s = m["second_threshold"]
+        d = s["small_digits"]
+        lines += ["", f"Second threshold for small pictures: {s['threshold']:.4g} (card {s['card_threshold']:.4g}; "
+                      f"a flat prediction scores {s['flat_prediction_score']:.4g}), fitted on {s['fitted_on']}.", "",
+                  "| at the | small digits read | small digits flagged | " +
+                  " | ".join(f"{k} flagged" for k in s["small_nondigits_flagged"]) + " |",
+                  "| --- | ---: | ---: |" + " ---: |" * len(s["small_nondigits_flagged"])]
+        for which in ("card", "second"):
+            lines.append(f"| {which} threshold | {d[which]['accuracy']:.1%} | {d[which]['flagged']:.1%} | " +
+                         " | ".join(f"{v[which]:.1%}" for v in s["small_nondigits_flagged"].values()) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models-dir", default=str(ROOT / "models"))
+    p.add_argument("--data-dir", default=os.environ.get("VISION_DATA_DIR", str(ROOT.parent / "shared" / "datasets")))
+    p.add_argument("--n", type=int, default=1000, help="pictures per digit set and per non-digit family")
+    p.add_argument("--short", action="store_true", help="CI: 300 per non-digit family, fail below the bars")
+    p.add_argument("--out", default=str(OUT))
+    p.add_argument("--compare", metavar="DIR", help="also measure the MNIST model in DIR on the same pictures")
+    args = p.parse_args(argv)
+    n, n_nondigits = args.n, min(300, args.n) if args.short else args.n
+    data = Path(args.data_dir) / "mnist"
+    t = time.perf_counter()
+    results = {"short": args.short, "per_set": n, "per_nondigit_family": n_nondigits,
+               "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
+               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "mnist": measure(evaluation.load_model("mnist", args.models_dir), data, n, n_nondigits)}
+    if args.compare:
+        results["baseline"] = measure(evaluation.load_model("mnist", args.compare), data, n, n_nondigits)
+    results["failures"] = check(results["mnist"], SLACK if args.short else 0.0)
+    results["seconds"] = round(time.perf_counter() - t, 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(tables(results))
+    for f in results["failures"]:
+        print("BELOW BAR:", f)
+    print(f"saved {out} ({results['seconds']} s)")
+    return 1 if results["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
