@@ -32,6 +32,18 @@ apt_install chromium chromium
 apt_install wrk wrk
 apt_install prometheus prometheus   # + promtool: rule unit tests, PromQL against a real server
 apt_install npm npm                 # + node: scripts/chart-docs.sh --check (README and schema of the chart)
+# Fonts: training renders printed digits from the train families and evaluation from held-out ones;
+# rendering stops when a family is missing (visionctl.ml.synth.FONT_PACKAGES, the one list).
+FONT_PACKAGES=$("$VENV/bin/python" -c 'from visionctl.ml.synth import FONT_PACKAGES; print(FONT_PACKAGES)')
+# shellcheck disable=SC2086  # word splitting wanted: one package per word
+if ! dpkg -s $FONT_PACKAGES >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing fonts (apt)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $FONT_PACKAGES; } >/dev/null
+  else
+    log "warning: fonts missing and cannot be installed here; tests that render digits from them will fail"
+  fi
+fi
 
 log "helm + kubectl"
 if ! command -v helm >/dev/null; then

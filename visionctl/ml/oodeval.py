@@ -65,9 +65,7 @@ def writer_sets(dataset: str, data_dir, n: int, seed: int = EVAL_SEED) -> dict[s
             d = edit(test.images[i], rng)
             imgs.append(preprocess(v._upscale(d, 84, 84) if rng.random() < 0.5 else Image.fromarray(d), mode))
         out["serif-1-crossed-7"] = (np.stack(imgs), test.labels[pick])
-        fonts, flabels = synth.render_fonts(n, "eval", seed, mode)
-        if len(fonts):
-            out["eval-fonts"] = (fonts, flabels)
+        out["eval-fonts"] = synth.render_fonts(n, "eval", seed, mode)
     return out
 
 

@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from backend.model.preprocessing import preprocess
 from visionctl.ml import variants as v
+from visionctl.ml.data import DatasetError
 
 Render = Callable[[np.random.Generator], Image.Image]
 
@@ -32,6 +33,8 @@ Render = Callable[[np.random.Generator], Image.Image]
 # fonts-dejavu fonts-liberation fonts-urw-base35 fonts-freefont-ttf fonts-crosextra-carlito
 # fonts-crosextra-caladea fonts-open-sans fonts-lato.
 FONT_DIRS = ("/usr/share/fonts",)
+FONT_PACKAGES = ("fonts-dejavu fonts-liberation fonts-urw-base35 fonts-freefont-ttf fonts-crosextra-carlito "
+                 "fonts-crosextra-caladea fonts-open-sans fonts-lato")  # scripts/test.sh installs these
 TRAIN_FONTS = ("DejaVuSans", "DejaVuSerif", "DejaVuSansMono", "LiberationSans", "LiberationSerif",
                "LiberationMono", "NimbusSans", "NimbusRoman", "NimbusMonoPS")
 EVAL_FONTS = ("Carlito", "Caladea", "URWBookman", "URWGothic", "C059", "P052", "FreeSans", "FreeSerif",
@@ -52,6 +55,12 @@ def fonts(kind: str) -> tuple[str, ...]:
             if any(stem.startswith(p) for p in prefixes) and "Math" not in stem:
                 found.add(path)
     return tuple(sorted(found))
+
+
+def missing_fonts(kind: str) -> tuple[str, ...]:
+    """The font families of ``kind`` that this machine lacks."""
+    stems = [os.path.basename(f).rsplit(".", 1)[0].replace("-", "") for f in fonts(kind)]
+    return tuple(p for p in (TRAIN_FONTS if kind == "train" else EVAL_FONTS) if not any(s.startswith(p) for s in stems))
 
 
 def rng_for(seed: int, name: str, i: int) -> np.random.Generator:
@@ -287,9 +296,13 @@ def render_digits(images: np.ndarray, labels: np.ndarray, seed: int, mode: str =
 
 
 def render_fonts(n: int, kind: str, seed: int, mode: str = "digit") -> tuple[np.ndarray, np.ndarray]:
+    """``n`` printed digits from the ``"train"`` or ``"eval"`` fonts, preprocessed. Every family must be
+    there: with one missing, training would silently learn another recipe and an evaluation would
+    drop or change a set, so DatasetError names the packages instead."""
+    missing = missing_fonts(kind)
+    if missing:
+        raise DatasetError(f"{kind} fonts missing ({', '.join(missing)}): apt-get install {FONT_PACKAGES}")
     files = fonts(kind)
-    if not files:
-        return np.zeros((0, 28, 28), np.float32), np.zeros(0, np.int64)
     labels = np.arange(n, dtype=np.int64) % 10
     out = np.empty((n, 28, 28), np.float32)
     for i in range(n):

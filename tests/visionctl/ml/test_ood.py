@@ -11,6 +11,7 @@ import torch
 
 from visionctl.ml import export as vexport
 from visionctl.ml import ood, oodeval, oodfit, synth
+from visionctl.ml.data import DatasetError
 from visionctl.ml.model import Net
 
 
@@ -84,12 +85,20 @@ def test_every_score_exports_to_onnx_with_parity(kind):
 
 def test_fonts_are_split_by_family():
     train, held_out = synth.fonts("train"), synth.fonts("eval")
-    if not train or not held_out:
-        pytest.fail("fonts missing: apt-get install fonts-dejavu fonts-liberation fonts-urw-base35 fonts-freefont-ttf "
-                    "fonts-crosextra-carlito fonts-crosextra-caladea fonts-open-sans fonts-lato")
+    if synth.missing_fonts("train") or synth.missing_fonts("eval"):
+        pytest.fail(f"fonts missing: apt-get install {synth.FONT_PACKAGES}")
     assert not set(train) & set(held_out)
     names = [os.path.basename(f) for f in held_out]
     assert not any(n.replace("-", "").startswith(synth.TRAIN_FONTS) for n in names)
+
+
+def test_a_missing_font_family_stops_rendering_and_names_the_packages(monkeypatch):
+    """Without one family, training would learn another recipe and the eval-fonts set would change."""
+    keep = tuple(f for f in synth.fonts("train") if not os.path.basename(f).startswith("Nimbus"))
+    monkeypatch.setattr(synth, "fonts", lambda kind: keep)
+    assert synth.missing_fonts("train") == ("NimbusSans", "NimbusRoman", "NimbusMonoPS")
+    with pytest.raises(DatasetError, match="train fonts missing .*apt-get install fonts-dejavu"):
+        synth.render_fonts(10, "train", 1)
 
 
 def test_evaluation_seeds_are_not_training_seeds():
