@@ -237,6 +237,17 @@ def test_small_picture_figures_in_the_docs_are_the_saved_run():
         assert f"{flagged['card']:.0%} → {flagged['second']:.0%}" in doc, name
 
 
+def test_seed_spread_table_is_the_saved_runs():
+    """docs/model.md's run-to-run table is generated from ood.json and the saved other-seed runs."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import seed_spread
+
+    models = seed_spread.runs()
+    assert len({m["training_seed"] for m in models}) == len(models) >= 3
+    assert all(len(m["report"]["writers"]) == len(models[0]["report"]["writers"]) for m in models)
+    assert seed_spread.main(["--check"]) == 0, "run: python benchmarks/seed_spread.py"
+
+
 def test_readmes_verdict_table_is_the_saved_run():
     """README's summary of the verdict and the other-writer sets is generated from ood.json (a full run)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))

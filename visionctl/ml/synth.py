@@ -29,9 +29,8 @@ from visionctl.ml.data import DatasetError
 
 Render = Callable[[np.random.Generator], Image.Image]
 
-# Fonts are split by family so no eval font has a metric clone in training. Debian packages:
-# fonts-dejavu fonts-liberation fonts-urw-base35 fonts-freefont-ttf fonts-crosextra-carlito
-# fonts-crosextra-caladea fonts-open-sans fonts-lato.
+# Fonts are split by family so no eval font has a metric clone in training; all come from the Debian
+# packages in FONT_PACKAGES.
 FONT_DIRS = ("/usr/share/fonts",)
 FONT_PACKAGES = ("fonts-dejavu fonts-liberation fonts-urw-base35 fonts-freefont-ttf fonts-crosextra-carlito "
                  "fonts-crosextra-caladea fonts-open-sans fonts-lato")  # scripts/test.sh installs these
