@@ -1,0 +1,73 @@
+"""Run-to-run spread of the MNIST recipe: the shipped model (``results/ood.json``) beside the same
+recipe trained with other seeds, each measured by ``benchmarks/ood.py`` on the same sets
+(``results/seeds/mnist-seed<N>.json``). It writes the table in docs/model.md, so a difference between two
+releases can be read against what a seed alone moves.
+
+    .venv/bin/visionctl train mnist --seed 2 --models-dir /tmp/seed2          # ~25 min on 2 cores
+    .venv/bin/python benchmarks/ood.py --models mnist --models-dir /tmp/seed2 \\
+        --out benchmarks/results/seeds/mnist-seed2.json --docs /tmp/seed2
+    .venv/bin/python benchmarks/seed_spread.py           # rewrites docs/model.md's table from the saved runs
+    .venv/bin/python benchmarks/seed_spread.py --check   # exit 1 if the table is not the saved runs'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "scripts")]
+
+import docblock  # noqa: E402  (scripts/, the shared doc-block writer)
+
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "model.md"
+BEGIN, END = "<!-- seed-spread -->", "<!-- /seed-spread -->"
+FAMILIES = ("glyph", "scribble", "digit-mashup")
+
+
+def runs() -> list[dict]:
+    """The shipped MNIST entry, then every saved other-seed run, ordered by training seed."""
+    shipped = next(m for m in json.loads((RESULTS / "ood.json").read_text())["models"] if m["model"] == "mnist")
+    card = json.loads((ROOT / "models" / "mnist.json").read_text())
+    shipped = {**shipped, "training_seed": shipped.get("training_seed", card["training"]["seed"]), "shipped": True}
+    others = [next(m for m in json.loads(p.read_text())["models"] if m["model"] == "mnist")
+              for p in sorted((RESULTS / "seeds").glob("mnist-seed*.json"))]
+    return sorted([shipped, *others], key=lambda m: m["training_seed"])
+
+
+def table(models: list[dict]) -> str:
+    def cells(values: list[float]) -> str:
+        return " | ".join(f"{v:.2%}" for v in values) + f" | {(max(values) - min(values)) * 100:.2f} pt"
+
+    heads = [f"seed {m['training_seed']}: `{m['version'][-8:]}`" + (" (shipped)" if m.get("shipped") else "")
+             for m in models]
+    rows = [("MNIST test accuracy", lambda m: m["report"]["test"]["accuracy"])]
+    rows += [(name, lambda m, name=name: m["report"]["writers"][name]["accuracy"])
+             for name in models[0]["report"]["writers"]]
+    rows += [("**all other writers**", lambda m: m["report"]["writers_all"]["accuracy"]),
+             ("other writers flagged", lambda m: m["report"]["writers_all"]["flagged"])]
+    rows += [(f"{fam} flagged", lambda m, fam=fam: m["report"]["families"][fam]["flagged"]) for fam in FAMILIES]
+    if all("holdout" in m for m in models):  # the data the threshold was fitted on: no evaluation uses it
+        rows += [("held-out mix accuracy", lambda m: m["holdout"]["mix"]["accuracy"]),
+                 ("held-out mix flagged", lambda m: m["holdout"]["mix"]["flagged"]),
+                 ("validation outliers caught", lambda m: m["holdout"]["outliers_caught_mean"])]
+    lines = ["| measured by `ood.py` | " + " | ".join(heads) + " | spread |", "| --- |" + " ---: |" * (len(models) + 1)]
+    lines += [f"| {label} | " + cells([get(m) for m in models]) + " |" for label, get in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="exit 1 if docs/model.md's table is not the saved runs'")
+    args = p.parse_args(argv)
+    block = f"{BEGIN}\n{table(runs())}\n{END}"
+    if not args.check:
+        print(block)
+    return docblock.update(DOC, BEGIN, END, block, check=args.check, script="../benchmarks/seed_spread.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
