@@ -220,7 +220,7 @@ def tables(results: dict) -> str:
         share = (f", {c['added_share_of_predict']:.1%} of a whole /predict ({c['predict_cpu_us']} µs CPU)"
                  if "predict_cpu_us" in c else "")
         lines += ["", f"ORT CPU per single-image run: {c['without_ood_cpu_us']} µs without the OOD output, "
-                      f"{c['with_ood_cpu_us']} µs with it (+{c['added_cpu_us']} µs{share}).", ""]
+                      f"{c['with_ood_cpu_us']} µs with it ({c['added_cpu_us']:+} µs{share}).", ""]
         if "holdout" in m:
             def held(h):
                 return (f"accuracy {h['mix']['accuracy']:.2%}, flagged {h['mix']['flagged']:.2%}, validation outliers "
