@@ -117,7 +117,7 @@ def holdout(model, name: str, data: Path, n_valid: int = 400) -> dict:
     _, tail = split_holdout(load_split(name, "train", data))
     images, labels, desc = oodfit.holdout_mix(name, tail)
     threshold, predict = model.card.ood_threshold, predictor(model)
-    caught = {fam: round(float((oodeval.predict_all(predict, x)[1] > threshold).mean()), 6)
+    caught = {fam: oodeval.flagged_share(oodeval.predict_all(predict, x)[1], threshold)
               for fam, x in oodfit.validation_outliers(name, tail, data, n_valid).items()}
     return {"mix": {**oodeval.scores_row(*oodeval.predict_all(predict, images), labels, threshold), "what": desc},
             "outliers_caught": caught, "outliers_caught_mean": round(float(np.mean(list(caught.values()))), 6)}
@@ -256,10 +256,15 @@ def write_readme(results: dict, check: bool = False) -> int:
     return docblock.update(README, README_BEGIN, README_END, block, check=check, script="../benchmarks/ood.py --readme")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """``--models-dir`` and ``--data-dir`` with the defaults every model benchmark here shares."""
     p.add_argument("--models-dir", default=str(ROOT / "models"))
     p.add_argument("--data-dir", default=os.environ.get("VISION_DATA_DIR", str(ROOT.parent / "shared" / "datasets")))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_args(p)
     p.add_argument("--n", type=int, default=1000, help="images per evaluation set")
     p.add_argument("--short", action="store_true", help="CI: 300 per set, 2000 test images, fail below the bars")
     p.add_argument("--out", default=str(OUT))

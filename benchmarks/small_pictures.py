@@ -97,14 +97,6 @@ def as_blocks(img: Image.Image) -> Image.Image:
     return img.resize((img.width * k, img.height * k), Image.NEAREST)
 
 
-def row(probs: np.ndarray, scores: np.ndarray, labels: np.ndarray | None, threshold: float) -> dict:
-    flagged = round(float((scores > threshold).mean()), 6) if len(scores) else None
-    out = {"samples": int(len(scores)), "flagged": flagged}
-    if labels is not None:
-        out["accuracy"] = round(float((probs.argmax(1) == labels).mean()), 6) if len(labels) else None
-    return out
-
-
 def writer_pictures(data: Path, n: int) -> dict[str, tuple[list[Image.Image], np.ndarray]]:
     """The low-resolution other-writer sets as pictures: the renderings and seeds of ``oodeval``."""
     test = load_split("mnist", "test", data)
@@ -142,7 +134,7 @@ def measure(model, data: Path, n: int, n_nondigits: int) -> dict:
     threshold = model.card.ood_threshold
     out: dict = {"version": model.card.version, "threshold": threshold, "delivery": {}, "nondigits": {}}
 
-    small_digits = {True: ([], [], []), False: ([], [], [])}  # step on/off → probs, scores, labels
+    small_digits = ([], [], [])  # probs, scores, labels of the pictures that arrive small or as blocks, step on
     for name, (pictures, labels) in writer_pictures(data, n).items():
         kinds = np.array([delivery(p) for p in pictures])
         out["delivery"][name] = {}
@@ -150,13 +142,15 @@ def measure(model, data: Path, n: int, n_nondigits: int) -> dict:
             pick = np.flatnonzero(kinds == kind)
             entry = {}
             for on in (True, False):
-                probs, scores = oodeval.predict_all(predict, preprocessed([pictures[i] for i in pick], on)) \
-                    if len(pick) else (np.zeros((0, 10)), np.zeros(0))
-                entry["with_step" if on else "without_step"] = row(probs, scores, labels[pick], threshold)
-                if kind != "enlarged":
-                    small_digits[on][0].append(probs)
-                    small_digits[on][1].append(scores)
-                    small_digits[on][2].append(labels[pick])
+                if not len(pick):
+                    entry["with_step" if on else "without_step"] = {"samples": 0}
+                    continue
+                probs, scores = oodeval.predict_all(predict, preprocessed([pictures[i] for i in pick], on))
+                entry["with_step" if on else "without_step"] = oodeval.scores_row(probs, scores, labels[pick],
+                                                                                  threshold)
+                if on and kind != "enlarged":
+                    for part, values in zip(small_digits, (probs, scores, labels[pick]), strict=True):
+                        part.append(values)
             out["delivery"][name][kind] = entry
 
     nondigit_scores = {}
@@ -165,8 +159,8 @@ def measure(model, data: Path, n: int, n_nondigits: int) -> dict:
         for how, sent in (("small", pictures), ("blocks", [as_blocks(p) for p in pictures])):
             for on in ((True, False) if how == "blocks" else (True,)):
                 _, scores = oodeval.predict_all(predict, preprocessed(sent, on))
-                entry[f"{how}_with_step" if on else f"{how}_without_step"] = row(np.zeros((0, 10)), scores, None,
-                                                                                  threshold)
+                entry[f"{how}_with_step" if on else f"{how}_without_step"] = {
+                    "flagged": oodeval.flagged_share(scores, threshold), "samples": int(len(scores))}
                 if how == "small":
                     nondigit_scores[name] = scores
         out["nondigits"][name] = entry
@@ -175,15 +169,15 @@ def measure(model, data: Path, n: int, n_nondigits: int) -> dict:
     held = heldout_small(data, n * 4)
     _, held_scores = oodeval.predict_all(predict, preprocessed(held))
     small_threshold = ood.fit_threshold(held_scores)
-    probs, scores, labels = (np.concatenate(x) for x in small_digits[True])
+    probs, scores, labels = (np.concatenate(x) for x in small_digits)
     out["second_threshold"] = {
         "fitted_on": f"{len(held)} held-out small renderings (train file's tail, seed {HOLDOUT_SEED})",
         "threshold": round(small_threshold, 6), "card_threshold": threshold,
         "flat_prediction_score": round(float(np.log(10)), 6),
-        "small_digits": {"card": row(probs, scores, labels, threshold), "second": row(probs, scores, labels,
-                                                                                      small_threshold)},
-        "small_nondigits_flagged": {name: {"card": round(float((s > threshold).mean()), 6),
-                                           "second": round(float((s > small_threshold).mean()), 6)}
+        "small_digits": {"card": oodeval.scores_row(probs, scores, labels, threshold),
+                         "second": oodeval.scores_row(probs, scores, labels, small_threshold)},
+        "small_nondigits_flagged": {name: {"card": oodeval.flagged_share(s, threshold),
+                                           "second": oodeval.flagged_share(s, small_threshold)}
                                     for name, s in nondigit_scores.items()},
     }
     return out
@@ -248,8 +242,7 @@ def tables(results: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models-dir", default=str(ROOT / "models"))
-    p.add_argument("--data-dir", default=os.environ.get("VISION_DATA_DIR", str(ROOT.parent / "shared" / "datasets")))
+    ood_benchmark.add_model_args(p)
     p.add_argument("--n", type=int, default=1000, help="pictures per digit set and per non-digit family")
     p.add_argument("--short", action="store_true", help="CI: 300 per non-digit family, fail below the bars")
     p.add_argument("--out", default=str(OUT))

@@ -115,10 +115,15 @@ def predict_all(predict: Predict, images: np.ndarray, batch: int = 512) -> tuple
     return np.concatenate(probs), np.concatenate(scores)
 
 
+def flagged_share(scores: np.ndarray, threshold: float) -> float:
+    """The share of ``scores`` the verdict flags at ``threshold`` (as the server does: score above it)."""
+    return round(float((np.asarray(scores) > threshold).mean()), 6)
+
+
 def scores_row(probs: np.ndarray, scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     """Accuracy, ECE and share flagged at ``threshold`` of one set's predictions."""
     return {"accuracy": round(float((probs.argmax(1) == labels).mean()), 6), "ece": round(ood.ece(probs, labels), 6),
-            "flagged": round(float((scores > threshold).mean()), 6), "samples": int(len(labels))}
+            "flagged": flagged_share(scores, threshold), "samples": int(len(labels))}
 
 
 def report(predict: Predict, threshold: float, dataset: str, data_dir, n: int, test_limit: int = 0,
@@ -145,6 +150,6 @@ def report(predict: Predict, threshold: float, dataset: str, data_dir, n: int, t
         out["writers_all"] = scores_row(np.concatenate(all_p), np.concatenate(all_s), np.concatenate(all_y), threshold)
     for name, images in ood_families(dataset, data_dir, n, seed).items():
         _, scores = predict_all(predict, images)
-        out["families"][name] = {"flagged": round(float((scores > threshold).mean()), 6),
+        out["families"][name] = {"flagged": flagged_share(scores, threshold),
                                  "auroc": round(ood.auroc(tscores, scores), 6), "samples": int(len(images))}
     return out

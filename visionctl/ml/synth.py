@@ -40,6 +40,12 @@ EVAL_FONTS = ("Carlito", "Caladea", "URWBookman", "URWGothic", "C059", "P052", "
               "FreeMono", "OpenSans", "Lato")
 
 
+def _stem(path: str) -> str:
+    """A font file's name without extension or hyphens (``DejaVuSans-Bold.ttf`` → ``DejaVuSansBold``): what
+    the family prefixes are matched against."""
+    return os.path.basename(path).rsplit(".", 1)[0].replace("-", "")
+
+
 @cache
 def fonts(kind: str) -> tuple[str, ...]:
     """Font files of the ``"train"`` or ``"eval"`` families found on this machine, sorted."""
@@ -50,7 +56,7 @@ def fonts(kind: str) -> tuple[str, ...]:
             base = os.path.basename(path)
             if base.rsplit(".", 1)[-1].lower() not in ("ttf", "otf"):
                 continue
-            stem = base.rsplit(".", 1)[0].replace("-", "")
+            stem = _stem(path)
             if any(stem.startswith(p) for p in prefixes) and "Math" not in stem:
                 found.add(path)
     return tuple(sorted(found))
@@ -58,7 +64,7 @@ def fonts(kind: str) -> tuple[str, ...]:
 
 def missing_fonts(kind: str) -> tuple[str, ...]:
     """The font families of ``kind`` that this machine lacks."""
-    stems = [os.path.basename(f).rsplit(".", 1)[0].replace("-", "") for f in fonts(kind)]
+    stems = [_stem(f) for f in fonts(kind)]
     return tuple(p for p in (TRAIN_FONTS if kind == "train" else EVAL_FONTS) if not any(s.startswith(p) for s in stems))
 
 
