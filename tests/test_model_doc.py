@@ -32,6 +32,12 @@ def test_shipped_accuracies_and_epochs_are_the_cards():
         assert f"{len(metrics['history'])} epochs" in row and len(metrics["history"]) == make_config(name).epochs
 
 
+def test_the_shipped_models_are_the_presets_recipe():
+    """`visionctl train <dataset>` with no options is the recipe the shipped model card records."""
+    for name in ("mnist", "fashion-mnist"):
+        assert card(name)["training"] == make_config(name).to_dict(), name
+
+
 def test_fine_tuning_strategies_are_the_saved_run():
     for result in json.loads((RESULTS / "finetune_strategies.json").read_text()):
         start = re.compile(rf"\| (\*\*)?`{re.escape(result['strategy'])}`")

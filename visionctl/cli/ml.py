@@ -13,7 +13,7 @@ from visionctl.ml.train_config import TrainConfig, default_text
 
 app = typer.Typer()
 # Settings that are the same for every dataset show TrainConfig's default; per-dataset ones (epochs,
-# gamma, strategy) stay None here so the dataset's preset applies, and their help text is read from it.
+# gamma, seed, strategy) stay None here so the dataset's preset applies, and their help text is read from it.
 TRAIN = TrainConfig()
 
 
@@ -29,7 +29,7 @@ def train(
     lr: Annotated[float, typer.Option(min=0.0, help="Adadelta learning rate.")] = TRAIN.lr,
     gamma: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="StepLR decay per epoch.",
                                                 show_default=default_text("gamma"))] = None,
-    seed: int = TRAIN.seed,
+    seed: Annotated[int | None, typer.Option(show_default=default_text("seed"))] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads.")] = TRAIN.threads,
     strategy: Annotated[Strategy | None, typer.Option(
         help="Fine-tuning: which layers learn.", show_default=default_text("strategy"))] = None,

@@ -97,7 +97,12 @@ def arch_of(state_dict: dict) -> str:
     is a bare state dict (as the assignment saved it), so the names are all it carries."""
     keys = set(state_dict)
     for arch, cls in ARCHITECTURES.items():
-        if keys == set(cls().state_dict()):
+        # Built on the meta device: no memory, and no draws from the global RNG that seeded
+        # training (fine-tuning calls this after seeding, so real initialisation would shift
+        # every dropout mask that follows).
+        with torch.device("meta"):
+            names = set(cls().state_dict())
+        if keys == names:
             return arch
     raise ValueError("the parameter names match no known architecture (" + ", ".join(ARCHITECTURES) + ")")
 

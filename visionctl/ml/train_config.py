@@ -72,8 +72,11 @@ class TrainConfig:
 # Both were still learning after 6 epochs with γ 0.7 (MNIST train accuracy on augmented batches 94.8 %,
 # Fashion test accuracy +0.4 pt over its last two epochs), so they train longer with a slower decay (the last
 # epoch's learning rate stays ~0.15): MNIST 10 epochs at γ 0.8, Fashion 12 at γ 0.85 (docs/model.md).
+# MNIST's seed is 2: seeds 1-3 of this recipe were trained and the rule written down before the last
+# of them (highest held-out-mix accuracy, then most validation outliers caught) picked seed 2
+# (docs/model.md, "Run-to-run spread").
 PRESETS: dict[str, dict] = {
-    "mnist": dict(epochs=10, gamma=0.8, lowres_prob=0.15, max_stretch=0.25),
+    "mnist": dict(epochs=10, gamma=0.8, lowres_prob=0.15, max_stretch=0.25, seed=2),
     "fashion-mnist": dict(epochs=12, gamma=0.85, max_rotation=0.0, max_shift=0.0, scale_range=0.0,
                           stroke_prob=0.0, hflip=True, strategy="all", init_weights="models/mnist.pt",
                           rendered=0, font_digits=0, outliers=12000),

@@ -197,6 +197,15 @@ def test_a_state_dict_tells_its_architecture(arch):
         arch_of(state)
 
 
+def test_telling_the_architecture_leaves_the_training_rng_alone():
+    """Fine-tuning seeds torch, then reads the init weights' architecture: that read must not draw."""
+    state = build("vgg").state_dict()
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    arch_of(state)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_vgg_keeps_the_interface_serving_and_ood_rely_on():
     """Same input, same 10 log-probabilities, same 128 penultimate features as the assignment's net."""
     x = torch.randn(3, 1, 28, 28)
