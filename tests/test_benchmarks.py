@@ -255,7 +255,7 @@ def test_readmes_verdict_table_is_the_saved_run():
 
     results = json.loads(ood_benchmark.OUT.read_text())
     assert not results["short"] and results["images_per_set"] >= 1000
-    assert ood_benchmark.write_readme(results, check=True) == 0, "run: python benchmarks/ood.py --readme"
+    assert ood_benchmark.write_docs(results, check=True) == 0, "run: python benchmarks/ood.py --readme"
     assert all(m["version"] in ood_benchmark.readme_table(results) for m in results["models"])
 
 
