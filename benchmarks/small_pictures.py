@@ -51,7 +51,7 @@ SHRUNK_SIDES = (8, 16)  # non-digits are area-averaged to a longer side in this 
 
 # Regression bars. The digit sets are the same 1,000 pictures in both modes (deterministic), so the
 # step's effect on blocks has no slack; the short mode draws 300 non-digits per family and allows SLACK
-# on their share flagged. The step's robust effect is on the share flagged (cut by 17-27 points on
+# on their share flagged. The step's robust effect is on the share flagged (cut by 13-20 points on
 # either set for both seeds measured); its accuracy gain moves with the training run (+6.5 / +6.1
 # points with seed 1, +3.3 / +0.7 with seed 2, on 124 / 149 pictures), so the bar there is only that
 # the step costs no accuracy.
