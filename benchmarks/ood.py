@@ -233,6 +233,16 @@ def tables(results: dict) -> str:
     return "\n".join(lines)
 
 
+def noise_flagged(families: dict) -> float:
+    """The share flagged of the worse of the two noise families."""
+    return min(families["uniform-noise"]["flagged"], families["gaussian-noise"]["flagged"])
+
+
+def other_dataset(families: dict) -> dict:
+    """The row of the other dataset's test images (``fashion-mnist-test`` for MNIST and the reverse)."""
+    return next(v for k, v in families.items() if k.endswith("-test"))
+
+
 def readme_table(results: dict) -> str:
     """Per model, at the card's threshold: accuracy and calibration, and the share caught of the families
     a stranger is most likely to send (noise, the other dataset, pen strokes that are not digits)."""
@@ -241,13 +251,12 @@ def readme_table(results: dict) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for m in results["models"]:
         r, fam = m["report"], m["report"]["families"]
-        other = next(v for k, v in fam.items() if k.endswith("-test"))
         w = r["writers_all"]
         worst = min(fam, key=lambda k: fam[k]["auroc"])
         lines.append(f"| `{m['model']}` {m['version']} | {r['test']['accuracy']:.2%} / {r['test']['ece']:.2%} | "
                      f"{w['accuracy']:.2%} / {w['ece']:.2%} / {w['flagged']:.2%} | "
-                     f"{min(fam['uniform-noise']['flagged'], fam['gaussian-noise']['flagged']):.1%} | "
-                     f"{other['flagged']:.1%} | {fam['glyph']['flagged']:.1%} / {fam['scribble']['flagged']:.1%} | "
+                     f"{noise_flagged(fam):.1%} | {other_dataset(fam)['flagged']:.1%} | "
+                     f"{fam['glyph']['flagged']:.1%} / {fam['scribble']['flagged']:.1%} | "
                      f"{fam[worst]['auroc']:.3f} ({worst}) |")
     return "\n".join(lines)
 
@@ -270,10 +279,9 @@ def baseline_table(results: dict) -> str:
     """Each shipped model beside the release it replaces (``--compare``), same sets and images."""
     def row(label: str, r: dict) -> str:
         fam = r["families"]
-        other = next(v for k, v in fam.items() if k.endswith("-test"))
         cells = [r["test"]["in_distribution"], r["writers_all"]["accuracy"], r["writers_all"]["flagged"],
-                 min(fam["uniform-noise"]["flagged"], fam["gaussian-noise"]["flagged"]), fam["photo-like"]["flagged"],
-                 fam["texture"]["flagged"], other["flagged"], fam["glyph"]["flagged"]]
+                 noise_flagged(fam), fam["photo-like"]["flagged"], fam["texture"]["flagged"],
+                 other_dataset(fam)["flagged"], fam["glyph"]["flagged"]]
         mashups = f"{fam['digit-mashup']['flagged']:.2%}" if "digit-mashup" in fam else "—"
         return f"| {label} | " + " | ".join(f"{c:.2%}" for c in cells) + f" | {mashups} |"
 

@@ -145,12 +145,12 @@ def measure(model, data: Path, n: int, n_nondigits: int) -> dict:
             pick = np.flatnonzero(kinds == kind)
             entry = {}
             for on in (True, False):
+                key = "with_step" if on else "without_step"
                 if not len(pick):
-                    entry["with_step" if on else "without_step"] = {"samples": 0}
+                    entry[key] = {"samples": 0}
                     continue
                 probs, scores = oodeval.predict_all(predict, preprocessed([pictures[i] for i in pick], on))
-                entry["with_step" if on else "without_step"] = oodeval.scores_row(probs, scores, labels[pick],
-                                                                                  threshold)
+                entry[key] = oodeval.scores_row(probs, scores, labels[pick], threshold)
                 if on and kind != "enlarged":
                     for part, values in zip(small_digits, (probs, scores, labels[pick]), strict=True):
                         part.append(values)
