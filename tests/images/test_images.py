@@ -317,13 +317,19 @@ def test_backend_image_serves_metrics_on_its_own_port(images, workers):
                   publish=(constants.BACKEND_PORT, constants.METRICS_PORT))
     try:
         c.wait_http("/readyz")
+        # /readyz answers once one worker is ready; vision_ready is the minimum over all of them, so
+        # wait for the last worker to finish loading before reading it.
+        metrics_url = c.urls[constants.METRICS_PORT] + "/metrics"
+        deadline = time.monotonic() + 60
+        while "vision_ready 1.0" not in requests.get(metrics_url, timeout=5).text and time.monotonic() < deadline:
+            time.sleep(0.2)
         seven = {"base64": base64.b64encode((ROOT / "samples" / "mnist" / "7-7.png").read_bytes()).decode()}
         for _ in range(3):  # new connections: with two workers the kernel spreads them
             resp = requests.post(c.url + "/predict", json=seven, headers={"Connection": "close"}, timeout=10)
             assert resp.status_code == 200 and resp.json()["label"] == "7", resp.text
         api = requests.get(c.url + "/metrics", timeout=5)
         assert api.status_code == 404 and api.json()["error"]["code"] == "not_found", api.text
-        metrics = requests.get(c.urls[constants.METRICS_PORT] + "/metrics", timeout=5)
+        metrics = requests.get(metrics_url, timeout=5)
         assert metrics.status_code == 200, metrics.text
         assert 'vision_predictions_total{label="7",model="mnist"} 3.0' in metrics.text
         assert "vision_ready 1.0" in metrics.text
