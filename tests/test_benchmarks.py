@@ -24,6 +24,14 @@ def run(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (its tables and bars, without running it)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_load_benchmark_with_two_workers(tmp_path):
     if not shutil.which("wrk"):
         pytest.fail("wrk is missing (apt-get install wrk; scripts/test.sh installs it)")
@@ -135,9 +143,7 @@ def test_abuse_benchmark_short_mode_stays_within_budgets(tmp_path):
 
 def test_resource_safety_table_is_the_one_the_results_give():
     """docs/operations-resource-safety.md's table is rendered from the committed before/after results."""
-    spec = importlib.util.spec_from_file_location("abuse", ROOT / "benchmarks" / "abuse.py")
-    abuse = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(abuse)
+    abuse = load_benchmark("abuse")
     before = json.loads((ROOT / "benchmarks" / "results" / "abuse-before.json").read_text())
     after = json.loads((ROOT / "benchmarks" / "results" / "abuse.json").read_text())
     table = abuse.markdown_table(before, after)
@@ -235,6 +241,31 @@ def test_small_picture_figures_in_the_docs_are_the_saved_run():
     for name in ("scribble", "glyph", "fashion-mnist-test", "shapes"):
         flagged = second["small_nondigits_flagged"][name]
         assert f"{flagged['card']:.0%} → {flagged['second']:.0%}" in doc, name
+
+
+def test_resolution_ceiling_short_mode(tmp_path):
+    """benchmarks/resolution_ceiling.py --short: the shipped model and a native-resolution specialist on
+    the same 8-px test pictures; exits 1 when the specialist reads below its bar."""
+    out = tmp_path / "ceiling.json"
+    proc = run("benchmarks/resolution_ceiling.py", "--short", "--data-dir", str(DATASETS), "--out", str(out),
+               timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["short"] and not results["failures"] and list(results["kinds"]) == ["lowres-8"]
+    e = results["kinds"]["lowres-8"]
+    assert e["pictures"] == 300 and 0 < e["shipped_test"]["accuracy"] < 1
+    ceiling = load_benchmark("resolution_ceiling")
+    results["kinds"]["lowres-8"]["native_specialist_test"] = 0.5  # a broken specialist must trip the bar
+    assert ceiling.check(results) == ["lowres-8: native specialist 0.5 < 0.9"]
+
+
+def test_resolution_ceiling_table_in_the_docs_is_the_saved_run():
+    """docs/model.md carries the table of results/resolution_ceiling.json (a full run on the shipped model)."""
+    ceiling = load_benchmark("resolution_ceiling")
+    results = json.loads((ROOT / "benchmarks" / "results" / "resolution_ceiling.json").read_text())
+    card = json.loads((ROOT / "models" / "mnist.json").read_text())
+    assert not results["short"] and not results["failures"] and results["model"] == card["version"]
+    assert ceiling.table(results) in (ROOT / "docs" / "model.md").read_text()
 
 
 def test_seed_spread_table_is_the_saved_runs():

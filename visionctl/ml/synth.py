@@ -96,6 +96,17 @@ def optdigits(d: np.ndarray, rng: np.random.Generator, side: int = 8, levels: in
     """A low-resolution scan the way the UCI optdigits set was made: the digit is fitted into a
     32×32 binary bitmap, and each cell counts the ink pixels of its block (8×8 cells = 4×4 blocks,
     17 grey levels). ``side`` other than 8 area-averages the same bitmap; ``levels`` quantises."""
+    grid = optdigits_grid(d, rng, side, levels)
+    img = Image.fromarray(_u8(grid))
+    if rng.random() < 0.3:  # some clients upscale before sending
+        k = int(rng.integers(2, 9))
+        img = img.resize((side * k, side * k), rng.choice([Image.NEAREST, Image.BILINEAR]))
+    return _maybe_invert(img, rng, 0.3)
+
+
+def optdigits_grid(d: np.ndarray, rng: np.random.Generator, side: int = 8, levels: int = 17) -> np.ndarray:
+    """The ``side``×``side`` cells of :func:`optdigits` (0-255, ink bright) before any upscaling or
+    inversion: every bit of the picture there is to read."""
     crop = _ink_crop(d)
     h, w = crop.shape
     box = int(rng.integers(28, 33))
@@ -112,11 +123,7 @@ def optdigits(d: np.ndarray, rng: np.random.Generator, side: int = 8, levels: in
     q = np.round(small * (levels - 1)) / (levels - 1)
     # Counts 0-16 reach a client as 0-255 grey, scaled by 255/16 or by 16 (clipped at 255).
     scale = 255.0 if rng.random() < 0.5 else 256.0
-    img = Image.fromarray(_u8(np.clip(q * scale, 0, 255)))
-    if rng.random() < 0.3:  # some clients upscale before sending
-        k = int(rng.integers(2, 9))
-        img = img.resize((side * k, side * k), rng.choice([Image.NEAREST, Image.BILINEAR]))
-    return _maybe_invert(img, rng, 0.3)
+    return np.clip(q * scale, 0, 255)
 
 
 LOWRES_SIDES = (6, 7, 8, 9, 10, 12, 14, 16, 20, 24)
@@ -125,19 +132,25 @@ LOWRES_SIDES = (6, 7, 8, 9, 10, 12, 14, 16, 20, 24)
 def lowres(d: np.ndarray, rng: np.random.Generator, side: int | None = None) -> Image.Image:
     """Downsampled to ``side`` px (default: one of ``LOWRES_SIDES``) by area averaging, optionally
     quantised, either polarity; sent small or re-upscaled."""
-    if side is None:
-        side = int(rng.choice(LOWRES_SIDES))
-    crop = Image.fromarray(d)
-    small = crop.resize((side, side), Image.BOX)
-    a = np.asarray(small, np.float32)
-    if rng.random() < 0.5:
-        lv = int(rng.choice([2, 4, 8, 17]))
-        a = np.round(a / 255 * (lv - 1)) / (lv - 1) * 255
+    a = lowres_grid(d, rng, side)
+    side = len(a)
     img = Image.fromarray(_u8(a))
     if rng.random() < 0.5:
         k = max(2, 112 // side)
         img = img.resize((side * k, side * k), rng.choice([Image.NEAREST, Image.BILINEAR, Image.BICUBIC]))
     return _maybe_invert(img, rng)
+
+
+def lowres_grid(d: np.ndarray, rng: np.random.Generator, side: int | None = None) -> np.ndarray:
+    """The ``side``×``side`` pixels of :func:`lowres` (0-255, ink bright) before any upscaling or
+    inversion."""
+    if side is None:
+        side = int(rng.choice(LOWRES_SIDES))
+    a = np.asarray(Image.fromarray(d).resize((side, side), Image.BOX), np.float32)
+    if rng.random() < 0.5:
+        lv = int(rng.choice([2, 4, 8, 17]))
+        a = np.round(a / 255 * (lv - 1)) / (lv - 1) * 255
+    return a
 
 
 def blurred(d: np.ndarray, rng: np.random.Generator) -> Image.Image:

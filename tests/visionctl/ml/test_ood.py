@@ -133,6 +133,28 @@ def test_optdigits_rendering_is_8x8_with_17_levels():
             assert len(levels) <= 17
 
 
+@pytest.mark.parametrize("render, cells", [(synth.optdigits, synth.optdigits_grid),
+                                           (lambda d, rng: synth.lowres(d, rng, 8),
+                                            lambda d, rng: synth.lowres_grid(d, rng, 8)),
+                                           (synth.lowres, synth.lowres_grid)])
+def test_the_cells_are_the_pictures_own(render, cells):
+    """``*_grid`` with the same rng gives the pixels the picture was made of (a resolution ceiling reads
+    them instead of the picture): equal when sent small, under an inversion or nearest-neighbour blocks."""
+    digit = np.zeros((28, 28), np.uint8)
+    digit[5:23, 10:17] = 255
+    digit[5:9, 6:20] = 180
+    seen = set()
+    for i in range(60):
+        grid = np.clip(cells(digit, synth.rng_for(9, "cells", i)) + 0.5, 0, 255).astype(np.uint8)
+        a = np.asarray(render(digit, synth.rng_for(9, "cells", i)).convert("L"))
+        k = a.shape[0] // grid.shape[0]
+        blocks = np.kron(grid, np.ones((k, k), np.uint8))
+        same = np.array_equal(a, blocks) or np.array_equal(255 - a, blocks)
+        seen.add(("small" if k == 1 else "enlarged", same))
+        assert same or k > 1, i  # sent small: always exactly the cells (perhaps inverted)
+    assert ("small", True) in seen and ("enlarged", True) in seen  # nearest-neighbour blocks match too
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
 def test_shipped_threshold_is_the_held_out_quantile(name, models_dir, shared_datasets):
