@@ -29,6 +29,13 @@ OUTLIER_MIX = {"digit-mashup": 3.0, "scribble": 2.0, "shapes": 1.5, "other-datas
                "digit-turned": 0.0}
 # Renderers' shares in the MNIST rendered pool (the rest weigh 1; empty = uniform, the shipped recipe).
 RENDER_MIX: dict[str, float] = {}
+# Share of each MNIST batch's train digits replaced by a small picture of the same digit (6-24 px with
+# probability FRESH_SMALL_LOWRES, else an 8×8 scan) rendered afresh and passed through the serving
+# preprocessing. Off (0) in the shipped recipe, which keeps its bits; benchmarks/resolution_ceiling.py
+# found the general model reading small pictures well below what their served arrays hold
+# (docs/model.md, "Small pictures").
+FRESH_SMALL = 0.0
+FRESH_SMALL_LOWRES = 0.6
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -150,6 +157,24 @@ def lowres(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
     return x
 
 
+def fresh_small_pictures(data: torch.Tensor, idx: torch.Tensor, raw: np.ndarray, share: float,
+                         rng: np.random.Generator) -> torch.Tensor:
+    """``data`` (the augmented batch) with a ``share`` of the rows that are train digits (``idx`` below
+    ``len(raw)``; rendered-pool rows are left alone) replaced by a small picture of the raw digit, drawn
+    now and preprocessed as served. ~0.4 ms a picture: a few seconds an epoch at a 0.2 share."""
+    from backend.model.preprocessing import preprocess
+    from visionctl.ml import synth
+    rows = np.flatnonzero((idx.numpy() < len(raw)) & (rng.random(len(idx)) < share))
+    if not len(rows):
+        return data
+    data = data.clone()
+    for j in rows:
+        digit = raw[int(idx[j])]
+        pic = synth.lowres(digit, rng) if rng.random() < FRESH_SMALL_LOWRES else synth.optdigits(digit, rng)
+        data[j, 0] = torch.from_numpy(preprocess(pic, "digit")).sub_(MEAN).div_(STD)
+    return data
+
+
 def set_trainable(model: Net, strategy: str) -> list[torch.nn.Parameter]:
     """Freeze what the fine-tuning strategy keeps fixed; return the parameters to optimise."""
     trainable = {"fc2": ("fc2",), "fc1+fc2": ("fc1", "fc2"), "all": None}[strategy]
@@ -209,6 +234,7 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None) -> tuple[Net, di
         progress("rendering", 1, 1, {"in": len(x_extra), "out": len(x_out)})
     x_train, y_train = torch.cat([x_train, x_extra]), torch.cat([y_train, y_extra])
     out_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    small_rng = np.random.default_rng([cfg.seed, 77])  # its own stream: the torch draws stay as they were
     out_batch = cfg.batch_size // 2
 
     model = build(cfg.arch)
@@ -237,6 +263,8 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None) -> tuple[Net, di
         for b in range(batches):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             data, target = augment(x_train[idx], cfg, gen), y_train[idx]
+            if FRESH_SMALL and cfg.dataset == "mnist":
+                data = fresh_small_pictures(data, idx, fit_images, FRESH_SMALL, small_rng)
             optimizer.zero_grad()
             if len(x_out):
                 oidx = torch.randint(len(x_out), (out_batch,), generator=out_gen)

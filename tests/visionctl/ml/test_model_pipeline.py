@@ -166,6 +166,29 @@ def test_lowres_augmentation_blocks_the_picked_share_and_keeps_the_peak():
     assert torch.equal(training.lowres(x, 0.0, torch.Generator()), x)
 
 
+def test_fresh_small_pictures_replace_only_train_digits_with_their_served_small_self():
+    """Rows of train digits become a small rendering of that digit as preprocessing serves it (the same
+    draws give the same pictures); rendered-pool rows and a zero share leave the batch alone."""
+    from backend.model.preprocessing import preprocess
+
+    raw = np.zeros((8, 28, 28), np.uint8)
+    for i in range(8):
+        raw[i, 4 + i:22, 9:13 + i] = 255
+    data = torch.full((12, 1, 28, 28), 5.0)  # no served picture holds this value
+    idx = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])  # 8-11: rendered-pool rows
+    out = training.fresh_small_pictures(data, idx, raw, 1.0, np.random.default_rng(4))
+    assert torch.equal(out[8:], data[8:]) and torch.equal(data, torch.full_like(data, 5.0))
+    replay = np.random.default_rng(4)
+    replay.random(12)  # the row draws
+    for j in range(8):
+        pic = synth.lowres(raw[j], replay) if replay.random() < training.FRESH_SMALL_LOWRES \
+            else synth.optdigits(raw[j], replay)
+        expect = (torch.from_numpy(preprocess(pic, "digit")) - training.MEAN) / training.STD
+        assert torch.allclose(out[j, 0], expect), j
+    assert training.fresh_small_pictures(data, idx, raw, 0.0, np.random.default_rng(4)) is data
+    assert training.FRESH_SMALL == 0.0  # the shipped recipe trains without it (its card does not record it)
+
+
 def test_turned_digits_are_never_zeros_or_ones():
     """A turned 0 is still a 0 and a turned 1 a stroke like a 1: neither may become an outlier."""
     images = np.stack([np.full((28, 28), 100 + d, np.uint8) for d in range(10)])  # each digit its own grey
