@@ -1,7 +1,9 @@
 """Run-to-run spread of the MNIST recipe: the shipped model (``results/ood.json``) beside the same
 recipe trained with other seeds, each measured by ``benchmarks/ood.py`` on the same sets
 (``results/seeds/mnist-seed<N>.json``). It writes the table in docs/model.md, so a difference between two
-releases can be read against what a seed alone moves.
+releases can be read against what a seed alone moves. A second table puts the shipped model beside trial
+recipes (``results/trials/mnist-<name>.json``: an ``ood.py`` run plus a ``trial`` entry saying what
+changed), trained with the shipped seed, so a trial's effect can be read against that spread.
 
     .venv/bin/visionctl train mnist --seed 4 --models-dir /tmp/seed4          # ~25 min on 2 cores
     .venv/bin/python benchmarks/ood.py --models mnist --models-dir /tmp/seed4 \\
@@ -25,6 +27,7 @@ import docblock  # noqa: E402  (scripts/, the shared doc-block writer)
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "model.md"
 BEGIN, END = "<!-- seed-spread -->", "<!-- /seed-spread -->"
+TRIALS_BEGIN, TRIALS_END = "<!-- trials -->", "<!-- /trials -->"
 FAMILIES = ("glyph", "scribble", "digit-mashup")
 
 
@@ -37,12 +40,24 @@ def runs() -> list[dict]:
     return sorted([shipped, *others], key=lambda m: m["training_seed"])
 
 
-def table(models: list[dict]) -> str:
-    def cells(values: list[float]) -> str:
-        return " | ".join(f"{v:.2%}" for v in values) + f" | {(max(values) - min(values)) * 100:.2f} pt"
+def trials() -> list[dict]:
+    """The shipped MNIST entry, then every saved trial run, by file name."""
+    shipped = next(m for m in runs() if m.get("shipped"))
+    return [shipped, *({**next(m for m in d["models"] if m["model"] == "mnist"), "trial": d["trial"]}
+                       for d in (json.loads(p.read_text()) for p in sorted((RESULTS / "trials").glob("mnist-*.json"))))]
 
-    heads = [f"seed {m['training_seed']}: `{m['version'][-8:]}`" + (" (shipped)" if m.get("shipped") else "")
-             for m in models]
+
+def _head(m: dict) -> str:
+    what = f"trial {m['trial']['name']}" if "trial" in m else f"seed {m['training_seed']}"
+    return f"{what}: `{m['version'][-8:]}`" + (" (shipped)" if m.get("shipped") else "")
+
+
+def table(models: list[dict], spread: bool = True) -> str:
+    def cells(values: list[float]) -> str:
+        return " | ".join(f"{v:.2%}" for v in values) + (f" | {(max(values) - min(values)) * 100:.2f} pt"
+                                                         if spread else "")
+
+    heads = [_head(m) for m in models]
     rows = [("MNIST test accuracy", lambda m: m["report"]["test"]["accuracy"])]
     rows += [(name, lambda m, name=name: m["report"]["writers"][name]["accuracy"])
              for name in models[0]["report"]["writers"]]
@@ -53,7 +68,8 @@ def table(models: list[dict]) -> str:
         rows += [("held-out mix accuracy", lambda m: m["holdout"]["mix"]["accuracy"]),
                  ("held-out mix flagged", lambda m: m["holdout"]["mix"]["flagged"]),
                  ("validation outliers caught", lambda m: m["holdout"]["outliers_caught_mean"])]
-    lines = ["| measured by `ood.py` | " + " | ".join(heads) + " | spread |", "| --- |" + " ---: |" * (len(models) + 1)]
+    lines = ["| measured by `ood.py` | " + " | ".join(heads) + (" | spread |" if spread else " |"),
+             "| --- |" + " ---: |" * (len(models) + spread)]
     lines += [f"| {label} | " + cells([get(m) for m in models]) + " |" for label, get in rows]
     return "\n".join(lines)
 
@@ -62,10 +78,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true", help="exit 1 if docs/model.md's table is not the saved runs'")
     args = p.parse_args(argv)
-    block = f"{BEGIN}\n{table(runs())}\n{END}"
-    if not args.check:
-        print(block)
-    return docblock.update(DOC, BEGIN, END, block, check=args.check, script="../benchmarks/seed_spread.py")
+    status = 0
+    for begin, end, models, spread in ((BEGIN, END, runs(), True), (TRIALS_BEGIN, TRIALS_END, trials(), False)):
+        block = f"{begin}\n{table(models, spread)}\n{end}"
+        if not args.check:
+            print(block)
+        status |= docblock.update(DOC, begin, end, block, check=args.check, script="../benchmarks/seed_spread.py")
+    return status
 
 
 if __name__ == "__main__":

@@ -276,6 +276,12 @@ def test_seed_spread_table_is_the_saved_runs():
     models = seed_spread.runs()
     assert len({m["training_seed"] for m in models}) == len(models) >= 3
     assert all(len(m["report"]["writers"]) == len(models[0]["report"]["writers"]) for m in models)
+    shipped, *trials = seed_spread.trials()
+    assert trials and shipped.get("shipped")
+    for t in trials:  # a trial changes one thing: the seed and the evaluation sets are the shipped model's
+        assert t["training_seed"] == shipped["training_seed"] and t["version"] != shipped["version"]
+        assert t["report"]["writers"].keys() == shipped["report"]["writers"].keys() and "holdout" in t
+        assert {"name", "recipe", "rule"} <= t["trial"].keys()
     assert seed_spread.main(["--check"]) == 0, "run: python benchmarks/seed_spread.py"
 
 
