@@ -120,17 +120,15 @@ def specialist_accuracy(model: nn.Module, x: torch.Tensor, labels: np.ndarray) -
         return round(float((model(x).argmax(1).numpy() == labels).mean()), 4)
 
 
-def measure(kind: str, shipped, data: Path, n: int, n_train: int, epochs: int, served_view: bool) -> dict:
+def measure(kind: str, shipped, splits: tuple, n: int, n_train: int, epochs: int, served_view: bool) -> dict:
+    """``splits``: the train file's training part and held-out tail, and the test file."""
     cells, picture, side, stream = KINDS[kind]
-    train, holdout = split_holdout(load_split("mnist", "train", data))
-    test = load_split("mnist", "test", data)
+    train, holdout, test = splits
     predict, t0 = ood_benchmark.predictor(shipped), time.perf_counter()
 
     def shipped_accuracy(images, labels, seed):
         pics = np.stack([preprocess(picture(d, synth.rng_for(seed, stream, i)), "digit") for i, d in enumerate(images)])
-        probs, scores = oodeval.predict_all(predict, pics)
-        return {"accuracy": round(float((probs.argmax(1) == labels).mean()), 4),
-                "flagged": oodeval.flagged_share(scores, shipped.card.ood_threshold)}
+        return oodeval.scores_row(*oodeval.predict_all(predict, pics), labels, shipped.card.ood_threshold)
 
     y = test.labels[:n]
     out = {"side": side, "pictures": n, "shipped_test": shipped_accuracy(test.images[:n], y, oodeval.EVAL_SEED),
@@ -179,9 +177,10 @@ def main(argv=None) -> int:
                "model": shipped.card.version, "threshold": shipped.card.ood_threshold,
                "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}",
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "kinds": {}}
+    data = Path(args.data_dir) / "mnist"
+    splits = (*split_holdout(load_split("mnist", "train", data)), load_split("mnist", "test", data))
     for kind in SHORT_KINDS if args.short else KINDS:
-        results["kinds"][kind] = measure(kind, shipped, Path(args.data_dir) / "mnist", n, n_train, epochs,
-                                         served_view=not args.short)
+        results["kinds"][kind] = measure(kind, shipped, splits, n, n_train, epochs, served_view=not args.short)
         print(kind, json.dumps(results["kinds"][kind]), flush=True)
     print(table(results))
     results["failures"] = check(results)
