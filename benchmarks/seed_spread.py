@@ -31,20 +31,25 @@ TRIALS_BEGIN, TRIALS_END = "<!-- trials -->", "<!-- /trials -->"
 FAMILIES = ("glyph", "scribble", "digit-mashup")
 
 
+def _mnist(path: Path) -> dict:
+    """The MNIST entry of a saved ``ood.py`` run, with the file's ``trial`` entry if it has one."""
+    d = json.loads(path.read_text())
+    return {**next(m for m in d["models"] if m["model"] == "mnist"), **({"trial": d["trial"]} if "trial" in d else {})}
+
+
+def shipped() -> dict:
+    return {**_mnist(RESULTS / "ood.json"), "shipped": True}
+
+
 def runs() -> list[dict]:
     """The shipped MNIST entry, then every saved other-seed run, ordered by training seed."""
-    shipped = next(m for m in json.loads((RESULTS / "ood.json").read_text())["models"] if m["model"] == "mnist")
-    shipped = {**shipped, "shipped": True}
-    others = [next(m for m in json.loads(p.read_text())["models"] if m["model"] == "mnist")
-              for p in sorted((RESULTS / "seeds").glob("mnist-seed*.json"))]
-    return sorted([shipped, *others], key=lambda m: m["training_seed"])
+    others = [_mnist(p) for p in sorted((RESULTS / "seeds").glob("mnist-seed*.json"))]
+    return sorted([shipped(), *others], key=lambda m: m["training_seed"])
 
 
 def trials() -> list[dict]:
     """The shipped MNIST entry, then every saved trial run, by file name."""
-    shipped = next(m for m in runs() if m.get("shipped"))
-    return [shipped, *({**next(m for m in d["models"] if m["model"] == "mnist"), "trial": d["trial"]}
-                       for d in (json.loads(p.read_text()) for p in sorted((RESULTS / "trials").glob("mnist-*.json"))))]
+    return [shipped(), *(_mnist(p) for p in sorted((RESULTS / "trials").glob("mnist-*.json")))]
 
 
 def _head(m: dict) -> str:
