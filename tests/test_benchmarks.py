@@ -259,6 +259,29 @@ def test_resolution_ceiling_short_mode(tmp_path):
     assert ceiling.check(results) == ["lowres-8: native specialist 0.5 < 0.9"]
 
 
+def test_resolution_ceiling_rescore_keeps_the_specialists(tmp_path):
+    """--rescore (a new release) re-scores the shipped model's columns and leaves the specialists' figures,
+    which never read the shipped model, as they were measured."""
+    saved = json.loads((ROOT / "benchmarks" / "results" / "resolution_ceiling.json").read_text())
+    kind = "lowres-8"
+    run_ = {**saved, "pictures": 100, "kinds": {kind: saved["kinds"][kind]},
+            "model": "an-older-release", "created": "2026-01-01T00:00:00Z"}
+    run_.pop("specialists_created", None)
+    out = tmp_path / "ceiling.json"
+    out.write_text(json.dumps(run_))
+    proc = run("benchmarks/resolution_ceiling.py", "--rescore", "--data-dir", str(DATASETS), "--out", str(out),
+               timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    after = json.loads(out.read_text())
+    card = json.loads((ROOT / "models" / "mnist.json").read_text())
+    assert after["model"] == card["version"] and after["specialists_created"] == "2026-01-01T00:00:00Z"
+    e, before = after["kinds"][kind], saved["kinds"][kind]
+    for key in ("native_specialist_test", "served_view_specialist_test"):
+        assert e[key] == before[key], key
+    assert e["shipped_test"]["samples"] == e["shipped_heldout_tail"]["samples"] == 100
+    assert e["shipped_test"] != before["shipped_test"]  # 100 pictures, not the saved 1,000
+
+
 def test_resolution_ceiling_table_in_the_docs_is_the_saved_run():
     """docs/model.md carries the table of results/resolution_ceiling.json (a full run on the shipped model)."""
     ceiling = load_benchmark("resolution_ceiling")
