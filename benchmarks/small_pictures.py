@@ -5,6 +5,7 @@ threshold for small pictures would cost. docs/model.md ("Small pictures", "Not r
     .venv/bin/python benchmarks/small_pictures.py            # 1000 per set, saves results/small_pictures.json
     .venv/bin/python benchmarks/small_pictures.py --short    # CI: 300 per non-digit family, exits 1 below the bars
     .venv/bin/python benchmarks/small_pictures.py --compare DIR   # also the MNIST model in DIR, same pictures
+    .venv/bin/python benchmarks/small_pictures.py --doc      # docs/model.md's delivery table from the saved JSON
 
 Three measurements of the MNIST model, each at the model card's threshold unless named otherwise:
 
@@ -34,8 +35,9 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "scripts")]
 
+import docblock  # noqa: E402  (scripts/, the shared doc-block writer)
 import ood as ood_benchmark  # noqa: E402  (benchmarks/ood.py: the serving-path predictor)
 
 from backend.model import preprocessing  # noqa: E402
@@ -243,6 +245,33 @@ def tables(results: dict) -> str:
     return "\n".join(lines)
 
 
+def delivery_table(results: dict) -> str:
+    """docs/model.md's table: each way a low-resolution picture arrives, read and flagged without → with
+    the blocks step, for the shipped model and (``--compare``) the previous release."""
+    models = [("shipped", results["mnist"]), *([("previous", results["baseline"])] if "baseline" in results else [])]
+
+    def change(e: dict, key: str) -> str:
+        off, on = e["without_step"][key], e["with_step"][key]
+        return f"{on:.1%}" if f"{off:.1%}" == f"{on:.1%}" else f"{off:.1%} → {on:.1%}"
+
+    heads = " | ".join(f"{what} `{m['version'][-8:]}`" for what, m in models)
+    lines = [f"| set, as it arrives | pictures | read without → with the step: {heads} | flagged: {heads} |",
+             "| --- | ---: |" + " ---: |" * (2 * len(models))]
+    for name, kinds in results["mnist"]["delivery"].items():
+        for kind, e in kinds.items():
+            if e["with_step"]["samples"]:
+                cells = [change(m["delivery"][name][kind], "accuracy") for _, m in models]
+                cells += [change(m["delivery"][name][kind], "flagged") for _, m in models]
+                lines.append(f"| {name}, {kind} | {e['with_step']['samples']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_doc(results: dict, check: bool = False) -> int:
+    begin, end = "<!-- small-pictures -->", "<!-- /small-pictures -->"
+    return docblock.update(ROOT / "docs" / "model.md", begin, end, f"{begin}\n{delivery_table(results)}\n{end}",
+                           check=check, script="../benchmarks/small_pictures.py --doc")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ood_benchmark.add_model_args(p)
@@ -250,7 +279,10 @@ def main(argv=None) -> int:
     p.add_argument("--short", action="store_true", help="CI: 300 per non-digit family, fail below the bars")
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--compare", metavar="DIR", help="also measure the MNIST model in DIR on the same pictures")
+    p.add_argument("--doc", action="store_true", help="only rewrite docs/model.md's delivery table from --out")
     args = p.parse_args(argv)
+    if args.doc:
+        return write_doc(json.loads(Path(args.out).read_text()))
     n, n_nondigits = args.n, min(300, args.n) if args.short else args.n
     data = Path(args.data_dir) / "mnist"
     t = time.perf_counter()

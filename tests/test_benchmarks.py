@@ -241,6 +241,8 @@ def test_small_picture_figures_in_the_docs_are_the_saved_run():
     for name in ("scribble", "glyph", "fashion-mnist-test", "shapes"):
         flagged = second["small_nondigits_flagged"][name]
         assert f"{flagged['card']:.0%} → {flagged['second']:.0%}" in doc, name
+    assert load_benchmark("small_pictures").write_doc(results, check=True) == 0, \
+        "run: python benchmarks/small_pictures.py --doc"
 
 
 def test_resolution_ceiling_short_mode(tmp_path):
@@ -292,19 +294,23 @@ def test_resolution_ceiling_table_in_the_docs_is_the_saved_run():
 
 
 def test_seed_spread_table_is_the_saved_runs():
-    """docs/model.md's run-to-run table is generated from ood.json and the saved other-seed runs."""
+    """docs/model.md's run-to-run and trials tables are generated from the saved seed and trial runs, and
+    the shipped model's ood.json run is marked in them."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import seed_spread
 
     models = seed_spread.runs()
     assert len({m["training_seed"] for m in models}) == len(models) >= 3
     assert all(len(m["report"]["writers"]) == len(models[0]["report"]["writers"]) for m in models)
-    shipped, *trials = seed_spread.trials()
-    assert trials and shipped.get("shipped")
-    for t in trials:  # a trial changes one thing: the seed and the evaluation sets are the shipped model's
-        assert t["training_seed"] == shipped["training_seed"] and t["version"] != shipped["version"]
-        assert t["report"]["writers"].keys() == shipped["report"]["writers"].keys() and "holdout" in t
-        assert {"name", "recipe", "rule"} <= t["trial"].keys()
+    base, *trials = seed_spread.trials()
+    live = seed_spread.shipped()
+    assert trials and base["training_seed"] == live["training_seed"]
+    assert [m["version"] for m in [base, *trials] if m.get("shipped")] == [live["version"]]
+    for t in trials:  # a trial changes one thing: the seed and the evaluation sets are the base run's
+        assert t["training_seed"] == base["training_seed"] and t["version"] != base["version"]
+        assert t["report"]["writers"].keys() == base["report"]["writers"].keys() and "holdout" in t
+        if t["version"] != live["version"] or "trial" in t:
+            assert {"name", "recipe", "rule"} <= t["trial"].keys()
     assert seed_spread.main(["--check"]) == 0, "run: python benchmarks/seed_spread.py"
 
 
