@@ -49,18 +49,20 @@ OUT = ROOT / "benchmarks" / "results" / "small_pictures.json"
 SETS = ("optdigits-8x8", "lowres")
 RENDER = {"optdigits-8x8": synth.optdigits, "lowres": synth.lowres}
 DELIVERIES = ("small", "blocks", "enlarged")
-SHRUNK_SIDES = (8, 16)  # non-digits are area-averaged to a longer side in this range (inclusive)
 
 # Regression bars. The digit sets are the same 1,000 pictures in both modes (deterministic), so the
 # step's effect on blocks has no slack; the short mode draws 300 non-digits per family and allows SLACK
-# on their share flagged. The step's robust effect is on the share flagged (cut by 13-20 points on
-# either set for both seeds measured); its accuracy gain moves with the training run (+6.5 / +6.1
-# points with seed 1, +3.3 / +0.7 with seed 2, on 124 / 149 pictures), so the bar there is only that
-# the step costs no accuracy.
+# on their share flagged. What the step is for: a digit sent as blocks is judged as if sent small. So with
+# the step, blocks may be flagged at most ``blocks_vs_small_digits`` more often than the same set's
+# pictures sent small (one picture is 0.7-0.8 points of the blocks groups), and never more often than
+# without the step; and the step costs no accuracy (its gain moves with the training run: +6.5 / +6.1
+# points with seed 1, +3.3 / +0.7 with seed 2, on 124 / 149 pictures). An earlier bar asked the step to cut
+# the blocks flagged by 10 points; a model that reads blocks well without it (fresh small pictures in
+# training: 11.3 % flagged without the step) cannot show that, though the blocks are judged as before.
 # A blocky non-digit is judged as its small self unless it is too flat for the step (a few per
 # thousand: a filled region fits a coarse grid, see ``undo_block_upscale``), hence blocks_vs_small.
-BARS = {"blocks_accuracy_gain": 0.0, "blocks_flagged_cut": 0.1, "small_nondigits_flagged": 0.88,
-        "blocks_vs_small": 0.01}
+BARS = {"blocks_accuracy_gain": 0.0, "blocks_flagged_cut": 0.0, "blocks_vs_small_digits": 0.03,
+        "small_nondigits_flagged": 0.88, "blocks_vs_small": 0.01}
 SLACK = 0.03
 
 
@@ -87,15 +89,6 @@ def preprocessed(pictures: list[Image.Image], on: bool = True) -> np.ndarray:
         return np.stack([preprocessing.preprocess(p, "digit") for p in pictures])
 
 
-def shrink(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """``img`` area-averaged so its longer side is 8-16 px (``SHRUNK_SIDES``)."""
-    gray = img.convert("L")
-    side = int(rng.integers(SHRUNK_SIDES[0], SHRUNK_SIDES[1] + 1))
-    w, h = gray.size
-    k = side / max(w, h)
-    return gray.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BOX)
-
-
 def as_blocks(img: Image.Image) -> Image.Image:
     """Nearest-neighbour enlargement to about 112 px, as a client's viewer or upscaler sends it."""
     k = max(2, 112 // max(img.size))
@@ -113,10 +106,10 @@ def nondigit_pictures(data: Path, n: int) -> dict[str, list[Image.Image]]:
     """Each outlier family and Fashion-MNIST test items, shrunk to 8-16 px (sent small)."""
     out = {}
     for name, render in synth.NOISE_FAMILIES.items():
-        out[name] = [shrink(render(synth.rng_for(oodeval.EVAL_SEED, name, i)),
+        out[name] = [synth.shrink(render(synth.rng_for(oodeval.EVAL_SEED, name, i)),
                             synth.rng_for(oodeval.EVAL_SEED, f"shrink-{name}", i)) for i in range(n)]
     fashion = load_split("fashion-mnist", "test", data.parent / "fashion-mnist")
-    out["fashion-mnist-test"] = [shrink(Image.fromarray(x), synth.rng_for(oodeval.EVAL_SEED, "shrink-fashion", i))
+    out["fashion-mnist-test"] = [synth.shrink(Image.fromarray(x), synth.rng_for(oodeval.EVAL_SEED, "shrink-fashion", i))
                                  for i, x in enumerate(fashion.images[:n])]
     return out
 
@@ -201,6 +194,9 @@ def check(m: dict, slack: float) -> list[str]:
             fails.append(f"{name}: blocks read {on['accuracy']:.4f} with the step, {off['accuracy']:.4f} without")
         if off["flagged"] - on["flagged"] < BARS["blocks_flagged_cut"]:
             fails.append(f"{name}: blocks flagged {on['flagged']:.4f} with the step, {off['flagged']:.4f} without")
+        small = kinds["small"]["with_step"]
+        if on["flagged"] - small["flagged"] > BARS["blocks_vs_small_digits"]:
+            fails.append(f"{name}: blocks flagged {on['flagged']:.4f} with the step, {small['flagged']:.4f} sent small")
     for name, entry in m["nondigits"].items():
         if name == "blank":  # shrunk blanks are blank at any size; the family is there for completeness
             continue

@@ -245,6 +245,25 @@ def test_small_picture_figures_in_the_docs_are_the_saved_run():
         "run: python benchmarks/small_pictures.py --doc"
 
 
+def test_small_pictures_bars_trip_on_a_broken_step_and_on_the_rejected_candidate():
+    """The saved shipped run holds the bars; blocks judged worse than their small selves, or flagged more
+    with the step than without, trip them; and the fresh-small-0.4 candidate's run fails on small
+    scribbles, the regression that kept it from shipping."""
+    import copy
+    small = load_benchmark("small_pictures")
+    shipped = json.loads((ROOT / "benchmarks" / "results" / "small_pictures.json").read_text())["mnist"]
+    assert small.check(shipped, 0.0) == []
+    broken = copy.deepcopy(shipped)
+    blocks = broken["delivery"]["lowres"]["blocks"]
+    blocks["with_step"]["flagged"] = broken["delivery"]["lowres"]["small"]["with_step"]["flagged"] + 0.05
+    blocks["without_step"]["flagged"] = blocks["with_step"]["flagged"] - 0.01
+    fails = small.check(broken, 0.0)
+    assert len(fails) == 2 and all(f.startswith("lowres: blocks flagged") for f in fails), fails
+    candidate = json.loads((ROOT / "benchmarks" / "results" / "trials" /
+                            "small-pictures-fresh-small-0.4.json").read_text())["mnist"]
+    assert small.check(candidate, 0.0) == ["scribble: 0.8610 flagged when sent small"]
+
+
 def test_resolution_ceiling_short_mode(tmp_path):
     """benchmarks/resolution_ceiling.py --short: the shipped model and a native-resolution specialist on
     the same 8-px test pictures; exits 1 when the specialist reads below its bar."""

@@ -583,13 +583,12 @@ def digit_mashup(images: np.ndarray, labels: np.ndarray, rng: np.random.Generato
     return _maybe_invert(img, rng, 0.4)
 
 
-def render_outliers(n: int, seed: int, mode: str, digits: tuple[np.ndarray, np.ndarray] | None = None,
-                    other: np.ndarray | None = None, weights: dict[str, float] | None = None) -> np.ndarray:
-    """``n`` preprocessed outliers: float32 (N, 28, 28), families drawn per image by ``weights``.
-
-    ``digits`` (images, labels) feeds the mash-up family; ``other`` (uint8 images of the other
+def outlier_renderers(digits: tuple[np.ndarray, np.ndarray] | None = None, other: np.ndarray | None = None,
+                      weights: dict[str, float] | None = None) -> tuple[list[Render], np.ndarray]:
+    """The outlier families as renderers, by name, and each one's probability per ``weights`` (the rest
+    weigh 1). ``digits`` (images, labels) feeds the mash-up family; ``other`` (uint8 images of the other
     dataset) is rendered as-is or inverted."""
-    families: dict[str, Callable[[np.random.Generator], Image.Image]] = dict(NOISE_FAMILIES)
+    families: dict[str, Render] = dict(NOISE_FAMILIES)
     if digits is not None:
         families["digit-mashup"] = lambda r: digit_mashup(digits[0], digits[1], r)
         families["digit-turned"] = lambda r: digit_turned(digits[0], digits[1], r)
@@ -599,12 +598,31 @@ def render_outliers(n: int, seed: int, mode: str, digits: tuple[np.ndarray, np.n
             if r.random() < 0.5 else Image.fromarray(other[int(r.integers(0, len(other)))]), r, 0.3)
     names = sorted(families)
     w = np.array([(weights or {}).get(k, 1.0) for k in names], np.float64)
-    w /= w.sum()
+    return [families[k] for k in names], w / w.sum()
+
+
+def render_outliers(n: int, seed: int, mode: str, digits: tuple[np.ndarray, np.ndarray] | None = None,
+                    other: np.ndarray | None = None, weights: dict[str, float] | None = None) -> np.ndarray:
+    """``n`` preprocessed outliers: float32 (N, 28, 28), families drawn per image by ``weights``
+    (``outlier_renderers``)."""
+    renderers, p = outlier_renderers(digits, other, weights)
     out = np.empty((n, 28, 28), np.float32)
     for i in range(n):
         rng = rng_for(seed, "outlier", i)
-        out[i] = preprocess(families[names[int(rng.choice(len(names), p=w))]](rng), mode)
+        out[i] = preprocess(renderers[int(rng.choice(len(renderers), p=p))](rng), mode)
     return out
+
+
+SHRUNK_SIDES = (8, 16)  # small non-digits: area-averaged to a longer side in this range (inclusive)
+
+
+def shrink(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """``img`` area-averaged so its longer side is 8-16 px (``SHRUNK_SIDES``): a picture sent small."""
+    gray = img.convert("L")
+    side = int(rng.integers(SHRUNK_SIDES[0], SHRUNK_SIDES[1] + 1))
+    w, h = gray.size
+    k = side / max(w, h)
+    return gray.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BOX)
 
 
 def render_family(name: str, n: int, seed: int, mode: str) -> np.ndarray:

@@ -29,12 +29,7 @@ OUTLIER_MIX = {"digit-mashup": 3.0, "scribble": 2.0, "shapes": 1.5, "other-datas
                "digit-turned": 0.0}
 # Renderers' shares in the MNIST rendered pool (the rest weigh 1; empty = uniform, the shipped recipe).
 RENDER_MIX: dict[str, float] = {}
-# Share of each MNIST batch's train digits replaced by a small picture of the same digit (6-24 px with
-# probability FRESH_SMALL_LOWRES, else an 8×8 scan) rendered afresh and passed through the serving
-# preprocessing. Off (0) in the shipped recipe, which keeps its bits; benchmarks/resolution_ceiling.py
-# found the general model reading small pictures well below what their served arrays hold
-# (docs/model.md, "Small pictures").
-FRESH_SMALL = 0.0
+# Of the fresh small pictures (TrainConfig.fresh_small), the share drawn 6-24 px; the rest are 8×8 scans.
 FRESH_SMALL_LOWRES = 0.6
 
 
@@ -175,6 +170,22 @@ def fresh_small_pictures(data: torch.Tensor, idx: torch.Tensor, raw: np.ndarray,
     return data
 
 
+def fresh_small_outliers(out: torch.Tensor, share: float, renderers: list, p: np.ndarray, mode: str,
+                         rng: np.random.Generator) -> torch.Tensor:
+    """``out`` (the augmented outlier batch) with a ``share`` of its rows replaced by a picture of an
+    outlier family (drawn with probabilities ``p``) shrunk to 8-16 px, preprocessed as served."""
+    from backend.model.preprocessing import preprocess
+    from visionctl.ml import synth
+    rows = np.flatnonzero(rng.random(len(out)) < share)
+    if not len(rows):
+        return out
+    out = out.clone()
+    for j in rows:
+        picture = synth.shrink(renderers[int(rng.choice(len(renderers), p=p))](rng), rng)
+        out[j, 0] = torch.from_numpy(preprocess(picture, mode)).sub_(MEAN).div_(STD)
+    return out
+
+
 def set_trainable(model: Net, strategy: str) -> list[torch.nn.Parameter]:
     """Freeze what the fine-tuning strategy keeps fixed; return the parameters to optimise."""
     trainable = {"fc2": ("fc2",), "fc1+fc2": ("fc1", "fc2"), "all": None}[strategy]
@@ -235,6 +246,14 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None) -> tuple[Net, di
     x_train, y_train = torch.cat([x_train, x_extra]), torch.cat([y_train, y_extra])
     out_gen = torch.Generator().manual_seed(cfg.seed + 1)
     small_rng = np.random.default_rng([cfg.seed, 77])  # its own stream: the torch draws stay as they were
+    small_out_rng = np.random.default_rng([cfg.seed, 78])
+    if cfg.fresh_small_outliers:
+        from visionctl.ml import synth
+        from visionctl.ml.data import get_spec
+        mode = get_spec(cfg.dataset).preprocessing
+        renderers, family_p = synth.outlier_renderers(
+            (fit_images, fit_labels) if cfg.dataset == "mnist" else None,
+            load_other(cfg.dataset, cfg.data_dir).images, OUTLIER_MIX)
     out_batch = cfg.batch_size // 2
 
     model = build(cfg.arch)
@@ -263,12 +282,16 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None) -> tuple[Net, di
         for b in range(batches):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             data, target = augment(x_train[idx], cfg, gen), y_train[idx]
-            if FRESH_SMALL and cfg.dataset == "mnist":
-                data = fresh_small_pictures(data, idx, fit_images, FRESH_SMALL, small_rng)
+            if cfg.fresh_small:
+                data = fresh_small_pictures(data, idx, fit_images, cfg.fresh_small, small_rng)
             optimizer.zero_grad()
             if len(x_out):
                 oidx = torch.randint(len(x_out), (out_batch,), generator=out_gen)
-                both = model(torch.cat([data, augment(x_out[oidx], cfg, gen)]))
+                outliers = augment(x_out[oidx], cfg, gen)
+                if cfg.fresh_small_outliers:
+                    outliers = fresh_small_outliers(outliers, cfg.fresh_small_outliers, renderers, family_p, mode,
+                                                    small_out_rng)
+                both = model(torch.cat([data, outliers]))
                 output, out_lp = both[:len(idx)], both[len(idx):]
                 # Cross-entropy to the uniform distribution: outliers get flat logits, so a low
                 # logsumexp (high energy) and no confident class.

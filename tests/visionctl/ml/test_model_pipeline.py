@@ -186,7 +186,50 @@ def test_fresh_small_pictures_replace_only_train_digits_with_their_served_small_
         expect = (torch.from_numpy(preprocess(pic, "digit")) - training.MEAN) / training.STD
         assert torch.allclose(out[j, 0], expect), j
     assert training.fresh_small_pictures(data, idx, raw, 0.0, np.random.default_rng(4)) is data
-    assert training.FRESH_SMALL == 0.0  # the shipped recipe trains without it (its card does not record it)
+
+
+def test_fresh_small_outliers_are_the_families_pictures_shrunk_and_served():
+    """Each replaced outlier row is a family's picture (drawn by its probability) shrunk to 8-16 px and
+    preprocessed as served; the same draws give the same pictures, a zero share leaves the batch alone."""
+    from PIL import Image
+
+    from backend.model.preprocessing import preprocess
+
+    def bar(r):  # a random-length stroke on a 64-px canvas
+        a = np.zeros((64, 64), np.uint8)
+        a[8:8 + int(r.integers(10, 50)), 30:36] = 255
+        return Image.fromarray(a)
+
+    def ring(r):
+        a = np.zeros((64, 64), np.uint8)
+        a[10:54, 10:54] = 255
+        a[10 + int(r.integers(3, 10)):44, 20:44] = 0
+        return Image.fromarray(a)
+
+    renderers, p = [bar, ring], np.array([0.25, 0.75])
+    out = torch.full((6, 1, 28, 28), 5.0)
+    got = training.fresh_small_outliers(out, 1.0, renderers, p, "digit", np.random.default_rng(3))
+    replay = np.random.default_rng(3)
+    replay.random(6)  # the row draws
+    for j in range(6):
+        picture = synth.shrink(renderers[int(replay.choice(2, p=p))](replay), replay)
+        assert max(picture.size) in range(8, 17)
+        served = (torch.from_numpy(preprocess(picture, "digit")) - training.MEAN) / training.STD
+        assert torch.allclose(got[j, 0], served)
+    assert torch.equal(out, torch.full_like(out, 5.0))  # the batch passed in is not changed
+    assert training.fresh_small_outliers(out, 0.0, renderers, p, "digit", np.random.default_rng(3)) is out
+
+
+def test_fresh_small_pictures_are_for_digits_only_and_recorded_when_on():
+    """Small pictures are drawn as digits: a clothing recipe asking for them is refused, not trained
+    on mislabelled renderings. The card records the share only when it is on, so cards of recipes
+    from before the knob still equal their recipe."""
+    from visionctl.ml.train_config import make_config
+    assert make_config("mnist", fresh_small=0.4).to_dict()["fresh_small"] == 0.4
+    assert make_config("mnist", fresh_small_outliers=0.4).to_dict()["fresh_small_outliers"] == 0.4
+    assert not {"fresh_small", "fresh_small_outliers"} & make_config("mnist").to_dict().keys()
+    with pytest.raises(ValueError, match="mnist only"):
+        make_config("fashion-mnist", fresh_small=0.2)
 
 
 def test_turned_digits_are_never_zeros_or_ones():
