@@ -54,11 +54,11 @@ def runs() -> list[dict]:
 
 def trials() -> list[dict]:
     """The spread recipe's run with the shipped seed (what the trials change), then every saved trial run
-    by file name, the shipped one marked; the shipped model last if it is neither."""
+    in the order they were measured, the shipped one marked; the shipped model last if it is neither."""
     live = shipped()
     base = next(m for m in runs() if m["training_seed"] == live["training_seed"])
-    tried = [{**m, "shipped": True} if m["version"] == live["version"] else m
-             for m in (_mnist(p) for p in sorted((RESULTS / "trials").glob("mnist-*.json")))]
+    paths = sorted((RESULTS / "trials").glob("mnist-*.json"), key=lambda p: json.loads(p.read_text())["created"])
+    tried = [{**m, "shipped": True} if m["version"] == live["version"] else m for m in map(_mnist, paths)]
     return [base, *tried, *([] if any(m.get("shipped") for m in [base, *tried]) else [live])]
 
 
