@@ -26,7 +26,8 @@ def train_and_export(dataset: str, *, models_dir: Path, data_dir=None, augment: 
         overrides["init_weights"] = str(Path(models_dir) / "mnist.pt")
     if not augment:
         overrides.update(max_rotation=0.0, max_shift=0.0, scale_range=0.0, stroke_prob=0.0, hflip=False,
-                         lowres_prob=0.0, max_shear=0.0, max_stretch=0.0, fresh_small=0.0)
+                         lowres_prob=0.0, max_shear=0.0, max_stretch=0.0, fresh_small=0.0,
+                         fresh_small_outliers=0.0)
     init = overrides.get("init_weights")
     if init and not Path(init).is_file():
         raise PipelineError(f"initial weights {init} not found; run `visionctl train mnist` first")

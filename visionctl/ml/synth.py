@@ -601,11 +601,9 @@ def outlier_renderers(digits: tuple[np.ndarray, np.ndarray] | None = None, other
     return [families[k] for k in names], w / w.sum()
 
 
-def render_outliers(n: int, seed: int, mode: str, digits: tuple[np.ndarray, np.ndarray] | None = None,
-                    other: np.ndarray | None = None, weights: dict[str, float] | None = None) -> np.ndarray:
-    """``n`` preprocessed outliers: float32 (N, 28, 28), families drawn per image by ``weights``
+def render_outliers(n: int, seed: int, mode: str, renderers: list[Render], p: np.ndarray) -> np.ndarray:
+    """``n`` preprocessed outliers: float32 (N, 28, 28), each from a family drawn with probabilities ``p``
     (``outlier_renderers``)."""
-    renderers, p = outlier_renderers(digits, other, weights)
     out = np.empty((n, 28, 28), np.float32)
     for i in range(n):
         rng = rng_for(seed, "outlier", i)

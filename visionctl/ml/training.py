@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visionctl.ml.data import load_split, split_holdout
+from visionctl.ml.data import get_spec, load_split, split_holdout
 from visionctl.ml.model import Net, arch_of, build
 from visionctl.ml.train_config import TrainConfig
 
@@ -57,12 +58,19 @@ def load_other(dataset: str, data_dir: str | None, split: str = "train"):
         return load_split(other, split, str(Path(data_dir).parent))
 
 
-def build_pools(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                      torch.Tensor]:
-    """(extra in-distribution images, their labels, outliers), all normalised tensors, rendered from
-    the training part only (``images``/``labels``) and the other dataset's *train* file."""
+class Pools(NamedTuple):
+    """What training draws from besides the train digits, all normalised tensors but ``small_outliers``."""
+    extra: torch.Tensor  # in-distribution renderings and font digits
+    extra_labels: torch.Tensor
+    outliers: torch.Tensor
+    # The outlier families (renderers, probabilities) the pool was drawn from, for fresh small outliers.
+    families: tuple[list, np.ndarray] | None
+
+
+def build_pools(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray) -> Pools:
+    """The extra in-distribution images and the outliers, rendered from the training part only
+    (``images``/``labels``) and the other dataset's *train* file."""
     from visionctl.ml import synth
-    from visionctl.ml.data import get_spec
     mode = get_spec(cfg.dataset).preprocessing
     scale = min(1.0, cfg.limit / 20000) if cfg.limit else 1.0
     n_rend, n_font, n_out = (int(k * scale) for k in (cfg.rendered, cfg.font_digits, cfg.outliers))
@@ -78,14 +86,14 @@ def build_pools(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray) -> tup
         f, fy = synth.render_fonts(n_font, "train", cfg.seed, mode)
         extra.append(f)
         extra_y.append(fy)
-    outliers = np.zeros((0, 28, 28), np.float32)
-    if n_out and cfg.outlier_weight:
-        other = load_other(cfg.dataset, cfg.data_dir).images
+    outliers, families = np.zeros((0, 28, 28), np.float32), None
+    if (n_out and cfg.outlier_weight) or cfg.fresh_small_outliers:
         digits = (images, labels) if cfg.dataset == "mnist" else None
-        outliers = synth.render_outliers(n_out, cfg.seed, mode, digits=digits, other=other,
-                                         weights=OUTLIER_MIX)
-    return (unit_to_tensor(np.concatenate(extra)), torch.from_numpy(np.concatenate(extra_y)),
-            unit_to_tensor(outliers))
+        families = synth.outlier_renderers(digits, load_other(cfg.dataset, cfg.data_dir).images, OUTLIER_MIX)
+    if n_out and cfg.outlier_weight:
+        outliers = synth.render_outliers(n_out, cfg.seed, mode, *families)
+    return Pools(unit_to_tensor(np.concatenate(extra)), torch.from_numpy(np.concatenate(extra_y)),
+                 unit_to_tensor(outliers), families)
 
 
 def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -152,38 +160,41 @@ def lowres(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
     return x
 
 
+def served_rows(batch: torch.Tensor, rows: np.ndarray, picture: Callable[[int], object],
+                mode: str) -> torch.Tensor:
+    """``batch`` (not changed) with each of ``rows`` replaced by ``picture(row)`` preprocessed as served
+    and normalised. Pictures are drawn in row order, so a seeded draw gives the same batch."""
+    from backend.model.preprocessing import preprocess
+    if not len(rows):
+        return batch
+    batch = batch.clone()
+    for j in rows:
+        batch[j, 0] = torch.from_numpy(preprocess(picture(int(j)), mode)).sub_(MEAN).div_(STD)
+    return batch
+
+
 def fresh_small_pictures(data: torch.Tensor, idx: torch.Tensor, raw: np.ndarray, share: float,
                          rng: np.random.Generator) -> torch.Tensor:
     """``data`` (the augmented batch) with a ``share`` of the rows that are train digits (``idx`` below
     ``len(raw)``; rendered-pool rows are left alone) replaced by a small picture of the raw digit, drawn
     now and preprocessed as served. ~0.4 ms a picture: a few seconds an epoch at a 0.2 share."""
-    from backend.model.preprocessing import preprocess
     from visionctl.ml import synth
     rows = np.flatnonzero((idx.numpy() < len(raw)) & (rng.random(len(idx)) < share))
-    if not len(rows):
-        return data
-    data = data.clone()
-    for j in rows:
+
+    def picture(j: int):
         digit = raw[int(idx[j])]
-        pic = synth.lowres(digit, rng) if rng.random() < FRESH_SMALL_LOWRES else synth.optdigits(digit, rng)
-        data[j, 0] = torch.from_numpy(preprocess(pic, "digit")).sub_(MEAN).div_(STD)
-    return data
+        return synth.lowres(digit, rng) if rng.random() < FRESH_SMALL_LOWRES else synth.optdigits(digit, rng)
+    return served_rows(data, rows, picture, "digit")
 
 
 def fresh_small_outliers(out: torch.Tensor, share: float, renderers: list, p: np.ndarray, mode: str,
                          rng: np.random.Generator) -> torch.Tensor:
     """``out`` (the augmented outlier batch) with a ``share`` of its rows replaced by a picture of an
     outlier family (drawn with probabilities ``p``) shrunk to 8-16 px, preprocessed as served."""
-    from backend.model.preprocessing import preprocess
     from visionctl.ml import synth
     rows = np.flatnonzero(rng.random(len(out)) < share)
-    if not len(rows):
-        return out
-    out = out.clone()
-    for j in rows:
-        picture = synth.shrink(renderers[int(rng.choice(len(renderers), p=p))](rng), rng)
-        out[j, 0] = torch.from_numpy(preprocess(picture, mode)).sub_(MEAN).div_(STD)
-    return out
+    return served_rows(out, rows, lambda _: synth.shrink(renderers[int(rng.choice(len(renderers), p=p))](rng), rng),
+                       mode)
 
 
 def set_trainable(model: Net, strategy: str) -> list[torch.nn.Parameter]:
@@ -240,20 +251,15 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None) -> tuple[Net, di
         x_test, y_test = x_test[:cfg.limit], y_test[:cfg.limit]
     if progress:
         progress("rendering", 0, 1, {})
-    x_extra, y_extra, x_out = build_pools(cfg, fit_images, fit_labels)
+    pools = build_pools(cfg, fit_images, fit_labels)
+    x_extra, y_extra, x_out = pools.extra, pools.extra_labels, pools.outliers
     if progress:
         progress("rendering", 1, 1, {"in": len(x_extra), "out": len(x_out)})
     x_train, y_train = torch.cat([x_train, x_extra]), torch.cat([y_train, y_extra])
     out_gen = torch.Generator().manual_seed(cfg.seed + 1)
     small_rng = np.random.default_rng([cfg.seed, 77])  # its own stream: the torch draws stay as they were
     small_out_rng = np.random.default_rng([cfg.seed, 78])
-    if cfg.fresh_small_outliers:
-        from visionctl.ml import synth
-        from visionctl.ml.data import get_spec
-        mode = get_spec(cfg.dataset).preprocessing
-        renderers, family_p = synth.outlier_renderers(
-            (fit_images, fit_labels) if cfg.dataset == "mnist" else None,
-            load_other(cfg.dataset, cfg.data_dir).images, OUTLIER_MIX)
+    mode = get_spec(cfg.dataset).preprocessing
     out_batch = cfg.batch_size // 2
 
     model = build(cfg.arch)
@@ -289,7 +295,7 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None) -> tuple[Net, di
                 oidx = torch.randint(len(x_out), (out_batch,), generator=out_gen)
                 outliers = augment(x_out[oidx], cfg, gen)
                 if cfg.fresh_small_outliers:
-                    outliers = fresh_small_outliers(outliers, cfg.fresh_small_outliers, renderers, family_p, mode,
+                    outliers = fresh_small_outliers(outliers, cfg.fresh_small_outliers, *pools.families, mode,
                                                     small_out_rng)
                 both = model(torch.cat([data, outliers]))
                 output, out_lp = both[:len(idx)], both[len(idx):]
