@@ -15,14 +15,16 @@ from pathlib import Path
 from visionctl.ml import train_config, training
 from visionctl.ml.train_config import STRATEGIES
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default="../shared/datasets/fashion-mnist")
-    parser.add_argument("--init-weights", default="models/mnist.pt")
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets" / "fashion-mnist"))
+    parser.add_argument("--init-weights", default=str(ROOT / "models" / "mnist.pt"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="first N training images only (0 = all; for quick checks)")
-    parser.add_argument("--out", default="benchmarks/results/finetune_strategies.json")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "finetune_strategies.json"))
     args = parser.parse_args()
 
     results = []

@@ -4,6 +4,7 @@ one resolution only, on the same pictures. docs/model.md ("Not reached") quotes 
     .venv/bin/python benchmarks/resolution_ceiling.py           # saves results/resolution_ceiling.json (~20 min)
     .venv/bin/python benchmarks/resolution_ceiling.py --short   # CI: 8 px only, small training, exits 1 below the bars
     .venv/bin/python benchmarks/resolution_ceiling.py --rescore # a new release: its columns only (~1 min)
+    .venv/bin/python benchmarks/resolution_ceiling.py --doc     # docs/model.md's table from the saved JSON
 
 For each kind of small picture (``oodeval``'s resolution-curve renderings at 6, 8 and 10 px, and the
 8×8 optdigits-style scans), on the same MNIST *test* pictures ``benchmarks/ood.py`` scores:
@@ -38,8 +39,9 @@ from PIL import Image
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "scripts")]
 
+import docblock  # noqa: E402  (scripts/, the shared doc-block writer)
 import ood as ood_benchmark  # noqa: E402  (benchmarks/ood.py: the serving-path predictor)
 
 from backend.model.preprocessing import preprocess  # noqa: E402
@@ -172,6 +174,12 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def write_doc(results: dict, check: bool = False) -> int:
+    begin, end = "<!-- resolution-ceiling -->", "<!-- /resolution-ceiling -->"
+    return docblock.update(ROOT / "docs" / "model.md", begin, end, f"{begin}\n{table(results)}\n{end}",
+                           check=check, script="../benchmarks/resolution_ceiling.py --doc")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ood_benchmark.add_model_args(p)
@@ -181,7 +189,10 @@ def main(argv=None) -> int:
                    help="a new release: re-score only the shipped model's columns of the saved --out run (the "
                         "specialists never read the shipped model, so their figures stand)")
     p.add_argument("--out", default=str(OUT))
+    p.add_argument("--doc", action="store_true", help="only rewrite docs/model.md's table from --out")
     args = p.parse_args(argv)
+    if args.doc:
+        return write_doc(json.loads(Path(args.out).read_text()))
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     shipped = evaluation.load_model("mnist", args.models_dir)
     data = Path(args.data_dir) / "mnist"

@@ -93,14 +93,15 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models-dir", default=os.environ.get("VISION_MODEL_DIR", "models"))
-    parser.add_argument("--data-dir", default=os.environ.get("VISION_DATA_DIR", "../shared/datasets"),
+    parser.add_argument("--models-dir", default=os.environ.get("VISION_MODEL_DIR", str(ROOT / "models")))
+    parser.add_argument("--data-dir",
+                        default=os.environ.get("VISION_DATA_DIR", str(ROOT.parent / "shared" / "datasets")),
                         help="folder holding mnist/ and fashion-mnist/ IDX folders")
     parser.add_argument("--limit", type=int, default=0, help="first N test images per variant (0 = all 10000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="mnist,fashion-mnist")
-    parser.add_argument("--out", default="benchmarks/results/variants.json")
-    parser.add_argument("--docs", default="docs/evaluation", help="where variants.md and the PNGs go")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "variants.json"))
+    parser.add_argument("--docs", default=str(ROOT / "docs" / "evaluation"), help="where variants.md and the PNGs go")
     args = parser.parse_args()
 
     docs = Path(args.docs)
