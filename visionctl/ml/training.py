@@ -59,7 +59,7 @@ def load_other(dataset: str, data_dir: str | None, split: str = "train"):
 
 
 class Pools(NamedTuple):
-    """What training draws from besides the train digits, all normalised tensors but ``small_outliers``."""
+    """What training draws from besides the train digits: normalised tensors, and the outlier ``families``."""
     extra: torch.Tensor  # in-distribution renderings and font digits
     extra_labels: torch.Tensor
     outliers: torch.Tensor
