@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -16,11 +17,14 @@ from visionctl.ml import train_config, training
 from visionctl.ml.train_config import STRATEGIES
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devkit.paths import DATASETS  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets" / "fashion-mnist"))
+    parser.add_argument("--data-dir", default=str(DATASETS / "fashion-mnist"))
     parser.add_argument("--init-weights", default=str(ROOT / "models" / "mnist.pt"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="first N training images only (0 = all; for quick checks)")

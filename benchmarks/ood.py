@@ -31,6 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import docblock  # noqa: E402  (scripts/, the shared doc-block writer)
 
+from devkit.paths import DATASETS  # noqa: E402
 from visionctl.ml import evaluation, ood, oodeval  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "ood.json"
@@ -331,7 +332,7 @@ def write_docs(results: dict, check: bool = False) -> int:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """``--models-dir`` and ``--data-dir`` with the defaults every model benchmark here shares."""
     p.add_argument("--models-dir", default=str(ROOT / "models"))
-    p.add_argument("--data-dir", default=os.environ.get("VISION_DATA_DIR", str(ROOT.parent / "shared" / "datasets")))
+    p.add_argument("--data-dir", default=str(DATASETS))
 
 
 def main(argv=None) -> int:

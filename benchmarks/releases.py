@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from devkit import candidates  # noqa: E402
 from devkit.backend_server import free_port  # noqa: E402
+from devkit.paths import DATASETS  # noqa: E402
 from visionctl.ml.data import load_split  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "releases.json"
@@ -151,8 +152,7 @@ def wait_for(models: Path, action: str, after: int, timeout: float) -> dict | No
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="CI: shorter judge windows")
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("VISION_DATA_DIR",
-                                                                              ROOT.parent / "shared" / "datasets")))
+    parser.add_argument("--data-dir", type=Path, default=DATASETS)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     min_seconds = 5 if args.short else 20

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 import timeit
 from pathlib import Path
@@ -31,6 +32,9 @@ from visionctl.ml import evaluation, variants
 from visionctl.ml.data import load_split
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devkit.paths import DATASETS  # noqa: E402
 
 
 def _decoded(data: bytes) -> Image.Image:
@@ -95,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", default=os.environ.get("VISION_MODEL_DIR", str(ROOT / "models")))
     parser.add_argument("--data-dir",
-                        default=os.environ.get("VISION_DATA_DIR", str(ROOT.parent / "shared" / "datasets")),
+                        default=str(DATASETS),
                         help="folder holding mnist/ and fashion-mnist/ IDX folders")
     parser.add_argument("--limit", type=int, default=0, help="first N test images per variant (0 = all 10000)")
     parser.add_argument("--seed", type=int, default=0)

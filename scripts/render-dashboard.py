@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devkit.backend_server import BackendServer  # noqa: E402
+from devkit.paths import DATASETS  # noqa: E402
 from devkit.prometheus_server import PrometheusServer, mixed_traffic  # noqa: E402
 
 DASHBOARD = ROOT / "charts" / "vision-ai" / "files" / "vision-ai-dashboard.json"
@@ -45,7 +46,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots" / "dashboard.png")
     parser.add_argument("--release", action="store_true", help="run a canary release during the traffic")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets",
+    parser.add_argument("--data-dir", type=Path, default=DATASETS,
                         help="datasets (the candidate's export evaluates the test split)")
     args = parser.parse_args()
     import matplotlib

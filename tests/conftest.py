@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from repo import MODELS, ROOT, SAMPLES
+from repo import DATASETS, MODELS, ROOT, SAMPLES
 
 from devkit.backend_server import BackendServer, test_model_dir
-
-SHARED_DATASETS = Path(os.environ.get("VISION_SHARED_DATASETS", ROOT.parent / "shared" / "datasets"))
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +29,9 @@ def samples_dir() -> Path:
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     """The offline IDX datasets; CI always has them beside the checkout, so absence is a failure."""
-    if not (SHARED_DATASETS / "mnist").is_dir():
-        pytest.fail(f"datasets not found at {SHARED_DATASETS}; set VISION_SHARED_DATASETS")
-    return SHARED_DATASETS
+    if not (DATASETS / "mnist").is_dir():
+        pytest.fail(f"datasets not found at {DATASETS}; set VISION_DATA_DIR")
+    return DATASETS
 
 
 @pytest.fixture(scope="module")

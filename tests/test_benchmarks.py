@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from repo import ROOT
-
-DATASETS = Path(os.environ.get("VISION_DATA_DIR", ROOT.parent / "shared" / "datasets"))
+from repo import DATASETS, ROOT
 
 
 def run(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:

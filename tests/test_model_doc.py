@@ -8,8 +8,9 @@ import json
 import re
 
 from readme import doc
-from repo import ROOT
+from repo import MODELS, ROOT
 
+from visionctl.ml.pipeline import weights_provenance
 from visionctl.ml.train_config import make_config
 
 MODEL_DOC = doc("docs/model.md")
@@ -33,9 +34,13 @@ def test_shipped_accuracies_and_epochs_are_the_cards():
 
 
 def test_the_shipped_models_are_the_presets_recipe():
-    """`visionctl train <dataset>` with no options is the recipe the shipped model card records."""
-    for name in ("mnist", "fashion-mnist"):
-        assert card(name)["training"] == make_config(name).to_dict(), name
+    """`visionctl train <dataset>` with no options is the recipe the shipped model card records, and the
+    shipped Fashion-MNIST model was fine-tuned from the very MNIST weights shipped beside it."""
+    assert card("mnist")["training"] == make_config("mnist").to_dict()
+    expected = {**make_config("fashion-mnist").to_dict(),
+                "init_weights": weights_provenance(MODELS / "mnist.pt", MODELS)}
+    assert card("fashion-mnist")["training"] == expected
+    assert expected["init_weights"]["file"] == "mnist.pt"
 
 
 def test_fine_tuning_strategies_are_the_saved_run():

@@ -1,7 +1,8 @@
 """Where things are in the checkout, for tests: one definition instead of one per test module."""
 
-from pathlib import Path
+from devkit.paths import DATASETS, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
 MODELS = ROOT / "models"
+
+__all__ = ["DATASETS", "MODELS", "ROOT", "SAMPLES"]

@@ -16,6 +16,18 @@ class PipelineError(RuntimeError):
     pass
 
 
+def weights_provenance(weights: Path, models_dir: Path) -> dict:
+    """What a fine-tuned model's card records of the weights it started from: their SHA-256, which ties
+    it to one parent model whatever folder training read them from, and their file name relative to
+    the models dir (the path as given when they were elsewhere)."""
+    from backend.model.card import sha256_file
+    try:
+        file = str(weights.resolve().relative_to(models_dir.resolve()))
+    except ValueError:
+        file = str(weights)
+    return {"file": file, "sha256": sha256_file(weights)}
+
+
 def train_and_export(dataset: str, *, models_dir: Path, data_dir=None, augment: bool = True,
                      progress: ProgressFn | None = None, **overrides) -> dict:
     """Train ``dataset``'s model, export it and return its model card; ``progress(phase, done,
@@ -45,10 +57,12 @@ def train_and_export(dataset: str, *, models_dir: Path, data_dir=None, augment: 
     parity = training.to_tensor(load_split(dataset, "test", cfg.data_dir).images[:256])
     if progress:
         progress("fitting OOD score and temperature", 0, 1, {})
+    recipe = cfg.to_dict()
+    if cfg.init_weights:
+        recipe["init_weights"] = weights_provenance(Path(cfg.init_weights), Path(models_dir))
     try:
         return ex.export_fitted(model, dataset, models_dir, cfg.data_dir, metrics=metrics, data_sha256=checksums,
-                                training=cfg.to_dict(), parity_batch=parity,
-                                quick=bool(cfg.limit))
+                                training=recipe, parity_batch=parity, quick=bool(cfg.limit))
     except ex.ExportError as exc:
         raise PipelineError(str(exc)) from None
 

@@ -95,7 +95,7 @@ PRESETS: dict[str, dict] = {
     "mnist": dict(epochs=10, gamma=0.8, lowres_prob=0.15, max_stretch=0.25, seed=2, fresh_small=0.4,
                   fresh_small_outliers=0.15),
     "fashion-mnist": dict(epochs=12, gamma=0.85, max_rotation=0.0, max_shift=0.0, scale_range=0.0,
-                          stroke_prob=0.0, hflip=True, strategy="all", init_weights="models/mnist.pt",
+                          stroke_prob=0.0, hflip=True, strategy="all",
                           rendered=0, font_digits=0, outliers=12000),
 }
 

@@ -67,11 +67,10 @@ class Pools(NamedTuple):
     families: tuple[list, np.ndarray] | None
 
 
-def build_pools(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray) -> Pools:
+def build_pools(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, mode: str) -> Pools:
     """The extra in-distribution images and the outliers, rendered from the training part only
-    (``images``/``labels``) and the other dataset's *train* file."""
+    (``images``/``labels``) and the other dataset's *train* file, preprocessed in ``mode`` as served."""
     from visionctl.ml import synth
-    mode = get_spec(cfg.dataset).preprocessing
     scale = min(1.0, cfg.limit / 20000) if cfg.limit else 1.0
     n_rend, n_font, n_out = (int(k * scale) for k in (cfg.rendered, cfg.font_digits, cfg.outliers))
     rng = np.random.default_rng(cfg.seed)
@@ -169,11 +168,11 @@ def served_rows(batch: torch.Tensor, rows: np.ndarray, picture: Callable[[int], 
         return batch
     batch = batch.clone()
     for j in rows:
-        batch[j, 0] = torch.from_numpy(preprocess(picture(int(j)), mode)).sub_(MEAN).div_(STD)
+        batch[j, 0] = unit_to_tensor(preprocess(picture(int(j)), mode)[None])[0, 0]
     return batch
 
 
-def fresh_small_pictures(data: torch.Tensor, idx: torch.Tensor, raw: np.ndarray, share: float,
+def fresh_small_pictures(data: torch.Tensor, idx: torch.Tensor, raw: np.ndarray, share: float, mode: str,
                          rng: np.random.Generator) -> torch.Tensor:
     """``data`` (the augmented batch) with a ``share`` of the rows that are train digits (``idx`` below
     ``len(raw)``; rendered-pool rows are left alone) replaced by a small picture of the raw digit, drawn
@@ -184,7 +183,7 @@ def fresh_small_pictures(data: torch.Tensor, idx: torch.Tensor, raw: np.ndarray,
     def picture(j: int):
         digit = raw[int(idx[j])]
         return synth.lowres(digit, rng) if rng.random() < FRESH_SMALL_LOWRES else synth.optdigits(digit, rng)
-    return served_rows(data, rows, picture, "digit")
+    return served_rows(data, rows, picture, mode)
 
 
 def fresh_small_outliers(out: torch.Tensor, share: float, renderers: list, p: np.ndarray, mode: str,
@@ -251,7 +250,8 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None) -> tuple[Net, di
         x_test, y_test = x_test[:cfg.limit], y_test[:cfg.limit]
     if progress:
         progress("rendering", 0, 1, {})
-    pools = build_pools(cfg, fit_images, fit_labels)
+    mode = get_spec(cfg.dataset).preprocessing
+    pools = build_pools(cfg, fit_images, fit_labels, mode)
     x_extra, y_extra, x_out = pools.extra, pools.extra_labels, pools.outliers
     if progress:
         progress("rendering", 1, 1, {"in": len(x_extra), "out": len(x_out)})
@@ -259,7 +259,6 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None) -> tuple[Net, di
     out_gen = torch.Generator().manual_seed(cfg.seed + 1)
     small_rng = np.random.default_rng([cfg.seed, 77])  # its own stream: the torch draws stay as they were
     small_out_rng = np.random.default_rng([cfg.seed, 78])
-    mode = get_spec(cfg.dataset).preprocessing
     out_batch = cfg.batch_size // 2
 
     model = build(cfg.arch)
@@ -289,7 +288,7 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None) -> tuple[Net, di
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             data, target = augment(x_train[idx], cfg, gen), y_train[idx]
             if cfg.fresh_small:
-                data = fresh_small_pictures(data, idx, fit_images, cfg.fresh_small, small_rng)
+                data = fresh_small_pictures(data, idx, fit_images, cfg.fresh_small, mode, small_rng)
             optimizer.zero_grad()
             if len(x_out):
                 oidx = torch.randint(len(x_out), (out_batch,), generator=out_gen)

@@ -20,6 +20,7 @@ from visionctl.ml import data as vdata
 from visionctl.ml import export as vexport
 from visionctl.ml import synth, train_config, training
 from visionctl.ml.model import ARCHITECTURES, Net, VggNet, arch_of, build, load
+from visionctl.ml.pipeline import weights_provenance
 
 runner = CliRunner()
 
@@ -176,7 +177,7 @@ def test_fresh_small_pictures_replace_only_train_digits_with_their_served_small_
         raw[i, 4 + i:22, 9:13 + i] = 255
     data = torch.full((12, 1, 28, 28), 5.0)  # no served picture holds this value
     idx = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])  # 8-11: rendered-pool rows
-    out = training.fresh_small_pictures(data, idx, raw, 1.0, np.random.default_rng(4))
+    out = training.fresh_small_pictures(data, idx, raw, 1.0, "digit", np.random.default_rng(4))
     assert torch.equal(out[8:], data[8:]) and torch.equal(data, torch.full_like(data, 5.0))
     replay = np.random.default_rng(4)
     replay.random(12)  # the row draws
@@ -185,7 +186,7 @@ def test_fresh_small_pictures_replace_only_train_digits_with_their_served_small_
             else synth.optdigits(raw[j], replay)
         expect = (torch.from_numpy(preprocess(pic, "digit")) - training.MEAN) / training.STD
         assert torch.allclose(out[j, 0], expect), j
-    assert training.fresh_small_pictures(data, idx, raw, 0.0, np.random.default_rng(4)) is data
+    assert training.fresh_small_pictures(data, idx, raw, 0.0, "digit", np.random.default_rng(4)) is data
 
 
 def test_fresh_small_outliers_are_the_families_pictures_shrunk_and_served():
@@ -292,6 +293,16 @@ def test_fine_tuning_refuses_weights_of_another_architecture(shared_datasets, tm
 
 # --- export -------------------------------------------------------------------------------------
 
+def test_initial_weights_are_named_by_content_and_by_their_place(tmp_path):
+    weights = tmp_path / "models" / "mnist.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    assert weights_provenance(weights, tmp_path / "models") == {"file": "mnist.pt", "sha256": digest}
+    # Outside the models dir the path is kept as given.
+    assert weights_provenance(weights, tmp_path / "other") == {"file": str(weights), "sha256": digest}
+
+
 def test_parity_gate_refuses_a_wrong_model():
     torch.manual_seed(0)
     a, b = Net(), Net()
@@ -317,6 +328,8 @@ def test_smoke_training_end_to_end_through_export(shared_datasets, tmp_path):
     fashion = json.loads((tmp_path / "fashion-mnist.json").read_text())
     validate_card(fashion, tmp_path)
     assert fashion["training"]["strategy"] == "fc2" and fashion["labels"][9] == "Ankle boot"
+    # Its card names its parent by content, so a copy of the weights in another folder is the same parent.
+    assert fashion["training"]["init_weights"] == {"file": "mnist.pt", "sha256": card["artifacts"]["pt"]["sha256"]}
     # fc2-only fine-tuning must leave the convolutions exactly as the MNIST model had them.
     mnist_sd = torch.load(tmp_path / "mnist.pt", weights_only=True)
     fashion_sd = torch.load(tmp_path / "fashion-mnist.pt", weights_only=True)
