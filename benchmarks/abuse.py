@@ -350,9 +350,9 @@ def attack_cases(short: bool):
     cases = [
         ("progressive JPEG, last scan ×2000",
          requests([(post("/predict", b64_json(progressive_jpeg_bomb(2000))), n, n)]), {}),
-        (f"{side}² PNG ×8 concurrent", requests([(post("/predict", b64_json(big_png(side))), 8, 8)]), {}),
+        (f"{side}² PNG ×8 concurrent", requests([(post("/predict", b64_json(big_png(side))), 8, 8)]), probe),
         (f"{side}² 16-bit PNG ×8 concurrent",
-         requests([(post("/predict", b64_json(sixteen_bit_png(side))), 8, 8)]), {}),
+         requests([(post("/predict", b64_json(sixteen_bit_png(side))), 8, 8)]), probe),
         ("batch of 64 × 2048² PNGs",
          requests([(post("/predict", json.dumps({"instances": [{"base64": base64.b64encode(big_png(2048)).decode()}]
                                                  * 64}).encode()), n, 1)]), {}),
@@ -368,7 +368,7 @@ def attack_cases(short: bool):
         ("3 MiB body in 1-byte chunks",
          requests([(chunked("/predict", b'{"base64":"' + b"A" * (3 * 2**20) + b'"}', 1), 1, 1)]), probe),
         (f"{side}² 16-bit PNG explains ×8 concurrent",
-         requests([(post("/v1/models/mnist/explain", b64_json(sixteen_bit_png(side))), 8, 8)]), {}),
+         requests([(post("/v1/models/mnist/explain", b64_json(sixteen_bit_png(side))), 8, 8)]), probe),
         ("32 explain clients (honour Retry-After)",
          explain_flood(32, 3.0 if short else 10.0, sample, honour_retry_after=True), {**probe, "p50_ratio": 2.0}),
         ("32 explain clients (ignore Retry-After)",

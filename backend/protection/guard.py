@@ -12,6 +12,10 @@ arriving or waiting for a thread is decided here, in Waitress's event-loop threa
   one is answered at once with 503 + ``Retry-After`` instead of queueing without bound. Probes are
   never shed, so an overloaded pod is not killed by its liveness probe. (Scrapes do not come here:
   /metrics has its own port, ``backend.runtime.metrics_server``.)
+* **Probes never wait for a thread.** When every worker thread is busy, a probe is answered from the
+  event-loop thread instead of queueing behind requests that may each take a second of CPU (a batch
+  of 16-megapixel uploads): a probe that times out would take the pod out of the Service, or restart
+  it, for being busy. With a thread free, probes go to the workers like any request.
 * **Bodies admitted from the headers.** A ``Content-Length`` over ``VISION_MAX_BODY_BYTES`` is a 413
   before any of the body is read; a body that will be spooled to a temp file reserves its bytes from
   the spool budget first (``backend.protection.admission``), else 503. Chunked bodies are held to the same
@@ -308,8 +312,18 @@ def install(waitress_server, guard: Guard) -> None:
                     if len(channel.requests) == 1:
                         base_add_task(channel)
 
+    def workers_busy() -> bool:
+        return bool(dispatcher.queue) or dispatcher.active_count >= len(dispatcher.threads) - dispatcher.stop_count
+
     def add_task(channel):
         request = channel.requests[0] if channel.requests else None
+        if (request is not None and request.error is None and _method(request) in ("GET", "HEAD")
+                and _path(request) in PROBE_PATHS and len(channel.requests) == 1 and channel.total_outbufs_len == 0
+                and workers_busy()):
+            # A probe is a few hundred µs through the app: answered here (deferred through the trigger, as
+            # below), it never waits behind the busy worker threads.
+            server.trigger.pull_trigger(channel.service)
+            return
         if request is not None and getattr(request, "vision_refused", False) and channel.total_outbufs_len == 0:
             # The guard's refusals (401, 413, 503 …) are answered from the event-loop thread too: a
             # flood of them must not queue in front of the requests the worker threads serve.

@@ -4,6 +4,7 @@ client library (slow senders, half-sent bodies, made-up methods, oversized heade
 from __future__ import annotations
 
 import base64
+import io
 import json
 import socket
 import threading
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from PIL import Image
 from repo import SAMPLES
 
 from devkit.backend_server import BackendServer
@@ -257,3 +259,34 @@ def test_a_batch_stops_at_its_deadline_and_when_the_client_leaves():
         while '"status": 499' not in srv.logs() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert '"status": 499' in srv.logs(), "the server went on with a batch nobody waited for"
+
+
+def test_probes_are_answered_while_every_worker_thread_is_busy():
+    """One worker thread, three 16-megapixel 16-bit PNGs ahead (each a good fraction of a CPU-second):
+    /healthz and /readyz sent after them are answered before the first of them, not after the queue."""
+    buf = io.BytesIO()
+    Image.new("I;16", (4000, 4000), 1000).save(buf, "PNG", compress_level=9)
+    body = json.dumps({"base64": base64.b64encode(buf.getvalue()).decode()}).encode()
+    heavy = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    with BackendServer(env={"VISION_THREADS": "1", "VISION_BATCHING": "0"}) as srv:
+        done: list[tuple[str, float, int]] = []
+
+        def send(name: str, data: bytes) -> None:
+            status = raw(srv, data, timeout=60)[0]
+            done.append((name, time.monotonic(), status))
+
+        uploads = [threading.Thread(target=send, args=("predict", heavy)) for _ in range(3)]
+        for t in uploads:
+            t.start()
+        time.sleep(0.3)  # the uploads are read and the one thread is decoding
+        probes = [threading.Thread(target=send, args=(path, f"GET {path} HTTP/1.1\r\nHost: x\r\n"
+                                                            "Connection: close\r\n\r\n".encode()))
+                  for path in ("/healthz", "/readyz")]
+        for t in probes:
+            t.start()
+        for t in probes + uploads:
+            t.join(60)
+        order = [name for name, _, _ in sorted(done, key=lambda d: d[1])]
+        assert sorted(order[:2]) == ["/healthz", "/readyz"], order
+        assert all(status == 200 for _, _, status in done), done
