@@ -39,13 +39,14 @@ README = ROOT / "README.md"
 MODEL_DOC = ROOT / "docs" / "model.md"
 MODELS = ("mnist", "fashion-mnist")
 
-# Regression bars: the shipped models' measured levels, rounded down (the short mode allows SLACK
-# more for sampling noise on 300 images). The issue's targets are reported beside them (TARGETS);
+# Regression bars: the shipped recipe's lowest level over its seeds (docs/model.md, "Run-to-run spread"),
+# rounded down, so a retrained model does not fail for its seed alone (the short mode allows SLACK more
+# for sampling noise on 300 images). The issue's targets are reported beside them (TARGETS);
 # where a model is below a target the JSON says so instead of the bar pretending otherwise.
 BARS = {
     "mnist": {"test_accuracy": 0.995, "test_in_distribution": 0.97, "test_ece": 0.015,
               "writers_accuracy": 0.97, "writers_ece": 0.03, "writers_flagged_max": 0.06,
-              # lowres a point lower: the shipped recipe's seeds 2 and 3 read it at 93.4 and 92.9 %.
+              # seeds 1-3 of the shipped recipe: 8×8 scans 95.2-95.9 %, low resolution 92.9-93.4 %.
               "writer_sets": {"optdigits-8x8": 0.95, "lowres": 0.92},
               "families": {"uniform-noise": 0.98, "gaussian-noise": 0.98, "fashion-mnist-test": 0.95,
                            "photo-like": 0.95, "texture": 0.95, "gradient": 0.95, "blank": 0.95,

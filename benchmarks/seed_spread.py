@@ -1,15 +1,16 @@
-"""Run-to-run spread of the MNIST recipe, and trial recipes read against it.
+"""Run-to-run spread of the MNIST recipes, and trial recipes read against it.
 
-The spread: one recipe trained with seeds 1-3, each measured by ``benchmarks/ood.py`` on the same sets
-(``results/seeds/mnist-seed<N>.json``; they are the recipe before fresh small pictures, whose seed 2 was
-the previous release). It writes the table in docs/model.md, so a difference between two recipes can be
-read against what a seed alone moves. A second table puts that recipe's seed-2 run beside the trial recipes
+A spread: one recipe trained with seeds 1-3, each measured by ``benchmarks/ood.py`` on the same sets and
+saved as ``results/<folder>/mnist-seed<N>.json`` (``SPREADS``: ``seeds/`` is the recipe before fresh small
+pictures, whose seed 2 was the previous release; ``seeds-fresh-small/`` is the shipped recipe, whose seed
+2 ships). It writes one table per recipe in docs/model.md, so a difference between two recipes can be read
+against what a seed alone moves. Another table puts the earlier recipe's seed-2 run beside the trial recipes
 (``results/trials/mnist-<name>.json``: an ``ood.py`` run plus a ``trial`` entry saying what changed),
 trained with the same seed, and marks the one that ships (``results/ood.json``; appended if no trial is it).
 
     .venv/bin/visionctl train mnist --seed 4 --models-dir /tmp/seed4          # ~25 min on 2 cores
     .venv/bin/python benchmarks/ood.py --models mnist --models-dir /tmp/seed4 \\
-        --out benchmarks/results/seeds/mnist-seed4.json --docs /tmp/seed4
+        --out benchmarks/results/seeds-fresh-small/mnist-seed4.json --docs /tmp/seed4
     .venv/bin/python benchmarks/seed_spread.py           # rewrites docs/model.md's tables from the saved runs
     .venv/bin/python benchmarks/seed_spread.py --check   # exit 1 if the tables are not the saved runs'
 """
@@ -28,7 +29,8 @@ import docblock  # noqa: E402  (scripts/, the shared doc-block writer)
 
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "model.md"
-BEGIN, END = "<!-- seed-spread -->", "<!-- /seed-spread -->"
+# Seed-run folder under results/ → the docs/model.md block its table goes in (the earlier recipe first).
+SPREADS = {"seeds": "seed-spread", "seeds-fresh-small": "seed-spread-fresh-small"}
 TRIALS_BEGIN, TRIALS_END = "<!-- trials -->", "<!-- /trials -->"
 FAMILIES = ("glyph", "scribble", "digit-mashup")
 
@@ -43,12 +45,12 @@ def shipped() -> dict:
     return {**_mnist(RESULTS / "ood.json"), "shipped": True}
 
 
-def runs() -> list[dict]:
-    """Every saved seed run of the recipe the spread was measured on, ordered by training seed; the
-    shipped model is marked if it is one of them."""
+def runs(folder: str = "seeds") -> list[dict]:
+    """Every saved seed run of one recipe (``results/<folder>/``), ordered by training seed; the shipped
+    model is marked if it is one of them."""
     live = shipped()
     return sorted(({**m, "shipped": True} if m["version"] == live["version"] else m
-                   for m in (_mnist(p) for p in (RESULTS / "seeds").glob("mnist-seed*.json"))),
+                   for m in (_mnist(p) for p in (RESULTS / folder).glob("mnist-seed*.json"))),
                   key=lambda m: m["training_seed"])
 
 
@@ -91,10 +93,11 @@ def table(models: list[dict], spread: bool = True) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--check", action="store_true", help="exit 1 if docs/model.md's table is not the saved runs'")
+    p.add_argument("--check", action="store_true", help="exit 1 if docs/model.md's tables are not the saved runs'")
     args = p.parse_args(argv)
     status = 0
-    for begin, end, models, spread in ((BEGIN, END, runs(), True), (TRIALS_BEGIN, TRIALS_END, trials(), False)):
+    tables = [(f"<!-- {name} -->", f"<!-- /{name} -->", runs(folder), True) for folder, name in SPREADS.items()]
+    for begin, end, models, spread in [*tables, (TRIALS_BEGIN, TRIALS_END, trials(), False)]:
         block = f"{begin}\n{table(models, spread)}\n{end}"
         if not args.check:
             print(block)

@@ -314,9 +314,17 @@ def test_seed_spread_table_is_the_saved_runs():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import seed_spread
 
-    models = seed_spread.runs()
-    assert len({m["training_seed"] for m in models}) == len(models) >= 3
-    assert all(len(m["report"]["writers"]) == len(models[0]["report"]["writers"]) for m in models)
+    for folder in seed_spread.SPREADS:
+        models = seed_spread.runs(folder)
+        assert len({m["training_seed"] for m in models}) == len(models) >= 3, folder
+        assert all(m["report"]["writers"].keys() == models[0]["report"]["writers"].keys() for m in models), folder
+    # The shipped recipe's spread holds the shipped run, and each seed's small-pictures run is of its weights.
+    shipped_recipe = seed_spread.runs("seeds-fresh-small")
+    assert [m["version"] for m in shipped_recipe if m.get("shipped")] == [seed_spread.shipped()["version"]]
+    for m in shipped_recipe:
+        small = json.loads((seed_spread.RESULTS / "seeds-fresh-small" /
+                            f"small-pictures-seed{m['training_seed']}.json").read_text())
+        assert small["mnist"]["version"] == m["version"] and not small["failures"] and not small["short"]
     base, *trials = seed_spread.trials()
     live = seed_spread.shipped()
     assert trials and base["training_seed"] == live["training_seed"]
