@@ -107,7 +107,8 @@ def _figures() -> dict[str, str]:
                          f"{card['metrics']['test_accuracy']:.2%}".replace("%", " %"),
         "observability": f"one `/healthz`: {healthz['cpu_us_per_request']:.0f} µs of CPU",
         "security": f"{keys['requests']:,} wrong keys: {keys['statuses'].get('429', 0):,} × 429; 8 concurrent 4000² "
-                    f"16-bit PNGs peak at {big['peak_rss_mib']:.0f} MiB",
+                    f"16-bit PNGs peak at {big['peak_rss_mib']:.0f} MiB, "
+                    f"`/readyz` answers in {big['readyz']['max_ms']:.0f} ms",
     }
 
 
