@@ -308,6 +308,23 @@ def test_resolution_ceiling_table_in_the_docs_is_the_saved_run():
     assert ceiling.write_doc(results, check=True) == 0, "run: python benchmarks/resolution_ceiling.py --doc"
 
 
+def test_serif_ones_split_the_set_ood_scores(tmp_path):
+    """A small run of benchmarks/serif_ones.py through the serving path: its glyphs partition the
+    serif-1-crossed-7 set and its counts add up; docs/model.md carries the saved full run on the shipped model."""
+    out = tmp_path / "serif.json"
+    proc = run("benchmarks/serif_ones.py", "--n", "120", "--data-dir", str(DATASETS), "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    kinds = json.loads(out.read_text())["kinds"]
+    assert sum(k["pictures"] for k in kinds.values()) == 120 and all(k["pictures"] for k in kinds.values())
+    for k in kinds.values():
+        wrong = sum(k["misread_as"].values())
+        assert wrong == round(k["pictures"] * (1 - k["accuracy"])) and k["misread_flagged"] <= wrong
+    serif = load_benchmark("serif_ones")
+    saved = json.loads((ROOT / "benchmarks" / "results" / "serif_ones.json").read_text())
+    assert saved["model"] == json.loads((ROOT / "models" / "mnist.json").read_text())["version"] and saved["n"] == 1000
+    assert serif.write_doc(saved, check=True) == 0, "run: python benchmarks/serif_ones.py --doc"
+
+
 def test_seed_spread_table_is_the_saved_runs():
     """docs/model.md's run-to-run and trials tables are generated from the saved seed and trial runs, and
     the shipped model's ood.json run is marked in them."""
@@ -322,9 +339,11 @@ def test_seed_spread_table_is_the_saved_runs():
     shipped_recipe = seed_spread.runs("seeds-fresh-small")
     assert [m["version"] for m in shipped_recipe if m.get("shipped")] == [seed_spread.shipped()["version"]]
     for m in shipped_recipe:
-        small = json.loads((seed_spread.RESULTS / "seeds-fresh-small" /
-                            f"small-pictures-seed{m['training_seed']}.json").read_text())
+        folder, seed = seed_spread.RESULTS / "seeds-fresh-small", m["training_seed"]
+        small = json.loads((folder / f"small-pictures-seed{seed}.json").read_text())
         assert small["mnist"]["version"] == m["version"] and not small["failures"] and not small["short"]
+        serif = json.loads((folder / f"serif-ones-seed{seed}.json").read_text())
+        assert serif["model"] == m["version"] and serif["n"] == 1000
     base, *trials = seed_spread.trials()
     live = seed_spread.shipped()
     assert trials and base["training_seed"] == live["training_seed"]

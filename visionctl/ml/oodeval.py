@@ -57,16 +57,31 @@ def writer_sets(dataset: str, data_dir, n: int, seed: int = EVAL_SEED) -> dict[s
         out[name] = (np.stack([preprocess(fn(d, synth.rng_for(seed, name, i)), mode)
                                for i, d in enumerate(images)]), labels)
     if dataset == "mnist":
-        pick = np.flatnonzero((test.labels == 1) | (test.labels == 7))[:n]
-        imgs = []
-        for i in pick:
-            rng = synth.rng_for(seed, "serif", int(i))
-            edit = synth.serif_one if test.labels[i] == 1 else synth.crossed_seven
-            d = edit(test.images[i], rng)
-            imgs.append(preprocess(v._upscale(d, 84, 84) if rng.random() < 0.5 else Image.fromarray(d), mode))
-        out["serif-1-crossed-7"] = (np.stack(imgs), test.labels[pick])
+        images, labels, _ = serif_set(test, n, seed)
+        out["serif-1-crossed-7"] = (images, labels)
         out["eval-fonts"] = synth.render_fonts(n, "eval", seed, mode)
     return out
+
+
+SERIF_KINDS = ("1 with a foot", "1 with a flag only", "crossed 7")
+
+
+def serif_set(test, n: int, seed: int = EVAL_SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The serif-1-crossed-7 set: the first ``n`` 1s and 7s of MNIST *test*, 1s given a flag and (70 %) a
+    foot, 7s a bar, half of them enlarged 3× before they are sent. → (preprocessed images, labels, each
+    picture's ``SERIF_KINDS`` index)."""
+    pick = np.flatnonzero((test.labels == 1) | (test.labels == 7))[:n]
+    imgs, kinds = [], []
+    for i in pick:
+        rng = synth.rng_for(seed, "serif", int(i))
+        if test.labels[i] == 1:
+            d, footed = synth.serif_one_footed(test.images[i], rng)
+            kinds.append(0 if footed else 1)
+        else:
+            d = synth.crossed_seven(test.images[i], rng)
+            kinds.append(2)
+        imgs.append(preprocess(v._upscale(d, 84, 84) if rng.random() < 0.5 else Image.fromarray(d), "digit"))
+    return np.stack(imgs), test.labels[pick], np.array(kinds)
 
 
 RESOLUTION_SIDES = (6, 7, 8, 10, 12, 16, 20, 28)

@@ -209,10 +209,15 @@ def photo(d: np.ndarray, rng: np.random.Generator) -> Image.Image:
 
 def serif_one(d: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Adds a flag and (often) a foot to a 1, as printed and many European writers draw it."""
+    return serif_one_footed(d, rng)[0]
+
+
+def serif_one_footed(d: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """:func:`serif_one` and whether it drew a foot (the same draws: the same picture for the same rng)."""
     a = d.astype(np.float32)
     ys, xs = np.nonzero(d > 100)
     if not len(ys):
-        return d
+        return d, False
     top, bottom = ys.min(), ys.max()
     tx = int(np.round(xs[ys <= top + 2].mean()))
     bx = int(np.round(xs[ys >= bottom - 2].mean()))
@@ -221,10 +226,11 @@ def serif_one(d: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     width = int(rng.integers(2, 4))
     flag = rng.uniform(4, 8)
     draw.line([(tx, top), (tx - flag, top + flag * rng.uniform(0.5, 1.0))], fill=255, width=width)
-    if rng.random() < 0.7:
+    footed = bool(rng.random() < 0.7)
+    if footed:
         foot = rng.uniform(3, 6)
         draw.line([(bx - foot, bottom), (bx + foot, bottom)], fill=255, width=width)
-    return np.asarray(img)
+    return np.asarray(img), footed
 
 
 def crossed_seven(d: np.ndarray, rng: np.random.Generator) -> np.ndarray:
