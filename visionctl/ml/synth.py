@@ -295,6 +295,10 @@ FASHION_RENDERERS: dict[str, Callable[[np.ndarray, np.random.Generator], Image.I
 }
 
 
+# Of the rendered 1s and 7s, the shares drawn as a serif 1 (a flag, often a foot) and a crossed 7.
+SERIF_ONE_SHARE, CROSSED_SEVEN_SHARE = 0.4, 0.3
+
+
 def render_digits(images: np.ndarray, labels: np.ndarray, seed: int, mode: str = "digit",
                   renderers: dict | None = None, weights: dict[str, float] | None = None) -> np.ndarray:
     """Each image rendered by one renderer (random per image, uniform or by ``weights``) and
@@ -310,9 +314,9 @@ def render_digits(images: np.ndarray, labels: np.ndarray, seed: int, mode: str =
         rng = rng_for(seed, "render", i)
         if mode != "digit":
             pass
-        elif y == 1 and rng.random() < 0.4:
+        elif y == 1 and rng.random() < SERIF_ONE_SHARE:
             d = serif_one(d, rng)
-        elif y == 7 and rng.random() < 0.3:
+        elif y == 7 and rng.random() < CROSSED_SEVEN_SHARE:
             d = crossed_seven(d, rng)
         name = names[int(rng.integers(0, len(names)))] if p is None else names[int(rng.choice(len(names), p=p))]
         out[i] = preprocess(renderers[name](d, rng), mode)
