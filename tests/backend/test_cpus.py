@@ -134,7 +134,12 @@ def _started_workers(cpus: set[int]) -> int:
             pytest.fail("server did not become ready")
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=30)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # a stop that hangs is a bug: fail with the whole log to read
+            proc.kill()
+            out, _ = proc.communicate()
+            pytest.fail(f"the server did not stop within 30 s of SIGTERM; its log:\n{out[-6000:]}")
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     started = [e for e in events if e.get("message") == "workers started"]
     return started[0]["workers"] if started else 1
