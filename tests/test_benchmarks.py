@@ -13,19 +13,11 @@ import subprocess
 import sys
 
 import pytest
-from repo import DATASETS, ROOT
+from repo import DATASETS, ROOT, load_benchmark
 
 
 def run(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
-def load_benchmark(name: str):
-    """benchmarks/<name>.py as a module (its tables and bars, without running it)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_load_benchmark_with_two_workers(tmp_path):

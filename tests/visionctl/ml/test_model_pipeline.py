@@ -6,13 +6,13 @@ import gzip
 import hashlib
 import json
 import re
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from repo import load_benchmark
 from typer.testing import CliRunner
 
 from backend.model import card as modelcard
@@ -375,13 +375,10 @@ def validate_card(card: dict, directory) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
-def test_shipped_model_accuracy_on_full_test_set(name, models_dir, shared_datasets, repo_root):
+def test_shipped_model_accuracy_on_full_test_set(name, models_dir, shared_datasets):
     """The committed ONNX artifacts meet the regression bars (``benchmarks/ood.py``'s, one definition) on
     all 10,000 test images, as their cards claim."""
     import onnxruntime as ort
-
-    sys.path.insert(0, str(repo_root / "benchmarks"))
-    import ood as ood_benchmark
 
     card = json.loads((models_dir / f"{name}.json").read_text())
     validate_card(card, models_dir)
@@ -392,7 +389,7 @@ def test_shipped_model_accuracy_on_full_test_set(name, models_dir, shared_datase
     pred = np.concatenate([sess.run(None, {card["input"]["name"]: x[i:i + 1000]})[0].argmax(1)
                            for i in range(0, len(x), 1000)])
     accuracy = float((pred == test.labels).mean())
-    assert accuracy >= ood_benchmark.BARS[name]["test_accuracy"]
+    assert accuracy >= load_benchmark("ood").BARS[name]["test_accuracy"]
     assert abs(accuracy - card["metrics"]["test_accuracy"]) < 2e-4
 
 
