@@ -13,6 +13,7 @@ handling as production, and so a crash in the server cannot take the test runner
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -56,12 +57,13 @@ class BackendServer:
     """A backend process on 127.0.0.1:<free port>, its /metrics on another free port (``metrics_url``);
     ``start()`` returns once ``/readyz`` is 200.
 
-    ``env`` adds/overrides ``VISION_*`` variables. Output goes to ``log_path`` (a temp file by
-    default) so a failing test can show it via ``logs()``.
+    ``env`` adds/overrides ``VISION_*`` variables; ``cpus`` pins the process (and so its workers) to
+    those CPUs. Output goes to a temp file so a failing test can show it via ``logs()``.
     """
 
     def __init__(self, model_dir: str | os.PathLike | None = None, env: dict[str, str] | None = None,
-                 port: int | None = None, startup_timeout: float = 60.0, root: str | os.PathLike | None = None):
+                 port: int | None = None, startup_timeout: float = 60.0, root: str | os.PathLike | None = None,
+                 cpus: set[int] | None = None):
         self.root = Path(root) if root else ROOT  # the source tree to run: another checkout for an A/B run
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -70,6 +72,7 @@ class BackendServer:
         self.model_dir = Path(model_dir) if model_dir else test_model_dir()
         self.extra_env = dict(env or {})
         self.startup_timeout = startup_timeout
+        self.cpus = cpus
         self.proc: subprocess.Popen | None = None
         self._log = None
         self._final_logs: str | None = None  # kept after __exit__ removes the file
@@ -93,8 +96,9 @@ class BackendServer:
         import tempfile
 
         self._log = tempfile.NamedTemporaryFile(prefix="backend-", suffix=".log", delete=False)
+        pin = (lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None
         self.proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=self.root, env=self.environment(),
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+                                     stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=pin)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -130,8 +134,16 @@ class BackendServer:
         self._log.flush()
         return Path(self._log.name).read_text(errors="replace")
 
+    def worker_pids(self) -> list[int]:
+        """The pids of a supervisor's workers, from its "workers started" log line (none with one process)."""
+        for line in self.logs().splitlines():
+            if line.startswith("{") and '"workers started"' in line:
+                return json.loads(line)["pids"]
+        return []
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-        """Send ``sig`` and wait; returns the exit code (kills after ``timeout``)."""
+        """Send ``sig`` and wait; returns the exit code. After ``timeout`` it kills the server and its
+        workers (a hung stop fails the test, never hangs it or leaves processes behind)."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -139,6 +151,11 @@ class BackendServer:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                for pid in self.worker_pids():
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode

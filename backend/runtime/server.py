@@ -15,6 +15,7 @@ Waitress's own ``close()`` cancels queued requests, hence this module drives the
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -39,6 +40,7 @@ from backend.protection.guard import Guard, guarded_channel
 from backend.protection.guard import install as install_guard
 from backend.runtime import waitress_pin
 from backend.runtime.metrics_server import MetricsServer
+from backend.runtime.signals import SignalWatcher
 from backend.runtime.supervisor import supervise
 from backend.web.app import create_app
 
@@ -59,6 +61,34 @@ class _DrainAwareTask(WSGITask):
 
 class _Channel(HTTPChannel):
     task_class = _DrainAwareTask
+
+
+class _Stop:
+    """What SIGTERM/SIGINT do (on the signal thread): the first starts the graceful drain — once
+    the server exists, if it comes earlier — and a second exits at once with status 1."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server: Server | None = None
+        self._signal: int | None = None
+
+    def __call__(self, signum: int) -> None:
+        with self._lock:
+            if self._signal is not None:
+                log.warning("second signal: exiting immediately", extra={"fields": {"signal": signum}})
+                sys.stdout.flush()
+                os._exit(1)
+            self._signal = signum
+            server = self._server
+        if server is not None:
+            server.shutdown(reason=signal.Signals(signum).name)
+
+    def attach(self, server: Server) -> None:
+        with self._lock:
+            self._server = server
+            signum = self._signal
+        if signum is not None:
+            server.shutdown(reason=signal.Signals(signum).name)
 
 
 class Server:
@@ -127,7 +157,8 @@ class Server:
             # worker already answers /readyz with 200.
             # The supervisor's pid as it told us: it may have died before this line ran.
             supervisor = self.config.supervisor_pid or os.getppid()
-            self._load()
+            if not self._shutdown_started.is_set():  # stopped while starting: serve only the drain
+                self._load()
             threading.Thread(target=self._watch_supervisor, args=(supervisor,), name="supervisor-watch",
                              daemon=True).start()
         if self.metrics_server is not None:
@@ -173,17 +204,6 @@ class Server:
                 self.shutdown(reason="supervisor exited")
                 return
             time.sleep(1.0)
-
-    def install_signal_handlers(self) -> None:
-        def handler(signum, _frame):
-            if self._shutdown_started.is_set():
-                log.warning("second signal: exiting immediately", extra={"fields": {"signal": signum}})
-                sys.stdout.flush()
-                os._exit(1)
-            self.shutdown(reason=signal.Signals(signum).name)
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
 
     def shutdown(self, reason: str = "requested", delay: float | None = None) -> None:
         """Start the graceful drain (returns at once; ``run()`` returns when it is done)."""
@@ -317,9 +337,11 @@ def serve(config: Config | None = None, install_signals: bool | None = None) -> 
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     _raise_fd_limit(config.max_connections + 256)
     _return_freed_memory_to_the_os()
-    server = Server(config)
     if install_signals is None:
         install_signals = threading.current_thread() is threading.main_thread()
-    if install_signals:
-        server.install_signal_handlers()
-    server.run()
+    stop = _Stop()
+    # Watching before the server exists: a stop that comes while it starts is a graceful one too.
+    with SignalWatcher(stop) if install_signals else contextlib.nullcontext():
+        server = Server(config)
+        stop.attach(server)
+        server.run()

@@ -18,6 +18,7 @@ the workers' files — a scrape sees the whole server.
 
 Lifecycle: SIGTERM/SIGINT is passed to every worker (each drains as it would alone) and the
 supervisor exits once all have; a second signal is passed on too (workers then exit at once). A
+signal while workers start stops the ones started and starts no more. A
 worker that dies by itself stops the others and the supervisor exits 1: a server at reduced
 capacity should be restarted (by Kubernetes, Docker or systemd), not limp on unnoticed.
 """
@@ -33,10 +34,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 
 from backend.errors import WorkerError
 from backend.metrics import render_multiprocess
 from backend.runtime.metrics_server import MetricsServer
+from backend.runtime.signals import STOP_SIGNALS, SignalWatcher
 
 log = logging.getLogger("backend.supervisor")
 
@@ -84,73 +87,78 @@ def supervise(config) -> None:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     workers: dict[int, int] = {}  # pid → worker number
     stopping = [False]
+    lock = threading.Lock()  # a signal either reaches a started worker or stops the next one starting
 
-    def forward(signum, _frame):
-        if not stopping[0]:
-            log.info("stopping workers", extra={"fields": {"signal": signal.Signals(signum).name}})
-        stopping[0] = True
-        for pid in list(workers):
-            _kill(pid, signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    metrics.start()
-    try:
-        for n in range(1, config.workers + 1):
-            # Own process group: a terminal's Ctrl-C reaches the supervisor only, which passes it
-            # on once (a worker receiving it twice would skip its graceful drain).
-            fd = socks[n - 1].fileno()
-            proc = subprocess.Popen([sys.executable, "-m", "backend"],
-                                    env={**env, "VISION_WORKER_ID": str(n), "VISION_LISTEN_FD": str(fd),
-                                         "VISION_SUPERVISOR_PID": str(os.getpid())},
-                                    pass_fds=(fd,), process_group=0)
-            workers[proc.pid] = n
-        if stopping[0]:  # a signal came while workers were starting: the later ones missed it
+    def forward(signum: int) -> None:  # on the signal thread (backend.runtime.signals)
+        with lock:
+            if not stopping[0]:
+                log.info("stopping workers", extra={"fields": {"signal": signal.Signals(signum).name}})
+            stopping[0] = True
             for pid in list(workers):
-                _kill(pid, signal.SIGTERM)
-        log.info("workers started", extra={"fields": {
-            "url": f"http://{config.host}:{port}", "workers": config.workers,
-            "pids": sorted(workers), "metrics_url": metrics.url, "metrics_dir": metrics_dir}})
-        # The workers hold the sockets now. Keeping them open here would let the kernel queue
-        # connections after a worker has stopped accepting, which nobody would ever answer.
-        for sock in socks:
-            sock.close()
-        failure = _wait(workers, stopping, metrics_dir)
-    finally:
-        metrics.close()
-        for sock in socks:
-            sock.close()
-        for pid in workers:  # only if we got here by an exception: never leave orphans behind
-            _kill(pid, signal.SIGKILL)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if own_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+                _kill(pid, signum)
+
+    failure = None
+    with SignalWatcher(forward):
+        metrics.start()
+        try:
+            for n in range(1, config.workers + 1):
+                # Own process group: a terminal's Ctrl-C reaches the supervisor only, which passes it
+                # on once (a worker receiving it twice would skip its graceful drain).
+                fd = socks[n - 1].fileno()
+                with lock:
+                    if stopping[0]:  # stopped while starting: start no more
+                        break
+                    proc = subprocess.Popen([sys.executable, "-m", "backend"],
+                                            env={**env, "VISION_WORKER_ID": str(n), "VISION_LISTEN_FD": str(fd),
+                                                 "VISION_SUPERVISOR_PID": str(os.getpid())},
+                                            pass_fds=(fd,), process_group=0)
+                    workers[proc.pid] = n
+            log.info("workers started", extra={"fields": {
+                "url": f"http://{config.host}:{port}", "workers": len(workers),
+                "pids": sorted(workers), "metrics_url": metrics.url, "metrics_dir": metrics_dir}})
+            # The workers hold the sockets now. Keeping them open here would let the kernel queue
+            # connections after a worker has stopped accepting, which nobody would ever answer.
+            for sock in socks:
+                sock.close()
+            failure = _wait(workers, stopping, lock, metrics_dir)
+        finally:
+            metrics.close()
+            for sock in socks:
+                sock.close()
+            for pid in workers:  # only if we got here by an exception: never leave orphans behind
+                _kill(pid, signal.SIGKILL)
+            if own_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
     if failure:
         raise WorkerError(failure)
     log.info("stopped")
 
 
-def _wait(workers: dict[int, int], stopping: list[bool], metrics_dir: str) -> str | None:
+def _wait(workers: dict[int, int], stopping: list[bool], lock: threading.Lock, metrics_dir: str) -> str | None:
     """Reap workers until none is left; returns the first failure's description, if any."""
     from prometheus_client import multiprocess
 
     failure = None
     while workers:
-        pid, status = os.wait()  # a signal runs ``forward`` and the wait resumes (PEP 475)
-        n = workers.pop(pid, None)
-        if n is None:
-            continue
-        code = os.waitstatus_to_exitcode(status)
-        multiprocess.mark_process_dead(pid, metrics_dir)  # drop its live gauges (in flight, ready)
-        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
-        if not stopping[0]:
-            failure = failure or f"worker {n} (pid {pid}) exited with {how}; its log lines above say why"
-            log.error("worker exited: stopping the others", extra={"fields": {"worker": n, "pid": pid, "exit": code}})
-            stopping[0] = True
-            for other in list(workers):
-                _kill(other, signal.SIGTERM)
-        elif code != 0:
-            failure = failure or f"worker {n} (pid {pid}) exited with {how} while stopping"
+        pid, status = os.wait()
+        with lock:
+            n = workers.pop(pid, None)
+            if n is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            multiprocess.mark_process_dead(pid, metrics_dir)  # drop its live gauges (in flight, ready)
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
+            if not stopping[0]:
+                failure = failure or f"worker {n} (pid {pid}) exited with {how}; its log lines above say why"
+                log.error("worker exited: stopping the others",
+                          extra={"fields": {"worker": n, "pid": pid, "exit": code}})
+                stopping[0] = True
+                for other in list(workers):
+                    _kill(other, signal.SIGTERM)
+            elif code != 0 and -code not in STOP_SIGNALS:
+                # A worker still starting has no handler yet, and the stop signal ends it where it
+                # stands: it was serving nothing, so that is a clean stop.
+                failure = failure or f"worker {n} (pid {pid}) exited with {how} while stopping"
     return failure
 
 

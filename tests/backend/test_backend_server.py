@@ -329,3 +329,31 @@ def test_workers_leave_when_the_supervisor_is_killed():
         while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not any(_alive(pid) for pid in pids), "orphaned workers kept running"
+
+
+@pytest.mark.parametrize("moment", ["workers started", "ready"])
+def test_a_stop_while_workers_start_is_clean(tmp_path, moment):
+    """SIGTERM just after the workers were spawned (still importing), or once the first is ready
+    (the other still loading its models): every worker ends, and the supervisor exits 0."""
+    env = BackendServer(model_dir=test_model_dir(), env={"VISION_WORKERS": "2"}).environment()
+    log = tmp_path / "backend.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+    def pids() -> list[int]:
+        return next((json.loads(line)["pids"] for line in log.read_text().splitlines()
+                     if line.startswith("{") and '"workers started"' in line), [])
+    try:
+        deadline = time.monotonic() + 60
+        while f'"message": "{moment}"' not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    finally:  # a hung stop fails this test; it must not leave processes behind
+        for pid in [*pids(), proc.pid]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+    assert code == 0, log.read_text()[-6000:]
+    assert pids() and not any(_alive(pid) for pid in pids())

@@ -3,18 +3,14 @@ server started under a reduced affinity mask."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from backend.config import Config
 from backend.cpus import cgroup_quota, cpu_budget, usable_cpus
-from devkit.backend_server import ROOT, free_port, test_model_dir
+from devkit.backend_server import BackendServer, test_model_dir
 
 
 def fake_tree(tmp_path: Path, proc_cgroup: str, files: dict[str, str]) -> tuple[Path, Path]:
@@ -112,37 +108,12 @@ def test_config_auto_is_the_default_and_a_number_overrides_it(tmp_path):
 
 def _started_workers(cpus: set[int]) -> int:
     """Start the real server with VISION_WORKERS=auto under an affinity mask; how many serve?"""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
-    port = free_port()
-    env.update(VISION_HOST="127.0.0.1", VISION_PORT=str(port), VISION_METRICS_PORT="0",
-               VISION_MODEL_DIR=str(test_model_dir()),
-               VISION_MODELS="mnist", VISION_WORKERS="auto", VISION_THREADS="2", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
-    try:
-        import urllib.request
-
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("server did not become ready")
-    finally:
-        proc.terminate()
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:  # a stop that hangs is a bug: fail with the whole log to read
-            proc.kill()
-            out, _ = proc.communicate()
-            pytest.fail(f"the server did not stop within 30 s of SIGTERM; its log:\n{out[-6000:]}")
-    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    started = [e for e in events if e.get("message") == "workers started"]
-    return started[0]["workers"] if started else 1
+    with BackendServer(model_dir=test_model_dir(), cpus=cpus,
+                       env={"VISION_WORKERS": "auto", "VISION_THREADS": "2"}) as srv:
+        code = srv.stop()
+        assert code == 0, f"the server exited with {code} after SIGTERM; its log:\n{srv.logs()[-6000:]}"
+        pids = srv.worker_pids()
+    return len(pids) or 1
 
 
 def test_auto_starts_one_worker_per_cpu_in_the_affinity_mask():
