@@ -46,7 +46,6 @@ READYZ_BUDGET_MS = 100  # /readyz while an attack runs (the probe's timeout is 1
 CPU_BUDGET_S = 1.0  # server CPU seconds per attack request
 DOC = ROOT / "docs" / "operations-resource-safety.md"
 BEFORE = RESULTS / "abuse-before.json"  # the server before the current defences (see its "commit")
-TABLE_START, TABLE_END = "<!-- abuse-table:start -->", "<!-- abuse-table:end -->"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -528,11 +527,13 @@ def _stalled_cell(r: dict | None) -> str:
     return f"{probes}; {r['answered_or_closed_after_deadline']:,} cut at the deadline"
 
 
-def write_docs(doc: Path, before: dict, after: dict) -> None:
-    """Replace the table between the markers of ``doc`` with the one these results give."""
-    text = doc.read_text()
-    start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
-    doc.write_text(text[:start] + "\n" + markdown_table(before, after) + text[end:])
+def write_docs(before: dict, after: dict, check: bool = False) -> int:
+    """Rewrite (or with ``check``, compare) the resource-safety table from these results."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import docblock  # scripts/, the shared doc-block writer
+
+    return docblock.write(DOC, "abuse-table", markdown_table(before, after), check=check,
+                          script="../benchmarks/abuse.py --docs")
 
 
 def stalled_sockets(server: Server, count: int, read_timeout: float) -> dict:
@@ -584,8 +585,7 @@ def main() -> int:
     args = parser.parse_args()
     output = args.output or (RESULTS / ("abuse-short.json" if args.short else "abuse.json"))
     if args.docs:
-        write_docs(DOC, json.loads(BEFORE.read_text()), json.loads(output.read_text()))
-        return 0
+        return write_docs(json.loads(BEFORE.read_text()), json.loads(output.read_text()))
 
     read_timeout = 10.0  # the pod's VISION_READ_TIMEOUT (the chart keeps the default)
     server = Server({"VISION_API_KEYS": KEY})
@@ -627,7 +627,7 @@ def main() -> int:
                                   "results": results, "failures": failures}, indent=2, ensure_ascii=False) + "\n")
     print(f"saved {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
     if not args.short and not args.only and args.output is None:
-        write_docs(DOC, json.loads(BEFORE.read_text()), json.loads(output.read_text()))
+        write_docs(json.loads(BEFORE.read_text()), json.loads(output.read_text()))
         print(f"table written to {DOC.relative_to(ROOT)}")
     for f in failures:
         print("BUDGET EXCEEDED:", f)

@@ -46,7 +46,6 @@ from load import machine_busy_seconds, process_tree  # noqa: E402  (sibling scri
 
 OUT = ROOT / "benchmarks" / "results" / "cpu_budget.json"
 DOC = ROOT / "docs" / "performance.md"
-BEGIN, END = "<!-- cpu_budget:begin -->", "<!-- cpu_budget:end -->"
 STAGES = ("parse", "decode", "preprocess", "inference", "postprocess", "serialisation", "logging", "metrics",
           "framework", "other")
 # (stage, frame pattern): the first pattern, from the outermost frame in, that matches decides.
@@ -177,8 +176,8 @@ def markdown_table(saved: dict) -> str:
 def write_doc(saved: dict, check: bool = False) -> int:
     import docblock  # scripts/
 
-    return docblock.update(DOC, BEGIN, END, f"{BEGIN}\n{markdown_table(saved)}\n{END}", check=check,
-                           script="../benchmarks/cpu_budget.py --doc")
+    return docblock.write(DOC, "cpu-budget", markdown_table(saved), check=check,
+                          script="../benchmarks/cpu_budget.py --doc")
 
 
 def main() -> int:

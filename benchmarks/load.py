@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SAMPLE = ROOT / "samples" / "mnist" / "7-7.png"
 DOC = ROOT / "docs" / "performance.md"
-DOC_BEGIN, DOC_END = "<!-- load:begin -->", "<!-- load:end -->"
 # The saved runs docs/performance.md compares, in its order: two processes, then the default.
 DOC_RUNS = (RESULTS / "workers-2" / "load.json", RESULTS / "load.json")
 
@@ -207,11 +206,13 @@ def doc_table(saved: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def update_doc(doc: Path = DOC) -> None:
-    text = doc.read_text()
+def write_doc(check: bool = False) -> int:
+    """Rewrite (or with ``check``, compare) docs/performance.md's table from the saved runs."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import docblock  # scripts/, the shared doc-block writer
+
     table = doc_table([json.loads(p.read_text()) for p in DOC_RUNS])
-    start, end = text.index(DOC_BEGIN) + len(DOC_BEGIN), text.index(DOC_END)
-    doc.write_text(text[:start] + "\n" + table + "\n" + text[end:])
+    return docblock.write(DOC, "load", table, check=check, script="../benchmarks/load.py --doc")
 
 
 def main() -> int:
@@ -229,9 +230,7 @@ def main() -> int:
     parser.add_argument("--sample", default=str(SAMPLE))
     args = parser.parse_args()
     if args.doc:
-        update_doc()
-        print(f"updated {DOC}")
-        return 0
+        return write_doc()
 
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install wrk", file=sys.stderr)

@@ -324,9 +324,7 @@ def write_docs(results: dict, check: bool = False) -> int:
     """Rewrite (or with ``check``, compare) every generated table from the saved results."""
     stale = 0
     for doc, name, make in BLOCKS:
-        begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-        stale |= docblock.update(doc, begin, end, f"{begin}\n{make(results)}\n{end}", check=check,
-                                 script="../benchmarks/ood.py --readme")
+        stale |= docblock.write(doc, name, make(results), check=check, script="../benchmarks/ood.py --readme")
     return stale
 
 

@@ -50,8 +50,6 @@ from load import machine_busy_seconds, process_tree, rss_mib, training_running  
 RESULTS = HERE / "results"
 SERVERS_DIR = HERE / "peer_servers"
 DOC, README = ROOT / "docs" / "performance.md", ROOT / "README.md"
-BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
-README_BEGIN, README_END = "<!-- peers-figure -->", "<!-- /peers-figure -->"
 SAMPLES = [ROOT / "samples" / "mnist" / f"{d}-{d}.png" for d in (1, 3, 7, 9)]
 CONCURRENCY = (8, 32)
 WORKERS = 2
@@ -474,11 +472,9 @@ def readme_figure(results: dict) -> str:
 
 
 def write_docs(results: dict, check: bool = False) -> int:
-    table = f"{BEGIN}\n{markdown_table(results)}\n{END}"
-    figure = f"{README_BEGIN}{readme_figure(results)}{README_END}"
-    return (docblock.update(DOC, BEGIN, END, table, check=check, script="../benchmarks/peers.py --doc")
-            | docblock.update(README, README_BEGIN, README_END, figure, check=check,
-                              script="../benchmarks/peers.py --doc"))
+    script = "../benchmarks/peers.py --doc"
+    return (docblock.write(DOC, "peers", markdown_table(results), check=check, script=script)
+            | docblock.write(README, "peers-figure", readme_figure(results), check=check, script=script, inline=True))
 
 
 # ---- main ------------------------------------------------------------------------------------------------

@@ -175,9 +175,8 @@ def table(results: dict) -> str:
 
 
 def write_doc(results: dict, check: bool = False) -> int:
-    begin, end = "<!-- resolution-ceiling -->", "<!-- /resolution-ceiling -->"
-    return docblock.update(ROOT / "docs" / "model.md", begin, end, f"{begin}\n{table(results)}\n{end}",
-                           check=check, script="../benchmarks/resolution_ceiling.py --doc")
+    return docblock.write(ROOT / "docs" / "model.md", "resolution-ceiling", table(results), check=check,
+                          script="../benchmarks/resolution_ceiling.py --doc")
 
 
 def main(argv=None) -> int:

@@ -31,7 +31,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "model.md"
 # Seed-run folder under results/ → the docs/model.md block its table goes in (the earlier recipe first).
 SPREADS = {"seeds": "seed-spread", "seeds-fresh-small": "seed-spread-fresh-small"}
-TRIALS_BEGIN, TRIALS_END = "<!-- trials -->", "<!-- /trials -->"
 FAMILIES = ("glyph", "scribble", "digit-mashup")
 
 
@@ -96,12 +95,12 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="exit 1 if docs/model.md's tables are not the saved runs'")
     args = p.parse_args(argv)
     status = 0
-    tables = [(f"<!-- {name} -->", f"<!-- /{name} -->", runs(folder), True) for folder, name in SPREADS.items()]
-    for begin, end, models, spread in [*tables, (TRIALS_BEGIN, TRIALS_END, trials(), False)]:
-        block = f"{begin}\n{table(models, spread)}\n{end}"
+    tables = [(name, runs(folder), True) for folder, name in SPREADS.items()]
+    for name, models, spread in [*tables, ("trials", trials(), False)]:
+        body = table(models, spread)
         if not args.check:
-            print(block)
-        status |= docblock.update(DOC, begin, end, block, check=args.check, script="../benchmarks/seed_spread.py")
+            print(body)
+        status |= docblock.write(DOC, name, body, check=args.check, script="../benchmarks/seed_spread.py")
     return status
 
 

@@ -64,9 +64,8 @@ def table(results: dict) -> str:
 
 
 def write_doc(results: dict, check: bool = False) -> int:
-    begin, end = "<!-- serif-ones -->", "<!-- /serif-ones -->"
-    return docblock.update(ROOT / "docs" / "model.md", begin, end, f"{begin}\n{table(results)}\n{end}",
-                           check=check, script="../benchmarks/serif_ones.py --doc")
+    return docblock.write(ROOT / "docs" / "model.md", "serif-ones", table(results), check=check,
+                          script="../benchmarks/serif_ones.py --doc")
 
 
 def main(argv=None) -> int:

@@ -263,9 +263,8 @@ def delivery_table(results: dict) -> str:
 
 
 def write_doc(results: dict, check: bool = False) -> int:
-    begin, end = "<!-- small-pictures -->", "<!-- /small-pictures -->"
-    return docblock.update(ROOT / "docs" / "model.md", begin, end, f"{begin}\n{delivery_table(results)}\n{end}",
-                           check=check, script="../benchmarks/small_pictures.py --doc")
+    return docblock.write(ROOT / "docs" / "model.md", "small-pictures", delivery_table(results), check=check,
+                          script="../benchmarks/small_pictures.py --doc")
 
 
 def main(argv=None) -> int:

@@ -43,7 +43,6 @@ from peers import SAMPLES, Server, Vision, load_files, run_wrk  # noqa: E402
 
 OUT = HERE / "results" / "stack_floor.json"
 DOC = HERE.parent / "docs" / "performance.md"
-BEGIN, END = "<!-- stack_floor:begin -->", "<!-- stack_floor:end -->"
 CONCURRENCY = (8, 32)
 
 
@@ -107,8 +106,8 @@ def doc_table(results: dict) -> str:
 
 
 def write_doc(results: dict, check: bool = False) -> int:
-    return docblock.update(DOC, BEGIN, END, f"{BEGIN}\n{doc_table(results)}\n{END}", check=check,
-                           script="../benchmarks/stack_floor.py --doc")
+    return docblock.write(DOC, "stack-floor", doc_table(results), check=check,
+                          script="../benchmarks/stack_floor.py --doc")
 
 
 def main() -> int:
