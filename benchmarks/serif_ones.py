@@ -35,7 +35,7 @@ OUT = ROOT / "benchmarks" / "results" / "serif_ones.json"
 def measure(model, data_dir, n: int) -> dict:
     images, labels, kinds = oodeval.serif_set(load_split("mnist", "test", data_dir), n)
     probs, scores = oodeval.predict_all(ood_benchmark.predictor(model), images)
-    pred, flagged = probs.argmax(1), scores > model.card.ood_threshold
+    pred, flagged = probs.argmax(1), oodeval.flagged(scores, model.card.ood_threshold)
     out = {}
     for k, kind in enumerate(oodeval.SERIF_KINDS):
         sel = kinds == k

@@ -43,6 +43,13 @@ def session_options() -> ort.SessionOptions:
     return opts
 
 
+def in_distribution(scores, threshold) -> np.ndarray:
+    """The verdict rule — one definition for the server and for every evaluation of it: a score at
+    or below the card's threshold is in distribution. Compared in float32, as the graph computes
+    scores, so an evaluation never disagrees with the server on a score at the threshold."""
+    return np.asarray(scores, np.float32) <= np.float32(threshold)
+
+
 @dataclass(frozen=True)
 class Prediction:
     """One run's answer for N images: class probabilities and the out-of-distribution verdict.
@@ -157,7 +164,7 @@ class Model:
         self._mean = np.float32(card.mean)
         self._inv_std = np.float32(1.0 / card.std)
         self._outputs = [card.output_name, card.ood.output]
-        self._threshold = np.float32(card.ood.threshold)
+        self._threshold = card.ood.threshold
         self._batcher = Batcher(self.run, card.name) if batching else None
 
     def predict(self, images: np.ndarray) -> Prediction:
@@ -181,7 +188,7 @@ class Model:
         else:  # log_softmax or logits: a stable softmax handles both
             probs = np.exp(out - out.max(axis=1, keepdims=True))
         score = score.astype(np.float32, copy=False).reshape(len(images))
-        return Prediction(probs / probs.sum(axis=1, keepdims=True), score, score <= self._threshold)
+        return Prediction(probs / probs.sum(axis=1, keepdims=True), score, in_distribution(score, self._threshold))
 
     def warm_up(self, batch_sizes=(1, 2, 4, 8, 16)) -> None:
         """Run a few inferences so the first real request does not pay for lazy allocations."""

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from backend.model import card as modelcard
+from backend.model import inference
 from visionctl.ml import ood
 from visionctl.ml.data import get_spec, load_split, split_holdout
 from visionctl.ml.model import Net, load
@@ -106,7 +107,7 @@ def ood_section(blob: bytes, labels, method: str, holdout: np.ndarray, fitted_on
     held-out in-distribution images (ONNX Runtime, as the service will compute them)."""
     log_probs, scores = run_onnx(session(blob), holdout)
     threshold = ood.fit_threshold(scores)
-    flagged = scores > threshold
+    flagged = ~inference.in_distribution(scores, threshold)
     pred = log_probs.argmax(1)
     return {
         "method": method, "output": OOD_OUTPUT, "threshold": round(threshold, 6), "fitted_on": fitted_on,

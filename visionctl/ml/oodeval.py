@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from backend.model import inference
 from backend.model.preprocessing import preprocess
 from visionctl.ml import ood, synth
 from visionctl.ml import variants as v
@@ -131,8 +132,13 @@ def predict_all(predict: Predict, images: np.ndarray, batch: int = 512) -> tuple
 
 
 def flagged_share(scores: np.ndarray, threshold: float) -> float:
-    """The share of ``scores`` the verdict flags at ``threshold`` (as the server does: score above it)."""
-    return round(float((np.asarray(scores) > threshold).mean()), 6)
+    """The share of ``scores`` the verdict flags at ``threshold`` (the server's rule)."""
+    return round(float(flagged(scores, threshold).mean()), 6)
+
+
+def flagged(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Per picture: does the verdict flag it at ``threshold``? (The server's rule, negated.)"""
+    return ~inference.in_distribution(scores, threshold)
 
 
 def scores_row(probs: np.ndarray, scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
@@ -151,8 +157,9 @@ def report(predict: Predict, threshold: float, dataset: str, data_dir, n: int, t
         timages, tlabels = timages[:test_limit], tlabels[:test_limit]
     tprobs, tscores = predict_all(predict, timages.astype(np.float32) / 255)
 
+    kept = inference.in_distribution(tscores, threshold).mean()
     out = {"threshold": threshold, "test": {**scores_row(tprobs, tscores, tlabels, threshold),
-                                            "in_distribution": round(float((tscores <= threshold).mean()), 6)},
+                                            "in_distribution": round(float(kept), 6)},
            "writers": {}, "families": {}}
     all_p, all_s, all_y = [], [], []
     for name, (images, labels) in writer_sets(dataset, data_dir, n, seed).items():

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.model.inference import in_distribution
 from visionctl.ml import ood, synth
 from visionctl.ml.data import Split, get_spec, split_holdout
 from visionctl.ml.model import Net
@@ -115,7 +116,8 @@ def fit(net: Net, dataset: str, fit_split: Split, holdout: Split, data_dir, n_va
         with torch.no_grad():
             s_h = score(h_feats, h_logits).numpy()
             threshold = ood.fit_threshold(s_h)
-            caught = {fam: round(float((score(f, lg).numpy() > threshold).mean()), 4) for fam, (f, lg) in v_out.items()}
+            caught = {fam: round(float((~in_distribution(score(f, lg).numpy(), threshold)).mean()), 4)
+                      for fam, (f, lg) in v_out.items()}
             auroc = {fam: round(ood.auroc(s_h, score(f, lg).numpy()), 4) for fam, (f, lg) in v_out.items()}
         key = (min(caught.values()), float(np.mean(list(caught.values()))))
         comparison[name] = {"worst_caught": key[0], "mean_caught": round(key[1], 4), "caught": caught, "auroc": auroc}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from backend.model import inference
 from visionctl.ml import export as vexport
 from visionctl.ml import ood, oodeval, oodfit, synth
 from visionctl.ml.data import DatasetError
@@ -170,3 +171,15 @@ def test_shipped_threshold_is_the_held_out_quantile(name, models_dir, shared_dat
     scores = np.concatenate([model.predict(images[i:i + 512]).ood_score for i in range(0, len(images), 512)])
     threshold = ood.fit_threshold(scores, model.card.ood.target_in_distribution)
     assert threshold == pytest.approx(model.card.ood_threshold, rel=1e-3, abs=1e-4)
+
+
+@pytest.mark.parametrize("t", [0.1, np.float64(0.1)])  # as the card gives it, and as NumPy may hand it on
+def test_evaluations_flag_exactly_what_the_server_does(t):
+    """Scores are float32, a threshold a double that is not exactly a float32 (float32(0.1) is
+    slightly above 0.1). A score equal to the threshold's float32 is in distribution for the
+    server, so it must be for every evaluation too, whatever type the threshold arrives as."""
+    at = np.float32(t)
+    scores = np.array([np.nextafter(at, np.float32(0)), at, np.nextafter(at, np.float32(1))], np.float32)
+    assert inference.in_distribution(scores, t).tolist() == [True, True, False]
+    assert oodeval.flagged(scores, t).tolist() == [False, False, True]
+    assert oodeval.flagged_share(scores, t) == round(1 / 3, 6)
