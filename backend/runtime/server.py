@@ -147,17 +147,21 @@ class Server:
         return int(self.waitress.effective_port)
 
     def run(self) -> None:
-        """Serve until shut down (blocking). Raises the model-load error if loading failed."""
+        """Serve until shut down (blocking). Raises the model-load error if loading failed.
+
+        Stopped before it ran (a signal while it started), it loads no model and serves only the drain."""
+        stopped = self._shutdown_started.is_set()
         if self.config.listen_fd is None:
             # /healthz answers and /readyz says 503 while the models load in the background.
-            threading.Thread(target=self._load_models, name="model-loader", daemon=True).start()
+            if not stopped:
+                threading.Thread(target=self._load_models, name="model-loader", daemon=True).start()
         else:
             # A worker accepts nothing before its models are ready: connections the kernel hands to
             # its socket wait in the backlog for a moment instead of getting 503s while a sibling
             # worker already answers /readyz with 200.
             # The supervisor's pid as it told us: it may have died before this line ran.
             supervisor = self.config.supervisor_pid or os.getppid()
-            if not self._shutdown_started.is_set():  # stopped while starting: serve only the drain
+            if not stopped:
                 self._load()
             threading.Thread(target=self._watch_supervisor, args=(supervisor,), name="supervisor-watch",
                              daemon=True).start()
