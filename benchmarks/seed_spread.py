@@ -1,9 +1,10 @@
-"""Run-to-run spread of the MNIST recipes, and trial recipes read against it.
+"""Run-to-run spread of the model recipes, and MNIST trial recipes read against it.
 
-A spread: one recipe trained with seeds 1-3, each measured by ``benchmarks/ood.py`` on the same sets and
-saved as ``results/<folder>/mnist-seed<N>.json`` (``SPREADS``: ``seeds/`` is the recipe before fresh small
-pictures, whose seed 2 was the previous release; ``seeds-fresh-small/`` is the shipped recipe, whose seed
-2 ships). It writes one table per recipe in docs/model.md, so a difference between two recipes can be read
+A spread: one recipe trained with several seeds, each measured by ``benchmarks/ood.py`` on the same sets
+and saved as ``results/<folder>/<model>-seed<N>.json`` (``SPREADS``: ``seeds/`` is the MNIST recipe before
+fresh small pictures, whose seed 2 was the previous release; ``seeds-fresh-small/`` is the shipped MNIST
+recipe, whose seed 2 ships; ``seeds-fashion/`` the shipped Fashion-MNIST recipe, whose seed 1 ships). It
+writes one table per recipe in docs/model.md, so a difference between two recipes can be read
 against what a seed alone moves. Another table puts the earlier recipe's seed-2 run beside the trial recipes
 (``results/trials/mnist-<name>.json``: an ``ood.py`` run plus a ``trial`` entry saying what changed),
 trained with the same seed, and marks the one that ships (``results/ood.json``; appended if no trial is it).
@@ -29,27 +30,30 @@ import docblock  # noqa: E402  (scripts/, the shared doc-block writer)
 
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "model.md"
-# Seed-run folder under results/ → the docs/model.md block its table goes in (the earlier recipe first).
-SPREADS = {"seeds": "seed-spread", "seeds-fresh-small": "seed-spread-fresh-small"}
-FAMILIES = ("glyph", "scribble", "digit-mashup")
+# The out-of-distribution families each model's tables list: the hardest ones for that model.
+FAMILIES = {"mnist": ("glyph", "scribble", "digit-mashup"), "fashion-mnist": ("mnist-test", "glyph", "scribble")}
+# Seed-run folder under results/ → (model, the docs/model.md block its table goes in); the earlier recipe first.
+SPREADS = {"seeds": ("mnist", "seed-spread"), "seeds-fresh-small": ("mnist", "seed-spread-fresh-small"),
+           "seeds-fashion": ("fashion-mnist", "seed-spread-fashion")}
 
 
-def _mnist(path: Path) -> dict:
-    """The MNIST entry of a saved ``ood.py`` run, with the file's ``trial`` entry if it has one."""
+def _entry(path: Path, model: str = "mnist") -> dict:
+    """One model's entry of a saved ``ood.py`` run, with the file's ``trial`` entry if it has one."""
     d = json.loads(path.read_text())
-    return {**next(m for m in d["models"] if m["model"] == "mnist"), **({"trial": d["trial"]} if "trial" in d else {})}
+    return {**next(m for m in d["models"] if m["model"] == model), **({"trial": d["trial"]} if "trial" in d else {})}
 
 
-def shipped() -> dict:
-    return {**_mnist(RESULTS / "ood.json"), "shipped": True}
+def shipped(model: str = "mnist") -> dict:
+    return {**_entry(RESULTS / "ood.json", model), "shipped": True}
 
 
 def runs(folder: str = "seeds") -> list[dict]:
     """Every saved seed run of one recipe (``results/<folder>/``), ordered by training seed; the shipped
     model is marked if it is one of them."""
-    live = shipped()
+    model = SPREADS[folder][0]
+    live = shipped(model)
     return sorted(({**m, "shipped": True} if m["version"] == live["version"] else m
-                   for m in (_mnist(p) for p in (RESULTS / folder).glob("mnist-seed*.json"))),
+                   for m in (_entry(p, model) for p in (RESULTS / folder).glob(f"{model}-seed*.json"))),
                   key=lambda m: m["training_seed"])
 
 
@@ -59,7 +63,7 @@ def trials() -> list[dict]:
     live = shipped()
     base = next(m for m in runs() if m["training_seed"] == live["training_seed"])
     paths = sorted((RESULTS / "trials").glob("mnist-*.json"), key=lambda p: json.loads(p.read_text())["created"])
-    tried = [{**m, "shipped": True} if m["version"] == live["version"] else m for m in map(_mnist, paths)]
+    tried = [{**m, "shipped": True} if m["version"] == live["version"] else m for m in map(_entry, paths)]
     return [base, *tried, *([] if any(m.get("shipped") for m in [base, *tried]) else [live])]
 
 
@@ -74,12 +78,15 @@ def table(models: list[dict], spread: bool = True) -> str:
                                                          if spread else "")
 
     heads = [_head(m) for m in models]
-    rows = [("MNIST test accuracy", lambda m: m["report"]["test"]["accuracy"])]
+    model = models[0]["model"]
+    rows = [(f"{'MNIST' if model == 'mnist' else 'Fashion-MNIST'} test accuracy",
+             lambda m: m["report"]["test"]["accuracy"])]
     rows += [(name, lambda m, name=name: m["report"]["writers"][name]["accuracy"])
              for name in models[0]["report"]["writers"]]
-    rows += [("**all other writers**", lambda m: m["report"]["writers_all"]["accuracy"]),
-             ("other writers flagged", lambda m: m["report"]["writers_all"]["flagged"])]
-    rows += [(f"{fam} flagged", lambda m, fam=fam: m["report"]["families"][fam]["flagged"]) for fam in FAMILIES]
+    others = "other writers" if model == "mnist" else "other conditions"
+    rows += [(f"**all {others}**", lambda m: m["report"]["writers_all"]["accuracy"]),
+             (f"{others} flagged", lambda m: m["report"]["writers_all"]["flagged"])]
+    rows += [(f"{fam} flagged", lambda m, fam=fam: m["report"]["families"][fam]["flagged"]) for fam in FAMILIES[model]]
     if all("holdout" in m for m in models):  # the data the threshold was fitted on: no evaluation uses it
         rows += [("held-out mix accuracy", lambda m: m["holdout"]["mix"]["accuracy"]),
                  ("held-out mix flagged", lambda m: m["holdout"]["mix"]["flagged"]),
@@ -95,7 +102,7 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="exit 1 if docs/model.md's tables are not the saved runs'")
     args = p.parse_args(argv)
     status = 0
-    tables = [(name, runs(folder), True) for folder, name in SPREADS.items()]
+    tables = [(name, runs(folder), True) for folder, (_, name) in SPREADS.items()]
     for name, models, spread in [*tables, ("trials", trials(), False)]:
         body = table(models, spread)
         if not args.check:
