@@ -18,9 +18,9 @@ the workers' files — a scrape sees the whole server.
 
 Lifecycle: SIGTERM/SIGINT is passed to every worker (each drains as it would alone) and the
 supervisor exits once all have; a second signal is passed on too (workers then exit at once). A
-signal while workers start stops the ones started and starts no more. A
-worker that dies by itself stops the others and the supervisor exits 1: a server at reduced
-capacity should be restarted (by Kubernetes, Docker or systemd), not limp on unnoticed.
+signal while workers start stops the ones started and starts no more. A worker that dies by itself
+stops the others and the supervisor exits 1: a server at reduced capacity should be restarted (by
+Kubernetes, Docker or systemd), not limp on unnoticed.
 """
 
 from __future__ import annotations
