@@ -17,12 +17,6 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name} -->", f"<!-- /{name} -->"
 
 
-def read(doc: Path, name: str) -> str:
-    """The body of block ``name`` in ``doc``, as generated (without its markers)."""
-    begin, end = markers(name)
-    return doc.read_text(encoding="utf-8").split(begin, 1)[1].split(end, 1)[0].strip("\n")
-
-
 def write(doc: Path, name: str, body: str, *, check: bool, script: str, missing_heading: str | None = None,
           inline: bool = False) -> int:
     """Write ``body`` as block ``name`` of ``doc``, or with ``check`` print the diff and return 1 when
