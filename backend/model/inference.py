@@ -164,7 +164,7 @@ class Model:
         self._mean = np.float32(card.mean)
         self._inv_std = np.float32(1.0 / card.std)
         self._outputs = [card.output_name, card.ood.output]
-        self._threshold = card.ood.threshold
+        self._threshold = np.float32(card.ood.threshold)  # converted at load: in_distribution then has nothing to round
         self._batcher = Batcher(self.run, card.name) if batching else None
 
     def predict(self, images: np.ndarray) -> Prediction:
