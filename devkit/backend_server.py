@@ -92,13 +92,17 @@ class BackendServer:
         env.update(self.extra_env)
         return env
 
-    def start(self) -> BackendServer:
+    def launch(self) -> None:
+        """Start the process and return at once (``start()`` also waits until it is ready)."""
         import tempfile
 
         self._log = tempfile.NamedTemporaryFile(prefix="backend-", suffix=".log", delete=False)
         pin = (lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None
         self.proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=self.root, env=self.environment(),
                                      stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=pin)
+
+    def start(self) -> BackendServer:
+        self.launch()
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -164,6 +168,10 @@ class BackendServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the server and remove its log file (``logs()`` keeps answering from memory)."""
         self.stop()
         if self._log:
             self._final_logs = self.logs()

@@ -311,7 +311,7 @@ def _alive(pid: int) -> bool:
 def test_a_worker_that_dies_takes_the_server_down():
     """Half a server must not limp on unnoticed: the supervisor stops the rest and exits 1."""
     with BackendServer(model_dir=test_model_dir(), env={"VISION_WORKERS": "2"}) as srv:
-        pids = next(e for e in _log_lines(srv) if e["message"] == "workers started")["pids"]
+        pids = srv.worker_pids()
         os.kill(pids[0], signal.SIGKILL)
         assert srv.proc.wait(15) == 1
         assert not any(_alive(pid) for pid in pids)
@@ -320,7 +320,7 @@ def test_a_worker_that_dies_takes_the_server_down():
 
 def test_workers_leave_when_the_supervisor_is_killed():
     with BackendServer(model_dir=test_model_dir(), env={"VISION_WORKERS": "2"}) as srv:
-        pids = next(e for e in _log_lines(srv) if e["message"] == "workers started")["pids"]
+        pids = srv.worker_pids()
         srv.proc.kill()
         srv.proc.wait(5)
         # A worker notices within ~1 s and drains; its own bound is VISION_SHUTDOWN_TIMEOUT (20 s),
@@ -332,28 +332,17 @@ def test_workers_leave_when_the_supervisor_is_killed():
 
 
 @pytest.mark.parametrize("moment", ["workers started", "ready"])
-def test_a_stop_while_workers_start_is_clean(tmp_path, moment):
+def test_a_stop_while_workers_start_is_clean(moment):
     """SIGTERM just after the workers were spawned (still importing), or once the first is ready
     (the other still loading its models): every worker ends, and the supervisor exits 0."""
-    env = BackendServer(model_dir=test_model_dir(), env={"VISION_WORKERS": "2"}).environment()
-    log = tmp_path / "backend.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-
-    def pids() -> list[int]:
-        return next((json.loads(line)["pids"] for line in log.read_text().splitlines()
-                     if line.startswith("{") and '"workers started"' in line), [])
+    srv = BackendServer(model_dir=test_model_dir(), env={"VISION_WORKERS": "2"})
+    srv.launch()
     try:
         deadline = time.monotonic() + 60
-        while f'"message": "{moment}"' not in log.read_text() and time.monotonic() < deadline:
+        while f'"message": "{moment}"' not in srv.logs() and time.monotonic() < deadline:
             time.sleep(0.005)
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
-    finally:  # a hung stop fails this test; it must not leave processes behind
-        for pid in [*pids(), proc.pid]:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        proc.wait()
-    assert code == 0, log.read_text()[-6000:]
-    assert pids() and not any(_alive(pid) for pid in pids())
+        code = srv.stop()  # SIGTERM; a stop that hangs is killed, workers too, and fails below
+    finally:
+        srv.close()
+    assert code == 0, srv.logs()[-6000:]
+    assert srv.worker_pids() and not any(_alive(pid) for pid in srv.worker_pids())
