@@ -5,9 +5,15 @@ Any start failure is one clear line on stderr and a non-zero exit status.
 
 import sys
 
-from backend.config import Config, ConfigError
-from backend.errors import ModelLoadError, WorkerError
-from backend.logs import configure_logging
+from backend.runtime.signals import hold_early
+
+# First, before the imports that take most of a second: a stop that arrives while they run is kept
+# and carried out once the server or supervisor watches for signals (as PID 1 it would be lost).
+hold_early()
+
+from backend.config import Config, ConfigError  # noqa: E402
+from backend.errors import ModelLoadError, WorkerError  # noqa: E402
+from backend.logs import configure_logging  # noqa: E402
 
 
 def main() -> int:

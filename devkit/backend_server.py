@@ -58,12 +58,13 @@ class BackendServer:
     ``start()`` returns once ``/readyz`` is 200.
 
     ``env`` adds/overrides ``VISION_*`` variables; ``cpus`` pins the process (and so its workers) to
-    those CPUs. Output goes to a temp file so a failing test can show it via ``logs()``.
+    those CPUs; ``prefix`` is a command the backend runs under (``proc`` is then that command).
+    Output goes to a temp file so a failing test can show it via ``logs()``.
     """
 
     def __init__(self, model_dir: str | os.PathLike | None = None, env: dict[str, str] | None = None,
                  port: int | None = None, startup_timeout: float = 60.0, root: str | os.PathLike | None = None,
-                 cpus: set[int] | None = None):
+                 cpus: set[int] | None = None, prefix: tuple[str, ...] = ()):
         self.root = Path(root) if root else ROOT  # the source tree to run: another checkout for an A/B run
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -73,6 +74,7 @@ class BackendServer:
         self.extra_env = dict(env or {})
         self.startup_timeout = startup_timeout
         self.cpus = cpus
+        self.prefix = prefix  # a command that runs the backend, e.g. in a PID namespace of its own
         self.proc: subprocess.Popen | None = None
         self._log = None
         self._final_logs: str | None = None  # kept after __exit__ removes the file
@@ -98,8 +100,8 @@ class BackendServer:
 
         self._log = tempfile.NamedTemporaryFile(prefix="backend-", suffix=".log", delete=False)
         pin = (lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None
-        self.proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=self.root, env=self.environment(),
-                                     stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=pin)
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "backend"], cwd=self.root,
+                                     env=self.environment(), stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=pin)
 
     def start(self) -> BackendServer:
         self.launch()

@@ -9,6 +9,11 @@ it loads models or serves. Such a stop hung a worker for good, now and then.
 How: the C-level handler writes the signal's number to a pipe (``signal.set_wakeup_fd``); the Python
 handler does nothing; a daemon thread reads the pipe and calls ``on_signal(signum)`` there, where
 taking a lock only waits until the main thread lets go of it.
+
+Before any watcher: ``python -m backend`` spends its first second importing Flask and ONNX Runtime.
+A SIGTERM then would take the default action, and as a container's PID 1, which has no default
+action, the kernel drops it: the stop is lost and the kubelet's SIGKILL ends the pod a grace period
+later. :func:`hold_early` records such signals; the first watcher delivers them, in order.
 """
 
 from __future__ import annotations
@@ -28,6 +33,20 @@ def _ignore(_signum, _frame) -> None:
     """The Python-level handler: everything happens on the watcher thread."""
 
 
+_early: list[int] = []
+
+
+def _record(signum, _frame) -> None:
+    _early.append(signum)  # atomic, takes no lock: safe wherever it interrupts
+
+
+def hold_early(signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> None:
+    """Keep stop signals that arrive before a :class:`SignalWatcher` exists, for the first one to
+    deliver. Call it first thing, on the main thread, before the heavy imports."""
+    for s in signals:
+        signal.signal(s, _record)
+
+
 class SignalWatcher:
     """While open, each SIGTERM/SIGINT calls ``on_signal(signum)`` on the watcher thread, in order.
 
@@ -43,8 +62,18 @@ class SignalWatcher:
     def __enter__(self) -> SignalWatcher:
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._write_fd, False)  # set_wakeup_fd requires it: a handler must never block
-        self._previous_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
-        self._previous = {s: signal.signal(s, _ignore) for s in self.signals}
+        # Blocked while the handlers change: a signal in between would be recorded as early *and*
+        # written to the pipe, and a second stop signal means "exit now". Held ones come first.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
+        try:
+            self._previous_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+            self._previous = {s: signal.signal(s, _ignore) for s in self.signals}
+            held = [s for s in _early if s in self._wanted]
+            _early.clear()
+            if held:
+                os.write(self._write_fd, bytes(held))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self._thread = threading.Thread(target=self._watch, name="signals", daemon=True)
         self._thread.start()
         return self

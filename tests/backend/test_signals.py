@@ -7,16 +7,18 @@ and the worker never exited. These tests send real signals to real processes."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 from backend.runtime.signals import SignalWatcher
-from devkit.backend_server import ROOT
+from devkit.backend_server import ROOT, BackendServer, test_model_dir
 
 # The main thread creates gauge children in a loop — it holds prometheus_client's multiprocess lock
 # most of the time — while each signal's handler sets a gauge too.
@@ -69,3 +71,44 @@ def test_closing_restores_the_previous_handlers_and_wakeup_fd():
     previous_fd = signal.set_wakeup_fd(-1)
     signal.set_wakeup_fd(previous_fd)
     assert previous_fd == -1
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (its SigCgt mask in /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        mask = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+    return bool(mask & (1 << (signum - 1)))
+
+
+def _child(pid: int) -> int | None:
+    """The first child of ``pid``, once it has one."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(children[0]) if children else None
+
+
+@pytest.mark.parametrize("pid_1", [False, True], ids=["process", "PID 1 of its namespace"])
+def test_a_stop_while_the_backend_imports_is_carried_out(pid_1):
+    """``python -m backend`` catches stop signals before it imports Flask and ONNX Runtime (most of
+    its first second), and a SIGTERM then ends it cleanly: no model loaded, exit 0. Without that it
+    died by the signal — or, as a container's PID 1, for which the kernel drops a signal without a
+    handler, it ignored the stop and served until the kubelet's SIGKILL. ``unshare --pid`` makes the
+    backend PID 1 of a namespace of its own, the signal comes from outside it, as the runtime's does."""
+    prefix = ("unshare", "--pid", "--fork", "--kill-child") if pid_1 else ()
+    srv = BackendServer(model_dir=test_model_dir(), prefix=prefix)
+    srv.launch()
+    try:
+        deadline = time.monotonic() + 30
+        pid = None
+        while time.monotonic() < deadline:
+            pid = _child(srv.proc.pid) if pid_1 else srv.proc.pid
+            if pid is not None and _catches(pid, signal.SIGTERM):
+                break
+            time.sleep(0.001)
+        loaded = Path(f"/proc/{pid}/maps").read_text()
+        os.kill(pid, signal.SIGTERM)
+        code = srv.proc.wait(20)
+    finally:
+        srv.close()
+    assert "onnxruntime" not in loaded, "SIGTERM is caught only once the heavy imports are done"
+    assert code == 0, srv.logs()[-4000:]
+    assert '"message": "stopped"' in srv.logs() and '"message": "ready"' not in srv.logs(), srv.logs()[-4000:]
