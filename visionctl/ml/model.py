@@ -61,16 +61,18 @@ class VggNet(Net):
     """
 
     description = "VggNet (2 blocks of 2×conv + 2×fc CNN)"
+    widths = (32, 64)  # channels of the first and the second block
 
     def __init__(self) -> None:
         nn.Module.__init__(self)
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
-        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
-        self.conv4 = nn.Conv2d(64, 64, 3, padding=1)
+        a, b = self.widths
+        self.conv1 = nn.Conv2d(1, a, 3, padding=1)
+        self.conv2 = nn.Conv2d(a, a, 3, padding=1)
+        self.conv3 = nn.Conv2d(a, b, 3, padding=1)
+        self.conv4 = nn.Conv2d(b, b, 3, padding=1)
         self.dropout1 = nn.Dropout(0.25)
         self.dropout2 = nn.Dropout(0.5)
-        self.fc1 = nn.Linear(64 * 7 * 7, 128)
+        self.fc1 = nn.Linear(b * 7 * 7, 128)
         self.fc2 = nn.Linear(128, 10)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +84,18 @@ class VggNet(Net):
         return F.relu(self.fc1(torch.flatten(x, 1)))
 
 
-ARCHITECTURES: dict[str, type[Net]] = dict(zip(train_config.ARCHITECTURES, (VggNet, Net), strict=True))
+class WideVggNet(VggNet):
+    """``VggNet`` with 1.5× the channels (48 and 96) and the same 128 features: 2.2× the multiply-adds.
+
+    Why try it: networks trained on small pictures alone read 8-px digits and 8×8 scans better than
+    ``VggNet`` trained on everything, the sign of kinds of training image competing for capacity.
+    """
+
+    description = "WideVggNet (VggNet with 48/96 channels)"
+    widths = (48, 96)
+
+
+ARCHITECTURES: dict[str, type[Net]] = dict(zip(train_config.ARCHITECTURES, (VggNet, Net, WideVggNet), strict=True))
 
 
 def build(arch: str) -> Net:
@@ -93,18 +106,18 @@ def build(arch: str) -> Net:
 
 
 def arch_of(state_dict: dict) -> str:
-    """Which architecture a saved state dict belongs to, from its parameter names: a ``.pt`` file
-    is a bare state dict (as the assignment saved it), so the names are all it carries."""
-    keys = set(state_dict)
+    """Which architecture a saved state dict belongs to, from its parameter names and shapes: a
+    ``.pt`` file is a bare state dict (as the assignment saved it), so they are all it carries."""
+    shapes = {name: tuple(tensor.shape) for name, tensor in state_dict.items()}
     for arch, cls in ARCHITECTURES.items():
         # Built on the meta device: no memory, and no draws from the global RNG that seeded
         # training (fine-tuning calls this after seeding, so real initialisation would shift
         # every dropout mask that follows).
         with torch.device("meta"):
-            names = set(cls().state_dict())
-        if keys == names:
+            expected = {name: tuple(tensor.shape) for name, tensor in cls().state_dict().items()}
+        if shapes == expected:
             return arch
-    raise ValueError("the parameter names match no known architecture (" + ", ".join(ARCHITECTURES) + ")")
+    raise ValueError("the parameter names and shapes match no known architecture (" + ", ".join(ARCHITECTURES) + ")")
 
 
 def load(state_dict: dict) -> Net:

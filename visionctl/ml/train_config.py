@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 STRATEGIES = ("fc2", "fc1+fc2", "all")  # fine-tuning: which layers learn (visionctl.ml.training)
-ARCHITECTURES = ("vgg", "net")  # visionctl.ml.model; "net" is the assignment's
+ARCHITECTURES = ("vgg", "net", "vgg-wide")  # visionctl.ml.model; "net" is the assignment's
 
 
 @dataclass
