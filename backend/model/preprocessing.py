@@ -54,7 +54,11 @@ BLOCKS_MAX_SIDE = 1024
 BLOCKS_CHECKS = 3         # candidate grids compared pixel by pixel before giving up
 
 STATS_SIDE = 96           # levels are estimated on a thumbnail no larger than this
-MIN_CONTRAST = 0.12       # object vs background difference below this = blank image
+MIN_CONTRAST = 0.12       # object vs background difference below this = blank image ...
+# ... unless the background is digital (the border ring's noise is exactly 0): then any difference is
+# drawn. A picture saved with its values unscaled (optdigits' 0-16 ink counts as grey levels 0-16, a
+# 0/1 mask) is a drawing no eye sees, and it was read as blank: 8 % of 8×8 scans right, all flagged.
+MIN_DIGITAL_CONTRAST = 1.0 / 255.0
 # Background noise kept below black = median + this many robust sigmas. Digits are binary ink, so
 # a high floor costs nothing and keeps paper grain out; garments have faint tonal detail close to
 # the backdrop that a high floor would erase (measured on the photo-jpeg variants: Fashion 86→90 %
@@ -231,8 +235,21 @@ def upsample_small(gray: Image.Image) -> Image.Image:
     longer = max(gray.size)
     if longer >= SMALL_SIDE:
         return gray
+    lo, hi = gray.getextrema()
+    if 0 < hi - lo < MIN_CONTRAST * 255:
+        # A faint small picture (optdigits' 0-16 ink counts saved as grey levels 0-16): too small for
+        # its border to tell noise from a drawing (an 8×8 scan's ring is mostly ink), so its range is
+        # taken as the range it uses, spread over 0-255 before interpolating. Otherwise it was blank:
+        # 8 % of such scans read right, all flagged, against 96 % of the same scans in 0-255.
+        gray = gray.point(_range_lut(lo, hi))
     k = -(-UPSAMPLE_SIDE // longer)
     return gray.resize((gray.width * k, gray.height * k), Image.BICUBIC)
+
+
+@cache
+def _range_lut(lo: int, hi: int) -> Table:
+    """``lo``..``hi`` mapped linearly onto 0..255."""
+    return Table([min(255, max(0, (v - lo) * 255 // (hi - lo))) for v in range(256)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +272,14 @@ def _border(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a[:k].ravel(), a[-k:].ravel(), a[k:-k, :k].ravel(), a[k:-k, -k:].ravel()])
 
 
+def _background(ring: np.ndarray) -> tuple[float, float]:
+    """The background level of a border ring and its noise (robust sigma; exactly 0 when digital)."""
+    if ring.min() == ring.max():  # clean digital background (MNIST, canvases): no medians needed
+        return float(ring[0]), 0.0
+    bg = float(np.median(ring))
+    return bg, 1.4826 * float(np.median(np.abs(ring - bg)))
+
+
 def estimate_levels(gray: Image.Image, noise_sigmas: float = NOISE_SIGMAS[DIGIT]) -> Levels | None:
     """Polarity and black/white points of an ``L`` image; None if it has no visible object.
 
@@ -266,19 +291,16 @@ def estimate_levels(gray: Image.Image, noise_sigmas: float = NOISE_SIGMAS[DIGIT]
     """
     a = _pixels(_thumbnail(gray), np.float32) * (1.0 / 255.0)
     ring = _border(a)
-    flat = ring.min() == ring.max()  # clean digital background (MNIST, canvases): no medians needed
-    bg = float(ring[0]) if flat else float(np.median(ring))
+    bg, sigma = _background(ring)
     lo, hi = float(a.min()), float(a.max())
     invert = (bg - lo) > (hi - bg)
     if invert:
         bg, white = 1.0 - bg, 1.0 - lo
-        ring = 1.0 - ring
     else:
         white = hi
     contrast = white - bg
-    if contrast < MIN_CONTRAST:
+    if contrast < (MIN_DIGITAL_CONTRAST if sigma == 0.0 else MIN_CONTRAST):
         return None
-    sigma = 0.0 if flat else 1.4826 * float(np.median(np.abs(ring - bg)))
     black = bg + min(noise_sigmas * sigma + 1.0 / 255.0, 0.5 * contrast)
     return Levels(invert=invert, black=black, white=white)
 

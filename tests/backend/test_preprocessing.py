@@ -290,6 +290,63 @@ def test_an_8px_digit_is_read_as_strokes_not_cells(mnist_test):
     assert np.mean(gains) > 0.01 and np.mean(np.array(gains) > 0) > 0.55, np.mean(gains)
 
 
+def _counts(d: np.ndarray, side: int = 8) -> np.ndarray:
+    """An MNIST digit area-averaged to ``side`` px as ink counts 0-16 (optdigits' values, unscaled)."""
+    small = np.asarray(Image.fromarray(d).resize((side, side), Image.BOX), np.float32)
+    return np.round(small / 255 * 16).astype(np.uint8)
+
+
+@pytest.mark.parametrize("deliver", ["as is", "as blocks"])
+def test_a_faint_small_picture_is_read_as_its_full_range_self(mnist_test, deliver):
+    """An 8×8 scan saved as its counts 0-16 (grey levels no eye sees) was blank: 8 % of such scans
+    read right. It must come out as the same scan in 0-255 does, sent small or as nearest blocks."""
+    from visionctl.ml.evaluation import classify, load_model
+
+    def sent(a: np.ndarray) -> Image.Image:
+        img = Image.fromarray(a)
+        return img.resize((64, 64), Image.NEAREST) if deliver == "as blocks" else img
+
+    faint, full = [], []
+    for d in mnist_test.images[:200]:
+        counts = _counts(d)
+        faint.append(preprocess(sent(counts), "digit"))
+        full.append(preprocess(sent(np.uint8(np.minimum(255, counts.astype(np.int32) * 16))), "digit"))
+    faint, full = np.stack(faint), np.stack(full)
+    assert faint.reshape(len(faint), -1).max(1).min() > 0.5  # none blank
+    assert np.abs(faint - full).mean() < 0.01
+    model = load_model("mnist", test_model_dir())
+    assert (classify(model, faint).argmax(1) == classify(model, full).argmax(1)).mean() >= 0.97
+
+
+def test_a_faint_drawing_on_a_digital_background_is_read(mnist_test):
+    """A whole digit at a sixteenth of its brightness on an exactly black background (a picture saved
+    with unscaled values) is a drawing: it comes out as the digit itself does, give or take a pixel's
+    centring, and is read the same."""
+    from visionctl.ml.evaluation import classify, load_model
+
+    digits = mnist_test.images[:200]
+    faint = np.stack([preprocess(Image.fromarray(d // 16), "digit") for d in digits])
+    full = np.stack([preprocess(Image.fromarray(d), "digit") for d in digits])
+    ink = faint.sum(axis=(1, 2)) / full.sum(axis=(1, 2))  # 16 grey levels re-stroke a thin pen a little
+    assert ink.min() > 0.5 and np.median(np.abs(ink - 1)) < 0.05
+    model = load_model("mnist", test_model_dir())
+    assert (classify(model, faint).argmax(1) == classify(model, full).argmax(1)).mean() >= 0.98
+
+
+def test_faint_noise_on_a_small_picture_is_not_made_a_digit():
+    """A small faint picture is taken at its own range, so faint noise becomes plain noise — which the
+    verdict flags — not a digit."""
+    from visionctl.ml.evaluation import load_model
+
+    model = load_model("mnist", test_model_dir())
+    rng = np.random.default_rng(0)
+    pictures = np.stack([preprocess(Image.fromarray(np.clip(rng.normal(128, 3, (12, 12)), 0, 255).astype(np.uint8)),
+                                    "digit") for _ in range(50)])
+    from backend.model.inference import in_distribution
+
+    assert not in_distribution(model.predict(pictures).ood_score, model.card.ood_threshold).any()
+
+
 # --- the real data --------------------------------------------------------------------------
 
 
