@@ -23,7 +23,8 @@ def train(
     data_dir: DataDir = None,
     models_dir: ModelsDir = DEFAULT_MODELS_DIR,
     arch: Annotated[Arch | None, typer.Option(
-        help="Network: vgg (4 convolutions) or net (the assignment's 2).", show_default=default_text("arch"))] = None,
+        help="Network: vgg (4 convolutions), vgg-wide (the same, 1.5× the channels) or net (the assignment's 2).",
+        show_default=default_text("arch"))] = None,
     epochs: Annotated[int | None, typer.Option(min=1, show_default=default_text("epochs"))] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = TRAIN.batch_size,
     lr: Annotated[float, typer.Option(min=0.0, help="Adadelta learning rate.")] = TRAIN.lr,
