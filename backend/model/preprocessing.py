@@ -55,10 +55,13 @@ BLOCKS_CHECKS = 3         # candidate grids compared pixel by pixel before givin
 
 STATS_SIDE = 96           # levels are estimated on a thumbnail no larger than this
 MIN_CONTRAST = 0.12       # object vs background difference below this = blank image ...
-# ... unless the background is digital (the border ring's noise is exactly 0): then any difference is
-# drawn. A picture saved with its values unscaled (optdigits' 0-16 ink counts as grey levels 0-16, a
-# 0/1 mask) is a drawing no eye sees, and it was read as blank: 8 % of 8×8 scans right, all flagged.
-MIN_DIGITAL_CONTRAST = 1.0 / 255.0
+# ... unless it stands FAINT_SNR times clear of the picture's pixel noise: a picture saved with its
+# values unscaled (optdigits' 0-16 ink counts as grey levels 0-16, a 0/1 mask) is a drawing no eye
+# sees, and it was read as blank (half of such scans enlarged to 28 px). Noise alone reaches about 4
+# sigmas over a thumbnail's 9,216 pixels; 8-bit levels show no noise below half a step, so a faint
+# drawing needs 4 grey levels at least.
+FAINT_SNR = 8.0
+NOISE_FLOOR = 0.5 / 255.0
 # Background noise kept below black = median + this many robust sigmas. Digits are binary ink, so
 # a high floor costs nothing and keeps paper grain out; garments have faint tonal detail close to
 # the backdrop that a high floor would erase (measured on the photo-jpeg variants: Fashion 86→90 %
@@ -280,6 +283,13 @@ def _background(ring: np.ndarray) -> tuple[float, float]:
     return bg, 1.4826 * float(np.median(np.abs(ring - bg)))
 
 
+def pixel_noise(a: np.ndarray) -> float:
+    """Robust sigma of the noise from neighbouring pixels' differences (0 for a clean digital picture,
+    however much of it is ink): unlike the border ring's, it does not mistake a drawing for noise."""
+    diffs = np.abs(np.diff(a, axis=1)).ravel()
+    return 1.4826 * float(np.median(diffs)) / np.sqrt(2.0) if diffs.size else 0.0
+
+
 def estimate_levels(gray: Image.Image, noise_sigmas: float = NOISE_SIGMAS[DIGIT]) -> Levels | None:
     """Polarity and black/white points of an ``L`` image; None if it has no visible object.
 
@@ -299,7 +309,7 @@ def estimate_levels(gray: Image.Image, noise_sigmas: float = NOISE_SIGMAS[DIGIT]
     else:
         white = hi
     contrast = white - bg
-    if contrast < (MIN_DIGITAL_CONTRAST if sigma == 0.0 else MIN_CONTRAST):
+    if contrast < MIN_CONTRAST and contrast < FAINT_SNR * max(pixel_noise(a), NOISE_FLOOR):
         return None
     black = bg + min(noise_sigmas * sigma + 1.0 / 255.0, 0.5 * contrast)
     return Levels(invert=invert, black=black, white=white)

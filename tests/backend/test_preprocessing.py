@@ -102,11 +102,15 @@ def test_blank_images_give_zeros(img, mode):
     assert not out.any()
 
 
-def test_faint_noise_alone_is_blank():
-    """Sensor noise on an empty sheet of paper must not be blown up into a 'digit'."""
+@pytest.mark.parametrize("sigma", [0.5, 1, 2, 3, 5])
+@pytest.mark.parametrize("size", [(300, 400), (60, 45), (25, 25)])
+def test_faint_noise_alone_is_blank(sigma, size):
+    """Sensor noise on an empty sheet of paper must not be blown up into a 'digit' — also where a
+    faint drawing counts (it must stand well clear of the noise, which 8-bit rounding hides)."""
     rng = np.random.default_rng(0)
-    paper = np.clip(rng.normal(225, 3, size=(300, 400)), 0, 255).astype(np.uint8)
-    assert not preprocess(Image.fromarray(paper), "digit").any()
+    for level in (30, 128, 225):
+        paper = np.clip(np.round(rng.normal(level, sigma, size=size)), 0, 255).astype(np.uint8)
+        assert not preprocess(Image.fromarray(paper), "digit").any(), level
 
 
 # --- polarity and transparency --------------------------------------------------------------
@@ -318,19 +322,28 @@ def test_a_faint_small_picture_is_read_as_its_full_range_self(mnist_test, delive
     assert (classify(model, faint).argmax(1) == classify(model, full).argmax(1)).mean() >= 0.97
 
 
-def test_a_faint_drawing_on_a_digital_background_is_read(mnist_test):
-    """A whole digit at a sixteenth of its brightness on an exactly black background (a picture saved
-    with unscaled values) is a drawing: it comes out as the digit itself does, give or take a pixel's
-    centring, and is read the same."""
+@pytest.mark.parametrize("picture", ["digit", "scan enlarged"])
+def test_a_faint_drawing_is_read(mnist_test, picture):
+    """A whole digit at a sixteenth of its brightness (a picture saved with unscaled values), or an
+    8×8 scan's counts 0-16 enlarged smoothly to 28 px (its border ring mostly ink), is a drawing: it
+    comes out as its full-range self does, give or take a pixel's centring, and is read the same."""
     from visionctl.ml.evaluation import classify, load_model
 
+    def drawn(d: np.ndarray, faint: bool) -> Image.Image:
+        if picture == "digit":
+            return Image.fromarray(d // 16 if faint else d)
+        counts = _counts(d)
+        a = counts if faint else np.uint8(np.minimum(255, counts.astype(np.int32) * 16))
+        return Image.fromarray(a).resize((28, 28), Image.BICUBIC)
+
     digits = mnist_test.images[:200]
-    faint = np.stack([preprocess(Image.fromarray(d // 16), "digit") for d in digits])
-    full = np.stack([preprocess(Image.fromarray(d), "digit") for d in digits])
-    ink = faint.sum(axis=(1, 2)) / full.sum(axis=(1, 2))  # 16 grey levels re-stroke a thin pen a little
-    assert ink.min() > 0.5 and np.median(np.abs(ink - 1)) < 0.05
+    faint = np.stack([preprocess(drawn(d, True), "digit") for d in digits])
+    full = np.stack([preprocess(drawn(d, False), "digit") for d in digits])
+    ink = faint.sum(axis=(1, 2)) / full.sum(axis=(1, 2))  # 17 grey levels re-stroke a pen a little
+    assert ink.min() > 0.5 and np.median(np.abs(ink - 1)) < 0.15
     model = load_model("mnist", test_model_dir())
-    assert (classify(model, faint).argmax(1) == classify(model, full).argmax(1)).mean() >= 0.98
+    same = (classify(model, faint).argmax(1) == classify(model, full).argmax(1)).mean()
+    assert same >= 0.95, same
 
 
 def test_faint_noise_on_a_small_picture_is_not_made_a_digit():
