@@ -215,6 +215,10 @@ def test_small_pictures_benchmark_short_mode_holds_the_bars(tmp_path):
     second = m["second_threshold"]
     assert second["threshold"] > second["card_threshold"]  # small digits are less sure: a looser threshold
     assert second["small_digits"]["second"]["flagged"] < second["small_digits"]["card"]["flagged"]
+    # Faint scans (counts 0-16) are blank without the faint rule and read with it.
+    counts = m["scan_forms"]["counts 0-16"]
+    assert counts["with_rule"]["samples"] == 300
+    assert counts["without_rule"]["flagged"] == 1.0 and counts["with_rule"]["accuracy"] > 0.9
 
 
 def test_small_picture_figures_in_the_docs_are_the_saved_run():
@@ -246,6 +250,10 @@ def test_small_pictures_bars_trip_on_a_broken_step_and_on_the_rejected_candidate
     blocks["without_step"]["flagged"] = blocks["with_step"]["flagged"] - 0.01
     fails = small.check(broken, 0.0)
     assert len(fails) == 2 and all(f.startswith("lowres: blocks flagged") for f in fails), fails
+    faint = copy.deepcopy(shipped)  # counts 0-16 read 3 points below the same scans in 0-255
+    grey = faint["scan_forms"]["grey 0-255"]["with_rule"]["accuracy"]
+    faint["scan_forms"]["counts 0-16"]["with_rule"]["accuracy"] = grey - 0.03
+    assert small.check(faint, 0.0) == [f"scans as counts 0-16: accuracy {grey - 0.03:.4f}, as grey 0-255: {grey:.4f}"]
     candidate = json.loads((ROOT / "benchmarks" / "results" / "trials" /
                             "small-pictures-fresh-small-0.4.json").read_text())["mnist"]
     assert small.check(candidate, 0.0) == ["scribble: 0.8610 flagged when sent small"]

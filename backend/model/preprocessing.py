@@ -238,15 +238,18 @@ def upsample_small(gray: Image.Image) -> Image.Image:
     longer = max(gray.size)
     if longer >= SMALL_SIDE:
         return gray
-    lo, hi = gray.getextrema()
-    if 0 < hi - lo < MIN_CONTRAST * 255:
-        # A faint small picture (optdigits' 0-16 ink counts saved as grey levels 0-16): too small for
-        # its border to tell noise from a drawing (an 8×8 scan's ring is mostly ink), so its range is
-        # taken as the range it uses, spread over 0-255 before interpolating. Otherwise it was blank:
-        # 8 % of such scans read right, all flagged, against 96 % of the same scans in 0-255.
-        gray = gray.point(_range_lut(lo, hi))
     k = -(-UPSAMPLE_SIDE // longer)
-    return gray.resize((gray.width * k, gray.height * k), Image.BICUBIC)
+    return spread_faint(gray).resize((gray.width * k, gray.height * k), Image.BICUBIC)
+
+
+def spread_faint(small: Image.Image) -> Image.Image:
+    """A faint small picture (optdigits' 0-16 ink counts saved as grey levels 0-16) with its range
+    spread over 0-255, so interpolation does not work on a few steps; others come back as they are.
+
+    Too small for its border to tell noise from a drawing (an 8×8 scan's ring is mostly ink), it is
+    taken at the range it uses. Otherwise it was blank: such scans read 8 % right, all flagged."""
+    lo, hi = small.getextrema()
+    return small.point(_range_lut(lo, hi)) if 0 < hi - lo < MIN_CONTRAST * 255 else small
 
 
 @cache
