@@ -8,6 +8,8 @@ writes one table per recipe in docs/model.md, so a difference between two recipe
 against what a seed alone moves. Another table puts the earlier recipe's seed-2 run beside the trial recipes
 (``results/trials/mnist-<name>.json``: an ``ood.py`` run plus a ``trial`` entry saying what changed),
 trained with the same seed, and marks the one that ships (``results/ood.json``; appended if no trial is it).
+Trials of the shipped recipe (``results/trials/<name>/ood.json``, ``SHIPPED_RECIPE_TRIALS``) get a table
+each beside the shipped model's ``ood.json`` run, which is measured by the same code as the trial.
 
     .venv/bin/visionctl train mnist --seed 4 --models-dir /tmp/seed4          # ~25 min on 2 cores
     .venv/bin/python benchmarks/ood.py --models mnist --models-dir /tmp/seed4 \\
@@ -35,6 +37,9 @@ FAMILIES = {"mnist": ("glyph", "scribble", "digit-mashup"), "fashion-mnist": ("m
 # Seed-run folder under results/ → (model, the docs/model.md block its table goes in); the earlier recipe first.
 SPREADS = {"seeds": ("mnist", "seed-spread"), "seeds-fresh-small": ("mnist", "seed-spread-fresh-small"),
            "seeds-fashion": ("fashion-mnist", "seed-spread-fashion")}
+
+# Trials of the shipped recipe, each in its block of docs/model.md (earlier trials predate the tables).
+SHIPPED_RECIPE_TRIALS = ("vgg-wide",)
 
 
 def _entry(path: Path, model: str = "mnist") -> dict:
@@ -103,7 +108,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     status = 0
     tables = [(name, runs(folder), True) for folder, (_, name) in SPREADS.items()]
-    for name, models, spread in [*tables, ("trials", trials(), False)]:
+    tables.append(("trials", trials(), False))
+    tables += [(name, [shipped(), _entry(RESULTS / "trials" / name / "ood.json")], False)
+               for name in SHIPPED_RECIPE_TRIALS]
+    for name, models, spread in tables:
         body = table(models, spread)
         if not args.check:
             print(body)

@@ -356,6 +356,14 @@ def test_seed_spread_table_is_the_saved_runs():
         if t["version"] != live["version"] or "trial" in t:
             assert {"name", "recipe", "rule"} <= t["trial"].keys()
     assert seed_spread.main(["--check"]) == 0, "run: python benchmarks/seed_spread.py"
+    # The wider network's prose quotes its saved runs: flag-only 1s and the ONNX Runtime cost per image.
+    doc = " ".join((ROOT / "docs" / "model.md").read_text().split())
+    wide = json.loads((seed_spread.RESULTS / "trials" / "vgg-wide" / "serif_ones.json").read_text())
+    assert f"read at {wide['kinds']['1 with a flag only']['accuracy']:.1%}".replace("%", " %") in doc
+    costs = [m["models"][0]["cost"]["without_ood_cpu_us"] for m in (
+        json.loads((seed_spread.RESULTS / "trials" / "vgg-wide" / "ood.json").read_text()),
+        json.loads((seed_spread.RESULTS / "ood.json").read_text()))]
+    assert f"({costs[0]} µs against {costs[1]} µs" in doc
 
 
 def test_readmes_verdict_table_is_the_saved_run():
