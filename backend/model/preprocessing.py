@@ -57,9 +57,9 @@ STATS_SIDE = 96           # levels are estimated on a thumbnail no larger than t
 MIN_CONTRAST = 0.12       # object vs background difference below this = blank image ...
 # ... unless it stands FAINT_SNR times clear of the picture's pixel noise: a picture saved with its
 # values unscaled (optdigits' 0-16 ink counts as grey levels 0-16, a 0/1 mask) is a drawing no eye
-# sees, and it was read as blank (half of such scans enlarged to 28 px). Noise alone reaches about 4
-# sigmas over a thumbnail's 9,216 pixels; 8-bit levels show no noise below half a step, so a faint
-# drawing needs 4 grey levels at least.
+# sees, and it was read as blank (such scans enlarged smoothly to 28 px: 8.9 % read right, all
+# flagged; benchmarks/small_pictures.py). Noise alone reaches about 4 sigmas over a thumbnail's 9,216
+# pixels; 8-bit levels show no noise below half a step, so a faint drawing needs 4 grey levels at least.
 FAINT_SNR = 8.0
 NOISE_FLOOR = 0.5 / 255.0
 # Background noise kept below black = median + this many robust sigmas. Digits are binary ink, so
@@ -247,7 +247,7 @@ def spread_faint(small: Image.Image) -> Image.Image:
     spread over 0-255, so interpolation does not work on a few steps; others come back as they are.
 
     Too small for its border to tell noise from a drawing (an 8×8 scan's ring is mostly ink), it is
-    taken at the range it uses. Otherwise it was blank: such scans read 8 % right, all flagged."""
+    taken at the range it uses. Otherwise it was blank: such scans read 8.9 % right, all flagged."""
     lo, hi = small.getextrema()
     return small.point(_range_lut(lo, hi)) if 0 < hi - lo < MIN_CONTRAST * 255 else small
 
