@@ -419,7 +419,9 @@ def test_cpu_budget_short_run(tmp_path):
 
 def test_stack_floor_short_mode(tmp_path):
     """The bare Waitress, Flask on Waitress and the real backend (1 worker), one short round each: every
-    answer a 200, and each layer costs at least the one below it — the order the floor argument rests on."""
+    answer a 200, and the backend costs more than either floor. Whether Flask costs more than bare
+    Waitress (~1.7× here) is not asked of one 2-s round: a busy moment once made bare Waitress 1.5× its
+    usual cost and the order flipped. The saved full run holds that order (test_performance_doc)."""
     if not shutil.which("wrk"):
         pytest.fail("wrk is missing (apt-get install wrk; scripts/test.sh installs it)")
     out = tmp_path / "stack_floor.json"
@@ -428,7 +430,8 @@ def test_stack_floor_short_mode(tmp_path):
     results = json.loads(out.read_text())
     for c in ("c8", "c32"):
         cpu = {k: v["cpu_us_per_request"] for k, v in results["summary"][c].items()}
-        assert 0 < cpu["floor-waitress"] < cpu["floor-flask"] < cpu["vision-1"], (c, cpu)
+        assert 0 < cpu["floor-waitress"] and 0 < cpu["floor-flask"], (c, cpu)
+        assert max(cpu["floor-waitress"], cpu["floor-flask"]) < cpu["vision-1"], (c, cpu)
 
 
 def test_peers_run_the_backends_onnx_runtime_settings():

@@ -39,4 +39,8 @@ def test_the_load_table_matches_saved_runs():
 def test_the_stack_floor_table_matches_saved_results():
     saved = json.loads(stack_floor.OUT.read_text())
     assert not saved["short"]
+    # The order the floor argument rests on, in the quoted full run (medians of 3 rounds × 8 s).
+    for c, row in saved["summary"].items():
+        cpu = {k: v["cpu_us_per_request"] for k, v in row.items()}
+        assert 0 < cpu["floor-waitress"] < cpu["floor-flask"] < cpu["vision-1"], (c, cpu)
     assert stack_floor.write_doc(saved, check=True) == 0, "run: python benchmarks/stack_floor.py --doc"
