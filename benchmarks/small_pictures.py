@@ -292,14 +292,18 @@ def tables(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _change(off: float, on: float) -> str:
+    """A share without → with an ablated step, or the one share when they print the same."""
+    return f"{on:.1%}" if f"{off:.1%}" == f"{on:.1%}" else f"{off:.1%} → {on:.1%}"
+
+
 def delivery_table(results: dict) -> str:
     """docs/model.md's table: each way a low-resolution picture arrives, read and flagged without → with
     the blocks step, for the shipped model and (``--compare``) the previous release."""
     models = [("shipped", results["mnist"]), *([("previous", results["baseline"])] if "baseline" in results else [])]
 
     def change(e: dict, key: str) -> str:
-        off, on = e["without_step"][key], e["with_step"][key]
-        return f"{on:.1%}" if f"{off:.1%}" == f"{on:.1%}" else f"{off:.1%} → {on:.1%}"
+        return _change(e["without_step"][key], e["with_step"][key])
 
     heads = " | ".join(f"{what} `{m['version'][-8:]}`" for what, m in models)
     lines = [f"| set, as it arrives | pictures | read without → with the step: {heads} | flagged: {heads} |",
@@ -318,8 +322,7 @@ def faint_table(results: dict) -> str:
     m = results["mnist"]
 
     def change(e: dict, key: str) -> str:
-        off, on = e["without_rule"][key], e["with_rule"][key]
-        return f"{on:.1%}" if f"{off:.1%}" == f"{on:.1%}" else f"{off:.1%} → {on:.1%}"
+        return _change(e["without_rule"][key], e["with_rule"][key])
 
     lines = [f"| 8×8 scans (`{m['version'][-8:]}`), sent as | pictures | read without → with the faint rule | "
              "flagged without → with |", "| --- | ---: | ---: | ---: |"]
